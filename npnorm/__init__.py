@@ -1,0 +1,27 @@
+"""npnorm: a small NumPy autograd engine built to teach, verify and run normalization layers.
+
+The public face: Tensor, tensor, no_grad, gradcheck, GradcheckError, manual_seed, and the submodules
+functional (alias F), nn and optim. Importing npnorm compiles nothing; Numba kernels compile on first use.
+"""
+
+from . import functional
+from . import functional as F
+from ._random import manual_seed
+from .autograd import Function, is_grad_enabled, no_grad
+from .gradcheck import GradcheckError, gradcheck
+from .tensor import Tensor, tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "F",
+    "Function",
+    "GradcheckError",
+    "Tensor",
+    "functional",
+    "gradcheck",
+    "is_grad_enabled",
+    "manual_seed",
+    "no_grad",
+    "tensor",
+]

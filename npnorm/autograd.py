@@ -1,0 +1,187 @@
+"""The graph, and only the graph: Context, Function.apply, reverse-mode backward, no_grad.
+
+A `Function` subclass holds one operation's math as two static methods on NumPy arrays::
+
+    class Mul(Function):
+        @staticmethod
+        def forward(ctx, a, b):            # arrays in, array out
+            ctx.save_for_backward(a, b)
+            return a * b
+
+        @staticmethod
+        def backward(ctx, grad):           # dL/d(out) in, one dL/d(input) per positional input
+            a, b = ctx.saved
+            return grad * b, grad * a
+
+`Function.apply(*args)` unwraps Tensor arguments to their arrays, runs `forward`, wraps the result in a
+Tensor and, when gradients are wanted, records a `Node` so that `backward` can later visit it. Non-Tensor
+arguments (axes, exponents, index arrays, flags) pass through unchanged and receive no gradient.
+
+`backward` walks the recorded graph in reverse topological order without recursion (a chain of 10,000 ops
+must not hit Python's recursion limit), summing the gradients of every node that is used more than once.
+Nothing in this file knows any math.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+_Tensor = None  # set by npnorm.tensor (the import order is tensor -> autograd, never the reverse)
+
+
+class _GradMode(threading.local):
+    # Thread-local, as in PyTorch: `no_grad()` in one thread must not switch off recording in another.
+    enabled = True
+
+
+_grad_mode = _GradMode()
+
+
+def is_grad_enabled() -> bool:
+    return _grad_mode.enabled
+
+
+@contextmanager
+def no_grad():
+    """Within this block, operations record no graph: results have `requires_grad=False`."""
+    previous = _grad_mode.enabled
+    _grad_mode.enabled = False
+    try:
+        yield
+    finally:
+        _grad_mode.enabled = previous
+
+
+class Context:
+    """Scratch space that `forward` fills for `backward`.
+
+    `needs_input_grad[i]` says whether positional input i needs a gradient, so `backward` can skip work
+    (e.g. dX of the first layer of a network). Any other attribute may be set freely.
+    """
+
+    def __init__(self, needs_input_grad: tuple):
+        self.needs_input_grad = needs_input_grad
+        self.saved = ()
+
+    def save_for_backward(self, *arrays) -> None:
+        self.saved = arrays
+
+
+class Node:
+    """What backward needs of one recorded operation: the Function, its Context, its Tensor inputs."""
+
+    __slots__ = ("fn", "ctx", "parents")
+
+    def __init__(self, fn, ctx, parents):
+        self.fn = fn
+        self.ctx = ctx
+        self.parents = parents  # one entry per positional argument: a Tensor that needs grad, or None
+
+
+class Function:
+    """Base class of every differentiable operation (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        Tensor = _Tensor
+        record = _grad_mode.enabled
+        arrays = []
+        needs = []
+        for a in args:
+            if isinstance(a, Tensor):
+                arrays.append(a.data)
+                needs.append(record and a.requires_grad)
+            else:
+                arrays.append(a)
+                needs.append(False)
+        needs = tuple(needs)
+        ctx = Context(needs)
+        out = cls.forward(ctx, *arrays, **kwargs)
+        result = Tensor._wrap(out)
+        if any(needs):
+            result.requires_grad = True
+            result._node = Node(cls, ctx, tuple(a if n else None for a, n in zip(args, needs)))
+        return result
+
+
+def backward(root, grad: np.ndarray) -> None:
+    """Accumulate d(root)/d(leaf) · grad into `.grad` of every leaf that requires grad."""
+    order = _topological_order(root)
+    grads = {id(root): grad}
+    for tensor in reversed(order):
+        g = grads.pop(id(tensor), None)
+        if g is None:
+            continue
+        node = tensor._node
+        if node is None:
+            _accumulate_leaf(tensor, g)
+            continue
+        input_grads = node.fn.backward(node.ctx, g)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        if len(input_grads) != len(node.parents):
+            raise RuntimeError(
+                f"{node.fn.__name__}.backward returned {len(input_grads)} gradients "
+                f"for {len(node.parents)} inputs"
+            )
+        for parent, pg in zip(node.parents, input_grads):
+            if parent is None or pg is None:
+                continue
+            if pg.shape != parent.data.shape:
+                raise RuntimeError(
+                    f"{node.fn.__name__}.backward returned a gradient of shape {pg.shape} "
+                    f"for an input of shape {parent.data.shape}"
+                )
+            key = id(parent)
+            if key in grads:
+                # Out of place: the stored array may alias another node's gradient (Add returns `grad` twice).
+                grads[key] = grads[key] + pg
+            else:
+                grads[key] = pg
+
+
+def _topological_order(root) -> list:
+    """Tensors reachable from `root` through recorded nodes, every input before its consumers.
+
+    Depth-first post-order with an explicit stack instead of recursion: a tensor is appended only after all
+    of its inputs have been, so the reversed list visits every consumer before what it consumes.
+    """
+    order = []
+    expanded_ids = set()
+    stack = [(root, False)]
+    while stack:
+        tensor, done = stack.pop()
+        if done:
+            order.append(tensor)
+            continue
+        if id(tensor) in expanded_ids:
+            continue  # reached again through another path; its place in the order is already fixed
+        expanded_ids.add(id(tensor))
+        stack.append((tensor, True))
+        node = tensor._node
+        if node is not None:
+            for parent in node.parents:
+                if parent is not None and id(parent) not in expanded_ids:
+                    stack.append((parent, False))
+    return order
+
+
+def _accumulate_leaf(tensor, g: np.ndarray) -> None:
+    if g.dtype != tensor.data.dtype:
+        g = g.astype(tensor.data.dtype)
+    if tensor.grad is None:
+        # Own the array: `g` may be a view of, or the same object as, another gradient or a user's array.
+        tensor.grad = np.array(g, copy=True)
+    else:
+        tensor.grad += g

@@ -1,0 +1,149 @@
+"""The gradcheck table behind `npnorm check` and `npnorm demo`: every norm, every implementation.
+
+Each row builds small float64 inputs, runs `npnorm.gradcheck` on the norm and prints the verdict and the
+largest gap between the analytic gradient and finite differences.
+
+DetachNorm and AdaNorm have a backward that is deliberately not the derivative of their forward, so
+finite differences of the forward cannot confirm it. Their rows check the backward against a *frozen*
+function instead: the same forward with the detached quantities (μ, σ, or φ) fixed at their values at the
+point of evaluation. At that point the frozen function's true Jacobian is what the detached backward
+claims to compute. The row's function has the frozen function's values and the real norm's gradient:
+
+    f(x) = norm(x) + (frozen(x) − norm(x)).detach()
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import functional as F
+from .gradcheck import GradcheckError, gradcheck
+from .norms import IMPLS
+from .tensor import Tensor
+
+
+@dataclass(frozen=True)
+class Case:
+    norm: str
+    variant: str
+    build: Callable  # (impl, rng) -> (fn, inputs)
+
+
+def _leaf(rng, shape, scale=1.0, shift=0.0) -> Tensor:
+    return Tensor(shift + scale * rng.standard_normal(shape), requires_grad=True)
+
+
+def _frozen_layer_norm(x0: np.ndarray, H_axes: tuple, eps, detach_mean: bool, detach_var: bool):
+    """LayerNorm with μ and/or σ² replaced by constants taken at x0."""
+    mean0 = x0.mean(axis=H_axes, keepdims=True)
+    var0 = ((x0 - mean0) ** 2).mean(axis=H_axes, keepdims=True)
+
+    def frozen(x: Tensor) -> Tensor:
+        mean = Tensor(mean0) if detach_mean else x.mean(axis=H_axes, keepdims=True)
+        centered = x - mean
+        var = Tensor(var0) if detach_var else (centered * centered).mean(axis=H_axes, keepdims=True)
+        return centered * (var + eps) ** -0.5
+
+    return frozen
+
+
+def _straight_through(value_fn, grad_fn):
+    """Values of value_fn, gradients of grad_fn: grad_fn(x) + (value_fn(x) − grad_fn(x)).detach()."""
+
+    def fn(*args):
+        g = grad_fn(*args)
+        return g + (value_fn(*args) - g).detach()
+
+    return fn
+
+
+def _layer_norm_case(affine: bool, bias: bool = True):
+    def build(impl, rng):
+        x = _leaf(rng, (4, 3, 5))
+        w = _leaf(rng, (3, 5)) if affine else None
+        b = _leaf(rng, (3, 5)) if bias and affine else None
+        inputs = tuple(t for t in (x, w, b) if t is not None)
+
+        def fn(*args):
+            it = iter(args)
+            x_, w_, b_ = next(it), next(it) if w is not None else None, next(it) if b is not None else None
+            return F.layer_norm(x_, (3, 5), w_, b_, impl=impl)
+
+        return fn, inputs
+
+    return build
+
+
+def _detach_case(detach_mean: bool, detach_var: bool):
+    def build(impl, rng):
+        x = _leaf(rng, (4, 6))
+        w = _leaf(rng, (6,))
+        frozen_norm = _frozen_layer_norm(x.data.copy(), (1,), 1e-5, detach_mean, detach_var)
+
+        def real(x_, w_):
+            return F.layer_norm(x_, 6, w_, None, detach_mean=detach_mean, detach_var=detach_var, impl=impl)
+
+        def frozen(x_, w_):
+            return frozen_norm(x_) * w_
+
+        return _straight_through(frozen, real), (x, w)
+
+    return build
+
+
+def _ada_norm_case(C: float, k: float):
+    def build(impl, rng):
+        x = _leaf(rng, (4, 7))
+        y0 = _frozen_layer_norm(x.data.copy(), (1,), 1e-5, False, False)(Tensor(x.data.copy())).data
+        phi0 = Tensor(C * (1 - k * y0))
+        simple = _frozen_layer_norm(x.data.copy(), (1,), 1e-5, False, False)  # nothing frozen: LayerNorm-simple
+
+        def real(x_):
+            return F.ada_norm(x_, 7, C=C, k=k, impl=impl)
+
+        def frozen(x_):
+            return phi0 * simple(x_)
+
+        return _straight_through(frozen, real), (x,)
+
+    return build
+
+
+CASES = [
+    Case("layer_norm", "affine", _layer_norm_case(affine=True)),
+    Case("layer_norm", "gain only (bias=False)", _layer_norm_case(affine=True, bias=False)),
+    Case("layer_norm", "simple (no gain, no bias)", _layer_norm_case(affine=False)),
+    Case("layer_norm", "detach_mean", _detach_case(True, False)),
+    Case("layer_norm", "detach_var", _detach_case(False, True)),
+    Case("layer_norm", "DetachNorm (both)", _detach_case(True, True)),
+    Case("ada_norm", "C=1, k=0.1", _ada_norm_case(1.0, 0.1)),
+    Case("ada_norm", "C=2, k=0.1", _ada_norm_case(2.0, 0.1)),
+]
+
+
+def run_checks(norms=None, impls=None, *, seed: int = 0, out=print) -> bool:
+    """Gradcheck every selected norm × impl; print one line each; True when all pass."""
+    known = sorted({c.norm for c in CASES})
+    for name in norms or ():
+        if name not in known:
+            raise ValueError(f"check: unknown norm {name!r}; known: {', '.join(known)}")
+    cases = [c for c in CASES if not norms or c.norm in norms]
+    impls = list(impls or IMPLS)
+    out(f"{'norm':<12} {'variant':<27} {'impl':<9} {'verdict':<8} {'time':>7}")
+    all_ok = True
+    for case in cases:
+        for impl in impls:
+            fn, inputs = case.build(impl, np.random.default_rng(seed))
+            start = time.perf_counter()
+            try:
+                gradcheck(fn, inputs)
+                verdict, detail = "ok", ""
+            except GradcheckError as exc:
+                verdict, detail, all_ok = "FAIL", f"\n    {exc}", False
+            out(f"{case.norm:<12} {case.variant:<27} {impl:<9} {verdict:<8} {time.perf_counter() - start:6.2f}s{detail}")
+    out("all gradients agree with finite differences" if all_ok else "some gradient checks FAILED")
+    return all_ok

@@ -1,0 +1,211 @@
+"""`npnorm.functional` (imported as F): stateless layers, activations and losses.
+
+Each function checks its arguments where the user can read the error, then hands arrays to one
+Function from `ops` (or, for the norms, from `norms`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import ops
+from .norms import _checks, _dispatch
+from .norms import layer_norm as _layer_norm
+from ._random import default_generator
+from .tensor import Tensor
+
+
+def as_tensor(x, who: str) -> Tensor:
+    """`x` itself if it is a Tensor, else a new constant Tensor (arrays, lists and scalars are accepted)."""
+    if isinstance(x, Tensor):
+        return x
+    try:
+        return Tensor(x)
+    except TypeError as exc:
+        raise TypeError(f"{who}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------- layers and activations
+
+
+def linear(x, weight, bias=None) -> Tensor:
+    """y = x Wᵀ + b, with W of shape (out_features, in_features) as in PyTorch."""
+    x, weight = as_tensor(x, "linear"), as_tensor(weight, "linear")
+    return ops.Linear.apply(x, weight, None if bias is None else as_tensor(bias, "linear"))
+
+
+def relu(x) -> Tensor:
+    return ops.Relu.apply(as_tensor(x, "relu"))
+
+
+def tanh(x) -> Tensor:
+    return ops.Tanh.apply(as_tensor(x, "tanh"))
+
+
+def sigmoid(x) -> Tensor:
+    return ops.Sigmoid.apply(as_tensor(x, "sigmoid"))
+
+
+def gelu(x, approximate: str = "none") -> Tensor:
+    """GELU(x) = x Φ(x), exact (erf) by default; approximate="tanh" is the tanh approximation."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return ops.Gelu.apply(as_tensor(x, "gelu"), approximate=approximate)
+
+
+def _check_axis(who: str, axis, ndim: int) -> int:
+    if not isinstance(axis, numbers.Integral) or not -ndim <= axis < max(ndim, 1):
+        raise ValueError(f"{who}: axis {axis!r} is out of range for a tensor with {ndim} dimensions")
+    return int(axis)
+
+
+def softmax(x, axis: int = -1) -> Tensor:
+    """softmax(x)_i = e^(x_i - max x) / Σ_j e^(x_j - max x) along `axis` (shifted, so it never overflows)."""
+    x = as_tensor(x, "softmax")
+    return ops.Softmax.apply(x, axis=_check_axis("softmax", axis, x.ndim))
+
+
+def log_softmax(x, axis: int = -1) -> Tensor:
+    """log softmax(x) = x - max x - log Σ e^(x - max x): finite for logits of ±1e4."""
+    x = as_tensor(x, "log_softmax")
+    return ops.LogSoftmax.apply(x, axis=_check_axis("log_softmax", axis, x.ndim))
+
+
+# -------------------------------------------------------------------------------------------- losses
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(who: str, reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{who}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _class_targets(target, logits_shape: tuple) -> np.ndarray:
+    """Integer class indices of the shape logits have without their class axis 1, each in [0, C)."""
+    data = target.data if isinstance(target, Tensor) else np.asarray(target)
+    if data.dtype.kind == "f":
+        if not np.all(np.isfinite(data)) or not np.all(data == np.round(data)):
+            raise TypeError("cross_entropy: target must hold integer class indices, got non-integer values")
+    elif data.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {data.dtype}")
+    expected = logits_shape[:1] + logits_shape[2:]
+    if data.shape != expected:
+        raise ValueError(
+            f"cross_entropy: target has shape {data.shape}, expected {expected} for logits of shape {logits_shape}"
+        )
+    num_classes = logits_shape[1]
+    if data.size and (data.min() < 0 or data.max() >= num_classes):
+        raise ValueError(
+            f"cross_entropy: target holds class {int(data.min()) if data.min() < 0 else int(data.max())}, "
+            f"outside [0, {num_classes}) for logits with {num_classes} classes"
+        )
+    return data.astype(np.intp)
+
+
+def cross_entropy(logits, target, reduction: str = "mean") -> Tensor:
+    """Mean (or sum, or per-sample) of -log softmax(logits)[target], fused and stable.
+
+    logits (N, C) or (N, C, d1, ...), with the classes on axis 1 as in PyTorch; target integer classes of
+    shape (N,) or (N, d1, ...). A single sample is logits (C,) with a 0-d target.
+    """
+    _check_reduction("cross_entropy", reduction)
+    logits = as_tensor(logits, "cross_entropy")
+    if logits.ndim == 1:
+        out = cross_entropy(logits.reshape(1, -1), np.reshape(_raw(target), (1,)), reduction)
+        return out.reshape(()) if reduction == "none" else out
+    if logits.ndim == 0 or logits.shape[1] == 0:
+        raise ValueError(f"cross_entropy: logits must have shape (N, C, ...) with C > 0, got {logits.shape}")
+    t = _class_targets(target, logits.shape)
+    if t.size == 0 and reduction == "mean":
+        raise ValueError("cross_entropy: the mean over an empty batch is undefined")
+    return ops.CrossEntropy.apply(logits, t, reduction=reduction)
+
+
+def _raw(x):
+    return x.data if isinstance(x, Tensor) else np.asarray(x)
+
+
+def mse_loss(input, target, reduction: str = "mean") -> Tensor:
+    """Mean (or sum, or elementwise) of (input - target)^2; shapes must match."""
+    _check_reduction("mse_loss", reduction)
+    input, target = as_tensor(input, "mse_loss"), as_tensor(target, "mse_loss")
+    if input.shape != target.shape:
+        raise ValueError(f"mse_loss: input shape {input.shape} and target shape {target.shape} differ")
+    sq = (input - target) ** 2
+    if reduction == "mean":
+        return sq.mean()
+    if reduction == "sum":
+        return sq.sum()
+    return sq
+
+
+# ------------------------------------------------------------------------------------------ dropout
+
+
+def dropout(x, p: float = 0.5, training: bool = True, generator: np.random.Generator | None = None) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout).
+
+    In eval mode (training=False), or with p = 0, the input is returned unchanged. The mask comes from
+    `generator`, else from the generator that `npnorm.manual_seed` seeds.
+    """
+    if not isinstance(p, numbers.Real) or not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p!r}")
+    x = as_tensor(x, "dropout")
+    if not training or p == 0:
+        return x
+    rng = generator if generator is not None else default_generator()
+    keep = rng.random(x.shape) >= p
+    mask = keep.astype(x.dtype) * np.asarray(1.0 / (1.0 - p), dtype=x.dtype)
+    return ops.Mul.apply(x, Tensor._wrap(mask))
+
+
+# --------------------------------------------------------------------------------------------- norms
+
+
+def layer_norm(
+    x, normalized_shape, weight=None, bias=None, eps=1e-5, *, detach_mean=False, detach_var=False, impl=None
+) -> Tensor:
+    """LayerNorm over the trailing `normalized_shape` dims: y = γ ⊙ (x − μ)/√(σ² + ε) + β.
+
+    `weight` (γ) and `bias` (β) have shape `normalized_shape` and are optional (without both this is
+    Xu et al.'s LayerNorm-simple). `detach_mean`/`detach_var` treat μ or σ as constants in backward
+    (both: DetachNorm). `impl` is "numba" (default), "numpy" (the hand-derived reference) or "composed"
+    (built from primitive ops); None reads the environment variable NPNORM_IMPL. Math:
+    npnorm/norms/layer_norm.py and docs/layer_norm.md.
+    """
+    who = "layer_norm"
+    x = as_tensor(x, who)
+    shape = _checks.check_normalized_shape(who, normalized_shape, x.shape)
+    weight = _checks.check_param(who, "weight", weight, shape, x.dtype)
+    bias = _checks.check_param(who, "bias", bias, shape, x.dtype)
+    eps = _checks.check_eps(who, eps)
+    impl = _dispatch.resolve_impl(impl, who)
+    if impl == "composed":
+        return _layer_norm.layer_norm_composed(x, len(shape), weight, bias, eps, bool(detach_mean), bool(detach_var))
+    return _layer_norm.LayerNormFunction.apply(
+        x,
+        weight,
+        bias,
+        H=math.prod(shape),
+        eps=eps,
+        detach_mean=bool(detach_mean),
+        detach_var=bool(detach_var),
+        backend=impl,
+    )
+
+
+def ada_norm(x, normalized_shape, C=1.0, k=0.1, eps=1e-5, *, impl=None) -> Tensor:
+    """AdaNorm (Xu et al. 2019): z = C(1 − k·y) ⊙ y with y = LayerNorm-simple(x), C(1 − k·y) constant in backward."""
+    who = "ada_norm"
+    x = as_tensor(x, who)
+    shape = _checks.check_normalized_shape(who, normalized_shape, x.shape)
+    C, k = _checks.check_real(who, "C", C), _checks.check_real(who, "k", k)
+    eps = _checks.check_eps(who, eps)
+    impl = _dispatch.resolve_impl(impl, who)
+    if impl == "composed":
+        return _layer_norm.ada_norm_composed(x, len(shape), C, k, eps)
+    return _layer_norm.AdaNormFunction.apply(x, H=math.prod(shape), C=C, k=k, eps=eps, backend=impl)

@@ -1,0 +1,216 @@
+"""How every npnorm kernel is compiled and entered.
+
+Three rules live here so that no kernel file has to repeat them:
+
+* **Compilation.** ``kernel(parallel)`` is ``numba.njit`` with our fixed options: ``nogil=True`` (a running
+  kernel lets other Python threads go on), ``error_model="numpy"`` (``1.0 / 0.0`` gives ``inf`` as in NumPy,
+  instead of raising ``ZeroDivisionError``; this also lets LLVM vectorise divisions) and no ``fastmath``
+  by default (``fastmath=True`` implies "no NaNs", which turns ``isnan`` into ``False`` and NaN propagation
+  into undefined behaviour). A kernel may ask for ``FASTMATH_REASSOC``, which only lets LLVM reorder sums.
+  Compilation is lazy: nothing compiles until a kernel is first called, and this module itself is imported
+  only when a norm first needs a kernel, so ``import npnorm`` never imports numba.
+  ``NUMBA_DISABLE_JIT=1`` runs every kernel as plain Python (``numba.prange`` is then ``range``).
+
+* **On-disk cache.** Numba caches compiled code in ``__pycache__`` next to the source file, or under
+  ``NUMBA_CACHE_DIR`` when that is set. We turn the cache on only if that directory is writable (we try
+  to create a temporary file there); otherwise kernels compile in every process, with a single warning.
+
+* **Entry.** Numba's fallback "workqueue" threading layer aborts the whole process when two Python threads
+  enter parallel kernels at the same time. ``call_parallel`` therefore holds a module-level lock around every
+  parallel kernel call, until the first call has shown that a thread-safe layer ("tbb" or "omp") is running;
+  numba can only tell which layer it picked after its thread pool has started. Serial kernels need no lock.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import tempfile
+import threading
+import types
+import warnings
+
+import numba
+
+__all__ = [
+    "FASTMATH_REASSOC",
+    "SERIAL_BELOW",
+    "DualKernel",
+    "call_parallel",
+    "dual_kernel",
+    "get_num_threads",
+    "kernel",
+    "set_num_threads",
+]
+
+# Below this many elements a kernel runs serially. Starting a parallel region costs a few microseconds
+# (waking the pool, splitting the range, joining), which is more than the whole job on a small input.
+# Measured for LayerNorm forward+backward (float32, 2 cores, see kernels/layer_norm.py): the parallel
+# launch only pays off from about 16k–32k elements on; at 32k they are within a few percent, and from
+# 64k on the parallel kernel is clearly faster.
+SERIAL_BELOW = 32_768
+
+# Fine-grained fastmath: "reassoc" lets LLVM reorder a sum so that it vectorises, "contract" allows
+# fused multiply-add. Never "nnan"/"ninf" (they make NaN handling undefined) and never "fast".
+FASTMATH_REASSOC = frozenset({"reassoc", "contract"})
+
+_THREAD_SAFE_LAYERS = ("tbb", "omp")
+
+
+# --- on-disk cache -------------------------------------------------------------------------------------
+
+_cache_warned = False
+
+
+@functools.lru_cache(maxsize=None)
+def _is_writable_dir(path: str) -> bool:
+    """True if we can create ``path`` (if needed) and a temporary file inside it."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError:
+        return False
+    return True
+
+
+def _cache_dir_for(py_func) -> str:
+    """The directory numba would write ``py_func``'s cache to."""
+    if numba.config.CACHE_DIR:  # NUMBA_CACHE_DIR
+        return numba.config.CACHE_DIR
+    return os.path.join(os.path.dirname(os.path.abspath(inspect.getfile(py_func))), "__pycache__")
+
+
+def _warn_no_cache(where: str) -> None:
+    global _cache_warned
+    if not _cache_warned:
+        _cache_warned = True
+        warnings.warn(
+            f"npnorm: cannot write the Numba cache ({where}); kernels will be compiled in every process. "
+            "Set NUMBA_CACHE_DIR to a writable directory to keep compiled kernels.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+# --- compilation ---------------------------------------------------------------------------------------
+
+
+def _variant(py_func, parallel: bool):
+    """A copy of ``py_func`` whose qualified name says whether it is the parallel or the serial variant.
+
+    Numba's cache files are named after the function's qualified name, and its cache key holds the
+    signature and a hash of the bytecode but not the ``parallel`` flag. Two dispatchers compiled from one
+    Python function would overwrite (and then load!) each other's cached code. A distinct qualname gives
+    each variant its own cache file.
+    """
+    copy = types.FunctionType(
+        py_func.__code__, py_func.__globals__, py_func.__name__, py_func.__defaults__, py_func.__closure__
+    )
+    copy.__qualname__ = f"{py_func.__qualname__}__{'parallel' if parallel else 'serial'}"
+    copy.__doc__ = py_func.__doc__
+    return copy
+
+
+def kernel(parallel: bool, fastmath=False):
+    """Decorator: compile a kernel with npnorm's options (lazily, on first call).
+
+    ``parallel=True`` turns ``numba.prange`` loops into threaded loops; enter such a kernel through
+    :func:`call_parallel`. ``fastmath`` is ``False`` or a set of fine-grained LLVM flags such as
+    :data:`FASTMATH_REASSOC`.
+    """
+
+    def decorate(py_func):
+        if numba.config.DISABLE_JIT:
+            return py_func  # plain Python; prange is range
+        func = _variant(py_func, parallel)
+        options = dict(parallel=parallel, fastmath=fastmath, nogil=True, error_model="numpy")
+        cache_dir = _cache_dir_for(py_func)
+        if _is_writable_dir(cache_dir):
+            try:
+                return numba.njit(cache=True, **options)(func)
+            except RuntimeError:  # numba found no cache locator after all (e.g. source inside a zip)
+                _warn_no_cache(f"no cache locator for {inspect.getfile(py_func)}")
+        else:
+            _warn_no_cache(f"{cache_dir} is not writable")
+        return numba.njit(cache=False, **options)(func)
+
+    return decorate
+
+
+class DualKernel:
+    """One kernel body compiled twice: ``serial`` for small inputs, ``parallel`` for large ones.
+
+    ``launch(size, *args)`` picks the variant by ``size`` (the number of elements the kernel touches) and
+    enters the parallel one through :func:`call_parallel`. Both variants can be called directly (tests
+    compare them); call ``parallel`` only through ``call_parallel``.
+    """
+
+    def __init__(self, py_func, fastmath=False):
+        self.py_func = py_func
+        self.serial = kernel(parallel=False, fastmath=fastmath)(py_func)
+        self.parallel = kernel(parallel=True, fastmath=fastmath)(py_func)
+        functools.update_wrapper(self, py_func)
+
+    def launch(self, size: int, *args):
+        if size < SERIAL_BELOW:
+            return self.serial(*args)
+        return call_parallel(self.parallel, *args)
+
+    def __repr__(self) -> str:
+        return f"<DualKernel {self.py_func.__qualname__}>"
+
+
+def dual_kernel(fastmath=False):
+    """Decorator: ``@dual_kernel()`` turns a kernel body into a :class:`DualKernel`."""
+
+    def decorate(py_func):
+        return DualKernel(py_func, fastmath=fastmath)
+
+    return decorate
+
+
+# --- entry ---------------------------------------------------------------------------------------------
+
+_parallel_entry = threading.Lock()
+_layer_is_thread_safe = False  # becomes True once numba reports "tbb" or "omp"
+
+
+def _reset_lock_after_fork() -> None:
+    # A child forked while another thread held the lock would otherwise inherit it locked, forever.
+    global _parallel_entry
+    _parallel_entry = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_after_fork)
+
+
+def _check_threading_layer() -> None:
+    global _layer_is_thread_safe
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no thread pool started yet (e.g. NUMBA_DISABLE_JIT=1): keep locking
+        return
+    _layer_is_thread_safe = layer in _THREAD_SAFE_LAYERS
+
+
+def call_parallel(parallel_kernel, *args):
+    """Call a ``parallel=True`` kernel, one Python thread at a time unless numba's layer is thread-safe."""
+    if _layer_is_thread_safe:
+        return parallel_kernel(*args)
+    with _parallel_entry:
+        result = parallel_kernel(*args)
+        _check_threading_layer()
+    return result
+
+
+def set_num_threads(n: int) -> None:
+    """Number of threads parallel kernels use from now on, in this thread (``numba.set_num_threads``)."""
+    numba.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Number of threads parallel kernels use (``numba.get_num_threads``)."""
+    return numba.get_num_threads()

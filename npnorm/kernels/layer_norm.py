@@ -1,0 +1,234 @@
+r"""Fused Numba kernels for LayerNorm (Ba et al. 2016) and AdaNorm (Xu et al. 2019).
+
+Every kernel works on 2-D C-contiguous arrays: ``x`` has shape (N, H), one independent sample per row and
+H normalized features per row, float32 or float64. Out-params come first and are allocated by the caller.
+The names are those of ``norms/layer_norm.py`` and of llm.c: ``x, weight (γ), bias (β), mean (μ), rstd,
+xhat (x̂), dy, dx, dweight, dbias``.
+
+Forward, per row of H features::
+
+    mean = (1/H) Σ_j x_j
+    var  = (1/H) Σ_j (x_j - mean)^2           two passes over the row (see below)
+    rstd = 1 / sqrt(var + eps)
+    xhat = (x - mean) * rstd
+    y    = weight * xhat + bias                weight and bias optional
+
+Backward, with g = dy * weight (g = dy without weight)::
+
+    dbias   = Σ_rows dy
+    dweight = Σ_rows dy * xhat
+    dx      = rstd * (g - a * mean_j(g) - b * xhat * mean_j(g * xhat))
+
+where a = 0 if ``detach_mean`` else 1 and b = 0 if ``detach_var`` else 1 (Xu et al.'s DetachNorm treats μ,
+σ as constants in backward; both detached gives dx = rstd * g).
+
+AdaNorm has no weight or bias: y = xhat as above, z = C * (1 - k*y) * y, and the backward treats
+φ = C * (1 - k*y) as a constant: g = dz * φ, dx = rstd * (g - mean_j(g) - y * mean_j(g * y)).
+
+The derivation, step by step, is in ``docs/``; the readable NumPy twin of every kernel is in
+``norms/layer_norm.py`` and the tests check that the two agree.
+
+How the kernels are written, and why:
+
+* **Two-pass variance.** ``E[x²] - E[x]²`` cancels catastrophically when |mean| ≫ std (a float32 row with
+  mean 1e4 and std 1e-2 would get a variance of 0, or one many times too large). The row is in cache after
+  the first pass, so the second pass costs almost nothing.
+* **float64 statistics.** Row sums accumulate in float64 also for float32 input, and ``mean``/``rstd`` are
+  stored as float64 arrays of shape (N,). The backward recomputes xhat = (x - mean) * rstd; a mean rounded
+  to float32 would be off by up to half an ulp of |mean| — for mean 1e4 that is 5e-4, i.e. 5% of a std of
+  1e-2 — and every recomputed xhat would carry that error. Outputs are written in x.dtype.
+* **One fused pass per row.** Forward reads a row twice (sum, then squared deviations) and writes y in a
+  third loop over the same row while it is in cache; backward computes the two row sums, then dx. That keeps
+  the kernels at memory-bandwidth speed.
+* **Races.** ``prange`` runs only over independent rows (or blocks of rows). dweight and dbias are sums over
+  rows; writing ``dweight[j] += ...`` from several iterations at once is a data race that silently loses
+  updates. Instead each block of rows (a "chunk") sums into its own row of a partial buffer of shape
+  (nchunks, H), and the partials are added up afterwards. The chunks depend only on N, not on the number of
+  threads, so serial and parallel kernels give bit-identical results.
+* **Serial below a threshold.** Each kernel is compiled twice (``_jit.DualKernel``); inputs smaller than
+  ``_jit.SERIAL_BELOW`` elements run the serial variant because waking the thread pool costs more than the
+  work. The measurement is written down next to that constant.
+* **No fastmath.** It would assume "no NaNs": a NaN in one row must give NaN in that row's outputs (and,
+  through the sums, in dweight and dbias) and nowhere else.
+* **Specialisation on None.** ``if weight is None`` on an argument is resolved at compile time: numba
+  compiles one specialisation for weight=None and one for an array, and prunes the dead branch in each.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._jit import dual_kernel
+
+__all__ = [
+    "ada_norm_backward",
+    "ada_norm_forward",
+    "layer_norm_backward",
+    "layer_norm_forward",
+]
+
+# Cross-row sums (dweight, dbias) go through per-chunk partial buffers of shape (nchunks, H) float64.
+# A chunk holds at least _MIN_ROWS_PER_CHUNK rows (so the partials stay small next to x when N is small)
+# and there are at most _MAX_CHUNKS chunks (enough to keep all cores of a workstation busy, while the final
+# reduction over the partials, nchunks * H additions, stays small next to the N * H work of the kernel).
+_MAX_CHUNKS = 64
+_MIN_ROWS_PER_CHUNK = 4
+
+
+# --- LayerNorm -----------------------------------------------------------------------------------------
+
+
+@dual_kernel()
+def _layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
+    N, H = x.shape
+    for i in prange(N):  # rows are independent
+        # pass 1: mean, accumulated in float64 whatever the dtype of x
+        s = np.float64(0.0)
+        for j in range(H):
+            s += np.float64(x[i, j])
+        m = s / H
+        # pass 2: variance as the mean of squared deviations (never E[x²] - E[x]²)
+        v = np.float64(0.0)
+        for j in range(H):
+            d = np.float64(x[i, j]) - m
+            v += d * d
+        r = 1.0 / np.sqrt(v / H + eps)  # eps = 0 and a constant row: r = inf (numpy error model)
+        mean[i] = m  # (N,) float64
+        rstd[i] = r  # (N,) float64
+        # pass 3: y = weight * xhat + bias, computed in float64, rounded once to y.dtype
+        for j in range(H):
+            out = (np.float64(x[i, j]) - m) * r  # xhat
+            if weight is not None:
+                out = out * weight[j]
+            if bias is not None:
+                out = out + bias[j]
+            y[i, j] = out
+
+
+@dual_kernel()
+def _layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_mean, detach_var):
+    N, H = x.shape
+    a = 0.0 if detach_mean else 1.0  # keep the gradient through mean?
+    b = 0.0 if detach_var else 1.0  # keep the gradient through rstd?
+    nchunks = min(_MAX_CHUNKS, max(1, N // _MIN_ROWS_PER_CHUNK))
+    # Chunk c owns rows [c*N//nchunks, (c+1)*N//nchunks) and writes only row c of the partials.
+    # Allocated only if wanted (an empty buffer otherwise), so that dweight=None costs nothing.
+    dweight_part = np.zeros((nchunks if dweight is not None else 0, H))  # (nchunks, H) float64
+    dbias_part = np.zeros((nchunks if dbias is not None else 0, H))  # (nchunks, H) float64
+    for c in prange(nchunks):
+        for i in range(c * N // nchunks, (c + 1) * N // nchunks):
+            m = mean[i]
+            r = rstd[i]
+            # pass 1: the two row sums Σ g and Σ g * xhat, and this row's share of dweight and dbias
+            sum_g = np.float64(0.0)
+            sum_gxhat = np.float64(0.0)
+            for j in range(H):
+                xhat = (np.float64(x[i, j]) - m) * r
+                g = np.float64(dy[i, j])
+                if dbias is not None:
+                    dbias_part[c, j] += g
+                if dweight is not None:
+                    dweight_part[c, j] += g * xhat
+                if weight is not None:
+                    g = g * weight[j]
+                sum_g += g
+                sum_gxhat += g * xhat
+            mean_g = a * (sum_g / H)
+            mean_gxhat = b * (sum_gxhat / H)
+            # pass 2: dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat))
+            for j in range(H):
+                xhat = (np.float64(x[i, j]) - m) * r
+                g = np.float64(dy[i, j])
+                if weight is not None:
+                    g = g * weight[j]
+                dx[i, j] = r * (g - mean_g - xhat * mean_gxhat)
+    # Reduce the partials: columns are independent, so this loop is race-free too.
+    if dweight is not None:
+        for j in prange(H):
+            s = np.float64(0.0)
+            for c in range(nchunks):
+                s += dweight_part[c, j]
+            dweight[j] = s
+    if dbias is not None:
+        for j in prange(H):
+            s = np.float64(0.0)
+            for c in range(nchunks):
+                s += dbias_part[c, j]
+            dbias[j] = s
+
+
+def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
+    """y = weight * (x - mean) * rstd + bias, row by row; fills ``y`` (N, H), ``mean`` and ``rstd`` (N,) float64.
+
+    ``x`` is (N, H) C-contiguous float32/float64; ``weight`` and ``bias`` are (H,) of x.dtype or None;
+    ``eps`` ≥ 0 is added to the variance inside the square root.
+    """
+    _layer_norm_forward.launch(x.size, y, mean, rstd, x, weight, bias, float(eps))
+
+
+def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_mean=False, detach_var=False):
+    """Fill ``dx`` (N, H) and, unless they are None, ``dweight`` and ``dbias`` (H,), all of x.dtype.
+
+    ``mean`` and ``rstd`` are the float64 statistics saved by :func:`layer_norm_forward`; ``weight`` is the
+    (H,) gain or None. ``detach_mean``/``detach_var`` drop the gradient through the mean / the std.
+    """
+    _layer_norm_backward.launch(
+        x.size, dx, dweight, dbias, dy, x, mean, rstd, weight, bool(detach_mean), bool(detach_var)
+    )
+
+
+# --- AdaNorm -------------------------------------------------------------------------------------------
+
+
+@dual_kernel()
+def _ada_norm_forward(z, mean, rstd, x, C, k, eps):
+    N, H = x.shape
+    for i in prange(N):
+        s = np.float64(0.0)
+        for j in range(H):
+            s += np.float64(x[i, j])
+        m = s / H
+        v = np.float64(0.0)
+        for j in range(H):
+            d = np.float64(x[i, j]) - m
+            v += d * d
+        r = 1.0 / np.sqrt(v / H + eps)
+        mean[i] = m
+        rstd[i] = r
+        for j in range(H):
+            y = (np.float64(x[i, j]) - m) * r
+            z[i, j] = C * (1.0 - k * y) * y  # z = phi * y with phi = C (1 - k y)
+
+
+@dual_kernel()
+def _ada_norm_backward(dx, dz, x, mean, rstd, C, k):
+    N, H = x.shape
+    for i in prange(N):
+        m = mean[i]
+        r = rstd[i]
+        # pass 1: Σ g and Σ g * y with g = dz * phi, phi = C (1 - k y) held constant
+        sum_g = np.float64(0.0)
+        sum_gy = np.float64(0.0)
+        for j in range(H):
+            y = (np.float64(x[i, j]) - m) * r
+            g = np.float64(dz[i, j]) * (C * (1.0 - k * y))
+            sum_g += g
+            sum_gy += g * y
+        mean_g = sum_g / H
+        mean_gy = sum_gy / H
+        # pass 2: dx = rstd * (g - mean(g) - y * mean(g * y))
+        for j in range(H):
+            y = (np.float64(x[i, j]) - m) * r
+            g = np.float64(dz[i, j]) * (C * (1.0 - k * y))
+            dx[i, j] = r * (g - mean_g - y * mean_gy)
+
+
+def ada_norm_forward(z, mean, rstd, x, C, k, eps):
+    """z = C * (1 - k*y) * y with y = (x - mean) * rstd; fills ``z`` (N, H), ``mean`` and ``rstd`` (N,) float64."""
+    _ada_norm_forward.launch(x.size, z, mean, rstd, x, float(C), float(k), float(eps))
+
+
+def ada_norm_backward(dx, dz, x, mean, rstd, C, k):
+    """Fill ``dx`` (N, H) of x.dtype; the gradient through phi = C (1 - k*y) is detached (Xu et al. 2019)."""
+    _ada_norm_backward.launch(x.size, dx, dz, x, mean, rstd, float(C), float(k))

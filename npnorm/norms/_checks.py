@@ -1,0 +1,54 @@
+"""Argument checks shared by the norms, with messages in the user's terms (function, argument, shapes)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from ..tensor import Tensor
+
+
+def check_eps(who: str, eps) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or math.isnan(eps) or eps < 0:
+        raise ValueError(f"{who}: eps must be a number >= 0, got {eps!r}")
+    return float(eps)
+
+
+def check_normalized_shape(who: str, normalized_shape, input_shape: tuple) -> tuple:
+    """`normalized_shape` as a tuple that equals the last dims of `input_shape`."""
+    if isinstance(normalized_shape, numbers.Integral):
+        normalized_shape = (int(normalized_shape),)
+    try:
+        normalized_shape = tuple(int(n) for n in normalized_shape)
+    except TypeError:
+        raise TypeError(f"{who}: normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}") from None
+    if not normalized_shape:
+        raise ValueError(f"{who}: normalized_shape must have at least one dimension")
+    if any(n <= 0 for n in normalized_shape):
+        raise ValueError(f"{who}: normalized_shape {normalized_shape} must have positive sizes")
+    if input_shape[len(input_shape) - len(normalized_shape):] != normalized_shape or len(input_shape) < len(
+        normalized_shape
+    ):
+        raise ValueError(
+            f"{who}: normalized_shape {normalized_shape} does not match the last dims of input shape {input_shape}"
+        )
+    return normalized_shape
+
+
+def check_param(who: str, name: str, p, shape: tuple, dtype) -> Tensor | None:
+    """An optional affine parameter: None, or a Tensor of exactly `shape` and the input's dtype."""
+    if p is None:
+        return None
+    if not isinstance(p, Tensor):
+        p = Tensor(p)
+    if p.shape != shape:
+        raise ValueError(f"{who}: {name} has shape {p.shape}, expected {shape}")
+    if p.dtype != dtype:
+        raise TypeError(f"{who}: {name} is {p.dtype} but the input is {dtype}; use one dtype for both")
+    return p
+
+
+def check_real(who: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{who}: {name} must be a finite number, got {value!r}")
+    return float(value)

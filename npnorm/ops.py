@@ -1,0 +1,619 @@
+"""Primitive differentiable operations: one small Function each, forward beside backward.
+
+Every `forward` takes and returns NumPy arrays; every `backward` takes dL/d(out) and returns one
+dL/d(input) per positional input (None where no gradient is needed). Broadcasting is undone in exactly one
+place, `unbroadcast`, at the boundary of the binary operations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special
+
+from .autograd import Function
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum `grad` over the axes that broadcasting added or stretched, so it gets `shape` back.
+
+    NumPy aligns shapes on the right: leading axes of `grad` that `shape` lacks are summed away, and axes
+    where `shape` has 1 but `grad` has more are summed with keepdims.
+    """
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+def _broadcast_shape(op: str, a: np.ndarray, b: np.ndarray) -> None:
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together") from None
+
+
+def _normalize_axes(op: str, axis, ndim: int) -> tuple:
+    """`axis` (None, an int or a tuple of ints) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)
+    out = []
+    for a in axes:
+        a = int(a)
+        if not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
+        out.append(a % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    if ndim == 0:
+        return ()  # axis 0 (or -1) of a 0-d tensor is accepted, as in PyTorch, and reduces nothing
+    return tuple(sorted(out))
+
+
+def _expand_reduced(grad: np.ndarray, axes: tuple, keepdims: bool, shape: tuple) -> np.ndarray:
+    """Broadcast the gradient of a reduction back over the reduced axes (a view, not a copy)."""
+    if not keepdims and shape:
+        grad = np.expand_dims(grad, axes)
+    return np.broadcast_to(grad, shape)
+
+
+def _reduced_count(shape: tuple, axes: tuple) -> int:
+    n = 1
+    for a in axes:
+        n *= shape[a]
+    return n
+
+
+# ------------------------------------------------------------------------------- binary arithmetic
+
+
+class Add(Function):
+    """out = a + b;  da = g,  db = g (each unbroadcast)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        _broadcast_shape("add", a, b)
+        ctx.shapes = a.shape, b.shape
+        return a + b
+
+    @staticmethod
+    def backward(ctx, grad):
+        sa, sb = ctx.shapes
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(grad, sa) if na else None, unbroadcast(grad, sb) if nb else None)
+
+
+class Sub(Function):
+    """out = a - b;  da = g,  db = -g."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        _broadcast_shape("sub", a, b)
+        ctx.shapes = a.shape, b.shape
+        return a - b
+
+    @staticmethod
+    def backward(ctx, grad):
+        sa, sb = ctx.shapes
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(grad, sa) if na else None, unbroadcast(-grad, sb) if nb else None)
+
+
+class Mul(Function):
+    """out = a * b;  da = g * b,  db = g * a."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        _broadcast_shape("mul", a, b)
+        ctx.save_for_backward(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(grad * b, a.shape) if na else None, unbroadcast(grad * a, b.shape) if nb else None)
+
+
+class Div(Function):
+    """out = a / b;  da = g / b,  db = -g * a / b^2 = -g * out / b."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        _broadcast_shape("div", a, b)
+        out = a / b
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, out = ctx.saved
+        na, nb = ctx.needs_input_grad
+        da = unbroadcast(grad / b, a.shape) if na else None
+        db = unbroadcast(-grad * out / b, b.shape) if nb else None
+        return da, db
+
+
+class Pow(Function):
+    """out = a ** b (both tensors);  da = g * b * a^(b-1),  db = g * out * log(a).
+
+    As in PyTorch, db is 0 where a == 0 and b >= 0 (the limit of out * log a), and NaN where a < 0.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        _broadcast_shape("pow", a, b)
+        out = a**b
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, out = ctx.saved
+        na, nb = ctx.needs_input_grad
+        da = unbroadcast(grad * b * a ** (b - 1), a.shape) if na else None
+        db = None
+        if nb:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dlog = np.where((a == 0) & (b >= 0), 0, out * np.log(a))
+            db = unbroadcast(grad * dlog, b.shape)
+        return da, db
+
+
+class PowScalar(Function):
+    """out = a ** p for a constant p;  da = g * p * a^(p-1)."""
+
+    @staticmethod
+    def forward(ctx, a, p):
+        ctx.save_for_backward(a)
+        ctx.p = p
+        return a**p
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a,) = ctx.saved
+        p = ctx.p
+        if p == 0:
+            return np.zeros_like(a), None
+        return grad * p * a ** (p - 1), None
+
+
+class MatMul(Function):
+    """out = a @ b with NumPy's rules (1-D operands, batched and broadcast leading dims).
+
+    For 2-D operands: da = g @ bᵀ, db = aᵀ @ g. A 1-D operand is treated as a row (left) or column (right)
+    matrix whose added axis is removed from the result; batch axes are summed back by `unbroadcast`.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: operands must have at least one dimension, got shapes {a.shape} and {b.shape}")
+        k_left = a.shape[-1]
+        k_right = b.shape[-2] if b.ndim > 1 else b.shape[0]
+        if k_left != k_right:
+            raise ValueError(
+                f"matmul: shapes {a.shape} and {b.shape} are not aligned: "
+                f"{k_left} (last dim of the left) != {k_right} (dim -2 of the right)"
+            )
+        try:
+            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            raise ValueError(f"matmul: batch dims of shapes {a.shape} and {b.shape} cannot be broadcast") from None
+        ctx.save_for_backward(a, b)
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved
+        na, nb = ctx.needs_input_grad
+        a2 = a[None, :] if a.ndim == 1 else a  # (.., M, K)
+        b2 = b[:, None] if b.ndim == 1 else b  # (.., K, P)
+        g2 = grad
+        if a.ndim == 1:
+            g2 = np.expand_dims(g2, -2 if b.ndim > 1 else 0)
+        if b.ndim == 1:
+            g2 = np.expand_dims(g2, -1)  # (.., M, P)
+        da = db = None
+        if na:
+            da = g2 @ np.swapaxes(b2, -1, -2)  # (.., M, K)
+            da = unbroadcast(da, a2.shape).reshape(a.shape)
+        if nb:
+            db = np.swapaxes(a2, -1, -2) @ g2  # (.., K, P)
+            db = unbroadcast(db, b2.shape).reshape(b.shape)
+        return da, db
+
+
+class Linear(Function):
+    """out = x @ Wᵀ + b for x of shape (*, in), W of shape (out, in) (PyTorch's layout), b of shape (out,).
+
+    dx = g @ W,  dW = gᵀ x (rows flattened),  db = Σ_rows g.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+            raise ValueError(
+                f"linear: input of shape {x.shape} does not match weight of shape {weight.shape} "
+                "(expected input (*, in_features) and weight (out_features, in_features))"
+            )
+        if bias is not None and bias.shape != (weight.shape[0],):
+            raise ValueError(f"linear: bias has shape {bias.shape}, expected ({weight.shape[0]},)")
+        ctx.save_for_backward(x, weight)
+        out = x @ weight.T
+        if bias is not None:
+            out += bias
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved
+        nx, nw, nb = ctx.needs_input_grad
+        g2 = grad.reshape(-1, weight.shape[0])  # (rows, out)
+        dx = (grad @ weight) if nx else None  # (*, in)
+        dw = (g2.T @ x.reshape(-1, weight.shape[1])) if nw else None  # (out, in)
+        db = g2.sum(axis=0) if nb else None  # (out,)
+        return dx, dw, db
+
+
+class Neg(Function):
+    """out = -a;  da = -g."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return -a
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+# ----------------------------------------------------------------------------------------- reductions
+
+
+class Sum(Function):
+    """out = Σ_axis a;  da = g broadcast back over the summed axes."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False):
+        ctx.axes = _normalize_axes("sum", axis, a.ndim)
+        ctx.keepdims, ctx.shape = keepdims, a.shape
+        return np.asarray(a.sum(axis=ctx.axes, keepdims=keepdims))
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _expand_reduced(grad, ctx.axes, ctx.keepdims, ctx.shape)
+
+
+class Mean(Function):
+    """out = (1/n) Σ_axis a;  da = g / n broadcast back (n = number of elements reduced)."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False):
+        ctx.axes = _normalize_axes("mean", axis, a.ndim)
+        ctx.keepdims, ctx.shape = keepdims, a.shape
+        n = _reduced_count(a.shape, ctx.axes)
+        if n == 0:
+            raise ValueError(f"mean: cannot average over zero elements (shape {a.shape}, axis {axis})")
+        return np.asarray(a.mean(axis=ctx.axes, keepdims=keepdims))
+
+    @staticmethod
+    def backward(ctx, grad):
+        n = _reduced_count(ctx.shape, ctx.axes)
+        return _expand_reduced(grad / np.asarray(n, dtype=grad.dtype), ctx.axes, ctx.keepdims, ctx.shape)
+
+
+class Var(Function):
+    """out = Σ_axis (a - mean)^2 / (n - ddof) (two passes, as NumPy);  da = g * 2 (a - mean) / (n - ddof).
+
+    The mean's own gradient term vanishes because Σ (a - mean) = 0.
+    """
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False, ddof=0):
+        axes = _normalize_axes("var", axis, a.ndim)
+        n = _reduced_count(a.shape, axes)
+        if n - ddof <= 0:
+            raise ValueError(f"var: {n} elements with ddof={ddof} leave no degrees of freedom (shape {a.shape})")
+        centered = a - a.mean(axis=axes, keepdims=True)
+        ctx.save_for_backward(centered)
+        ctx.axes, ctx.keepdims, ctx.divisor = axes, keepdims, n - ddof
+        return np.asarray(np.sum(centered * centered, axis=axes, keepdims=keepdims) / ctx.divisor)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (centered,) = ctx.saved
+        g = _expand_reduced(grad, ctx.axes, ctx.keepdims, centered.shape)
+        return g * centered * np.asarray(2.0 / ctx.divisor, dtype=centered.dtype)
+
+
+class Max(Function):
+    """out = max_axis a;  da = g at the maximal entries, shared equally among ties (0 elsewhere)."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False):
+        axes = _normalize_axes("max", axis, a.ndim)
+        if _reduced_count(a.shape, axes) == 0:
+            raise ValueError(f"max: cannot take the maximum of zero elements (shape {a.shape}, axis {axis})")
+        out = np.asarray(a.max(axis=axes, keepdims=True))
+        ctx.save_for_backward(a, out)
+        ctx.axes, ctx.keepdims = axes, keepdims
+        return out if keepdims else np.asarray(out.squeeze(axis=axes))
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, out = ctx.saved
+        mask = (a == out).astype(a.dtype)
+        mask /= mask.sum(axis=ctx.axes, keepdims=True)
+        return _expand_reduced(grad, ctx.axes, ctx.keepdims, a.shape) * mask
+
+
+# --------------------------------------------------------------------------------------- elementwise
+
+
+class Exp(Function):
+    """out = e^a;  da = g * out."""
+
+    @staticmethod
+    def forward(ctx, a):
+        out = np.exp(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.saved[0]
+
+
+class Log(Function):
+    """out = ln a;  da = g / a."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return np.log(a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad / ctx.saved[0]
+
+
+class Sqrt(Function):
+    """out = √a;  da = g / (2 out)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        out = np.sqrt(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad / (2 * ctx.saved[0])
+
+
+class Tanh(Function):
+    """out = tanh a;  da = g (1 - out^2)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        out = np.tanh(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out = ctx.saved[0]
+        return grad * (1 - out * out)
+
+
+class Sigmoid(Function):
+    """out = 1 / (1 + e^-a) (scipy's expit: no overflow for large |a|);  da = g out (1 - out)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        out = special.expit(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out = ctx.saved[0]
+        return grad * out * (1 - out)
+
+
+class Relu(Function):
+    """out = max(a, 0);  da = g where a > 0, else 0."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return np.maximum(a, 0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * (ctx.saved[0] > 0)
+
+
+class Gelu(Function):
+    """Exact GELU: out = a Φ(a) = a/2 (1 + erf(a/√2));  da = g (Φ(a) + a φ(a)), φ the normal density.
+
+    With approximate="tanh": out = a/2 (1 + tanh(u)), u = √(2/π)(a + 0.044715 a^3), and
+    da = g (1/2 (1 + tanh u) + a/2 (1 - tanh² u) √(2/π)(1 + 3·0.044715 a^2)).
+    The constants are Python floats: a NumPy float64 scalar would widen a float32 input (NEP 50).
+    """
+
+    @staticmethod
+    def forward(ctx, a, approximate="none"):
+        ctx.save_for_backward(a)
+        ctx.approximate = approximate
+        if approximate == "tanh":
+            t = np.tanh(math.sqrt(2 / math.pi) * (a + 0.044715 * a**3))
+            ctx.t = t
+            return 0.5 * a * (1 + t)
+        return 0.5 * a * (1 + special.erf(a / math.sqrt(2)))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a,) = ctx.saved
+        if ctx.approximate == "tanh":
+            t = ctx.t
+            du = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * a * a)
+            return grad * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * du)
+        cdf = 0.5 * (1 + special.erf(a / math.sqrt(2)))
+        pdf = np.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
+        return grad * (cdf + a * pdf)
+
+
+# ------------------------------------------------------------------------------------ shape movement
+
+
+class Reshape(Function):
+    """out = a viewed with a new shape;  da = g reshaped back."""
+
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.shape = a.shape
+        try:
+            return a.reshape(shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {a.shape} into shape {tuple(shape)}") from None
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.reshape(ctx.shape)
+
+
+class Transpose(Function):
+    """out = a with axes permuted (NumPy's meaning; None reverses them);  da = g with the inverse permutation."""
+
+    @staticmethod
+    def forward(ctx, a, axes=None):
+        if axes is None:
+            axes = tuple(range(a.ndim))[::-1]
+        axes = tuple(int(i) for i in axes)
+        if sorted(i % a.ndim for i in axes) != list(range(a.ndim)) or len(axes) != a.ndim:
+            raise ValueError(f"transpose: axes {axes} are not a permutation of the {a.ndim} axes of shape {a.shape}")
+        ctx.inverse = tuple(np.argsort([i % a.ndim for i in axes]))
+        return a.transpose(axes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.transpose(ctx.inverse)
+
+
+def _is_basic_index(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in items)
+
+
+class GetItem(Function):
+    """out = a[index] (ints, slices, integer arrays);  da = g scattered back, adding repeated indices.
+
+    Basic indexing (ints and slices) touches each element at most once, so a plain assignment scatters; an
+    integer-array index may repeat elements, so `np.add.at` sums their gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, a, index):
+        ctx.shape, ctx.index = a.shape, index
+        try:
+            out = a[index]
+        except IndexError as exc:
+            raise IndexError(f"index: {exc} (tensor of shape {a.shape})") from None
+        return np.array(out, copy=True) if np.ndim(out) == 0 else out
+
+    @staticmethod
+    def backward(ctx, grad):
+        da = np.zeros(ctx.shape, dtype=grad.dtype)
+        if _is_basic_index(ctx.index):
+            da[ctx.index] = grad
+        else:
+            np.add.at(da, ctx.index, grad)
+        return da, None
+
+
+# ----------------------------------------------------------------------------- probabilities and losses
+
+
+class Softmax(Function):
+    """out = e^(a - max) / Σ e^(a - max) along `axis`;  da = out (g - Σ g·out)."""
+
+    @staticmethod
+    def forward(ctx, a, axis=-1):
+        e = np.exp(a - a.max(axis=axis, keepdims=True))
+        out = e / e.sum(axis=axis, keepdims=True)
+        ctx.save_for_backward(out)
+        ctx.axis = axis
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved
+        return out * (grad - (grad * out).sum(axis=ctx.axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    """out = a - max - log Σ e^(a - max) along `axis` (no overflow for logits of ±1e4);
+    da = g - softmax(a) Σ g."""
+
+    @staticmethod
+    def forward(ctx, a, axis=-1):
+        shifted = a - a.max(axis=axis, keepdims=True)
+        out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        ctx.save_for_backward(out)
+        ctx.axis = axis
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved
+        return grad - np.exp(out) * grad.sum(axis=ctx.axis, keepdims=True)
+
+
+class CrossEntropy(Function):
+    """Fused log-softmax + negative log-likelihood over class axis 1 (PyTorch's layout).
+
+    logits (N, C) or (N, C, d1, ...), target (N,) or (N, d1, ...) integer classes.
+    loss_i = -log softmax(logits_i)[t_i];  dlogits_i = (softmax(logits_i) - onehot(t_i)) · g_i.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, target, reduction="mean"):
+        moved = np.moveaxis(logits, 1, -1) if logits.ndim > 2 else logits  # (N, *, C)
+        shifted = moved - moved.max(axis=-1, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))  # (N, *, C)
+        picked = np.take_along_axis(logp, target[..., None], axis=-1)[..., 0]  # (N, *)
+        ctx.save_for_backward(logp, target)
+        ctx.reduction, ctx.moved = reduction, logits.ndim > 2
+        losses = -picked
+        if reduction == "mean":
+            return np.asarray(losses.mean())
+        if reduction == "sum":
+            return np.asarray(losses.sum())
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad):
+        logp, target = ctx.saved
+        if ctx.reduction == "mean":
+            g = np.broadcast_to(grad / np.asarray(target.size, dtype=grad.dtype), target.shape)
+        elif ctx.reduction == "sum":
+            g = np.broadcast_to(grad, target.shape)
+        else:
+            g = grad
+        dlogits = np.exp(logp)  # softmax, (N, *, C)
+        np.put_along_axis(dlogits, target[..., None], np.take_along_axis(dlogits, target[..., None], -1) - 1, -1)
+        dlogits *= g[..., None]
+        if ctx.moved:
+            dlogits = np.moveaxis(dlogits, -1, 1)
+        return dlogits, None
