@@ -4,11 +4,12 @@ The public face: Tensor, tensor, no_grad, gradcheck, GradcheckError, manual_seed
 functional (alias F), nn and optim. Importing npnorm compiles nothing; Numba kernels compile on first use.
 """
 
-from . import functional
+from . import functional, nn, optim
 from . import functional as F
 from ._random import manual_seed
 from .autograd import Function, is_grad_enabled, no_grad
 from .gradcheck import GradcheckError, gradcheck
+from .io import load, save
 from .tensor import Tensor, tensor
 
 __version__ = "0.1.0"
@@ -21,7 +22,11 @@ __all__ = [
     "functional",
     "gradcheck",
     "is_grad_enabled",
+    "load",
     "manual_seed",
+    "nn",
     "no_grad",
+    "optim",
+    "save",
     "tensor",
 ]

@@ -37,7 +37,7 @@ def _leaf(rng, shape, scale=1.0, shift=0.0) -> Tensor:
     return Tensor(shift + scale * rng.standard_normal(shape), requires_grad=True)
 
 
-def _frozen_layer_norm(x0: np.ndarray, H_axes: tuple, eps, detach_mean: bool, detach_var: bool):
+def frozen_layer_norm(x0: np.ndarray, H_axes: tuple, eps, detach_mean: bool, detach_var: bool):
     """LayerNorm with μ and/or σ² replaced by constants taken at x0."""
     mean0 = x0.mean(axis=H_axes, keepdims=True)
     var0 = ((x0 - mean0) ** 2).mean(axis=H_axes, keepdims=True)
@@ -51,7 +51,7 @@ def _frozen_layer_norm(x0: np.ndarray, H_axes: tuple, eps, detach_mean: bool, de
     return frozen
 
 
-def _straight_through(value_fn, grad_fn):
+def straight_through(value_fn, grad_fn):
     """Values of value_fn, gradients of grad_fn: grad_fn(x) + (value_fn(x) − grad_fn(x)).detach()."""
 
     def fn(*args):
@@ -82,7 +82,7 @@ def _detach_case(detach_mean: bool, detach_var: bool):
     def build(impl, rng):
         x = _leaf(rng, (4, 6))
         w = _leaf(rng, (6,))
-        frozen_norm = _frozen_layer_norm(x.data.copy(), (1,), 1e-5, detach_mean, detach_var)
+        frozen_norm = frozen_layer_norm(x.data.copy(), (1,), 1e-5, detach_mean, detach_var)
 
         def real(x_, w_):
             return F.layer_norm(x_, 6, w_, None, detach_mean=detach_mean, detach_var=detach_var, impl=impl)
@@ -90,7 +90,7 @@ def _detach_case(detach_mean: bool, detach_var: bool):
         def frozen(x_, w_):
             return frozen_norm(x_) * w_
 
-        return _straight_through(frozen, real), (x, w)
+        return straight_through(frozen, real), (x, w)
 
     return build
 
@@ -98,9 +98,9 @@ def _detach_case(detach_mean: bool, detach_var: bool):
 def _ada_norm_case(C: float, k: float):
     def build(impl, rng):
         x = _leaf(rng, (4, 7))
-        y0 = _frozen_layer_norm(x.data.copy(), (1,), 1e-5, False, False)(Tensor(x.data.copy())).data
+        y0 = frozen_layer_norm(x.data.copy(), (1,), 1e-5, False, False)(Tensor(x.data.copy())).data
         phi0 = Tensor(C * (1 - k * y0))
-        simple = _frozen_layer_norm(x.data.copy(), (1,), 1e-5, False, False)  # nothing frozen: LayerNorm-simple
+        simple = frozen_layer_norm(x.data.copy(), (1,), 1e-5, False, False)  # nothing frozen: LayerNorm-simple
 
         def real(x_):
             return F.ada_norm(x_, 7, C=C, k=k, impl=impl)
@@ -108,7 +108,7 @@ def _ada_norm_case(C: float, k: float):
         def frozen(x_):
             return phi0 * simple(x_)
 
-        return _straight_through(frozen, real), (x,)
+        return straight_through(frozen, real), (x,)
 
     return build
 
@@ -122,6 +122,25 @@ CASES = [
     Case("layer_norm", "DetachNorm (both)", _detach_case(True, True)),
     Case("ada_norm", "C=1, k=0.1", _ada_norm_case(1.0, 0.1)),
     Case("ada_norm", "C=2, k=0.1", _ada_norm_case(2.0, 0.1)),
+]
+
+
+def _rms_norm_case(affine: bool):
+    def build(impl, rng):
+        x = _leaf(rng, (4, 3, 5))
+        w = _leaf(rng, (3, 5)) if affine else None
+
+        def fn(x_, w_=None):
+            return F.rms_norm(x_, (3, 5), w_, impl=impl)
+
+        return fn, ((x, w) if affine else (x,))
+
+    return build
+
+
+CASES += [
+    Case("rms_norm", "affine", _rms_norm_case(affine=True)),
+    Case("rms_norm", "no weight", _rms_norm_case(affine=False)),
 ]
 
 

@@ -21,6 +21,12 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--norm", action="append", help="only this norm (repeatable)")
     check.add_argument("--impl", action="append", choices=["numba", "numpy", "composed"], help="only this impl")
     check.set_defaults(run=_run_check)
+
+    from . import bench  # cheap: numba and torch are imported only when the benchmark runs
+
+    bench_parser = sub.add_parser("bench", help=bench.DESCRIPTION, description=bench.DESCRIPTION)
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(run=_run_bench)
     return parser
 
 
@@ -35,6 +41,12 @@ def _run_demo(args) -> int:
 
     print("npnorm demo: every norm's analytic gradient against finite differences (float64)\n")
     return 0 if run_checks() else 1
+
+
+def _run_bench(args) -> int:
+    from .bench import run_from_args
+
+    return run_from_args(args)
 
 
 def main(argv: list[str] | None = None) -> int:

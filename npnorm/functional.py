@@ -34,7 +34,12 @@ def as_tensor(x, who: str) -> Tensor:
 def linear(x, weight, bias=None) -> Tensor:
     """y = x Wᵀ + b, with W of shape (out_features, in_features) as in PyTorch."""
     x, weight = as_tensor(x, "linear"), as_tensor(weight, "linear")
-    return ops.Linear.apply(x, weight, None if bias is None else as_tensor(bias, "linear"))
+    bias = None if bias is None else as_tensor(bias, "linear")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.dtype != x.dtype:
+            # As in PyTorch: silently promoting would give float64 outputs with float32 gradients.
+            raise TypeError(f"linear: {name} is {p.dtype} but the input is {x.dtype}; use one dtype for both")
+    return ops.Linear.apply(x, weight, bias)
 
 
 def relu(x) -> Tensor:
@@ -152,7 +157,7 @@ def dropout(x, p: float = 0.5, training: bool = True, generator: np.random.Gener
     In eval mode (training=False), or with p = 0, the input is returned unchanged. The mask comes from
     `generator`, else from the generator that `npnorm.manual_seed` seeds.
     """
-    if not isinstance(p, numbers.Real) or not 0 <= p < 1:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
         raise ValueError(f"dropout: p must be in [0, 1), got {p!r}")
     x = as_tensor(x, "dropout")
     if not training or p == 0:
@@ -209,3 +214,23 @@ def ada_norm(x, normalized_shape, C=1.0, k=0.1, eps=1e-5, *, impl=None) -> Tenso
     if impl == "composed":
         return _layer_norm.ada_norm_composed(x, len(shape), C, k, eps)
     return _layer_norm.AdaNormFunction.apply(x, H=math.prod(shape), C=C, k=k, eps=eps, backend=impl)
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None, *, impl=None) -> Tensor:
+    """RMSNorm (Zhang & Sennrich 2019) over the trailing `normalized_shape` dims: y = γ ⊙ x/√(mean(x²) + ε).
+
+    `weight` (γ) has shape `normalized_shape` and is optional; there is no bias and no re-centring.
+    `eps=None` means the machine epsilon of x's dtype, as in PyTorch. `impl` as in `layer_norm`. Math:
+    npnorm/norms/rms_norm.py and docs/rms_norm.md.
+    """
+    from .norms import rms_norm as _rms_norm
+
+    who = "rms_norm"
+    x = as_tensor(x, who)
+    shape = _checks.check_normalized_shape(who, normalized_shape, x.shape)
+    weight = _checks.check_param(who, "weight", weight, shape, x.dtype)
+    eps = _checks.check_eps(who, float(np.finfo(x.dtype).eps) if eps is None else eps)
+    impl = _dispatch.resolve_impl(impl, who)
+    if impl == "composed":
+        return _rms_norm.rms_norm_composed(x, len(shape), weight, eps)
+    return _rms_norm.RMSNormFunction.apply(x, weight, H=math.prod(shape), eps=eps, backend=impl)

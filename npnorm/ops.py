@@ -493,6 +493,19 @@ class Reshape(Function):
         return grad.reshape(ctx.shape)
 
 
+class Cast(Function):
+    """out = a converted to `dtype`;  da = g converted back to a's dtype."""
+
+    @staticmethod
+    def forward(ctx, a, dtype):
+        ctx.dtype = a.dtype
+        return a.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.astype(ctx.dtype), None
+
+
 class Transpose(Function):
     """out = a with axes permuted (NumPy's meaning; None reverses them);  da = g with the inverse permutation."""
 

@@ -252,6 +252,15 @@ class Tensor:
             axes = tuple(axes[0])
         return ops.Transpose.apply(self, axes=axes or None)
 
+    def astype(self, dtype) -> Tensor:
+        """This tensor converted to float32 or float64 (itself when already of that dtype)."""
+        dtype = np.dtype(dtype)
+        if dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"astype: dtype must be float32 or float64, got {dtype}")
+        if dtype == self.data.dtype:
+            return self
+        return ops.Cast.apply(self, dtype)
+
     @property
     def T(self) -> Tensor:
         return ops.Transpose.apply(self, axes=None)

@@ -51,9 +51,13 @@ __all__ = [
 # 64k on the parallel kernel is clearly faster.
 SERIAL_BELOW = 32_768
 
-# Fine-grained fastmath: "reassoc" lets LLVM reorder a sum so that it vectorises, "contract" allows
-# fused multiply-add. Never "nnan"/"ninf" (they make NaN handling undefined) and never "fast".
-FASTMATH_REASSOC = frozenset({"reassoc", "contract"})
+# Fine-grained fastmath: "reassoc" lets LLVM reorder a sum so that it vectorises. Measured on a float64
+# row sum of float32 data (8192x1024, 2 cores): 2.9 ms strict, 0.47 ms with reassoc; it took LayerNorm
+# forward+backward from ~25 ms to ~6 ms. The result differs from the strict left-to-right sum only by
+# rounding (a few ulps of the float64 sum). We leave out "contract" (fused multiply-add): it fuses a product
+# in one loop but not in its twin, so that e.g. g - mean(g) is no longer exactly 0 for H = 1, and it was no
+# faster. Never "nnan"/"ninf" (they make NaN handling undefined) and never fastmath=True.
+FASTMATH_REASSOC = frozenset({"reassoc"})
 
 _THREAD_SAFE_LAYERS = ("tbb", "omp")
 
@@ -125,7 +129,9 @@ def kernel(parallel: bool, fastmath=False):
         if numba.config.DISABLE_JIT:
             return py_func  # plain Python; prange is range
         func = _variant(py_func, parallel)
-        options = dict(parallel=parallel, fastmath=fastmath, nogil=True, error_model="numpy")
+        # numba accepts a bool, dict or set (not a frozenset) for fastmath
+        flags = set(fastmath) if fastmath else False
+        options = dict(parallel=parallel, fastmath=flags, nogil=True, error_model="numpy")
         cache_dir = _cache_dir_for(py_func)
         if _is_writable_dir(cache_dir):
             try:

@@ -18,10 +18,11 @@ def check_normalized_shape(who: str, normalized_shape, input_shape: tuple) -> tu
     """`normalized_shape` as a tuple that equals the last dims of `input_shape`."""
     if isinstance(normalized_shape, numbers.Integral):
         normalized_shape = (int(normalized_shape),)
-    try:
-        normalized_shape = tuple(int(n) for n in normalized_shape)
-    except TypeError:
-        raise TypeError(f"{who}: normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}") from None
+    if isinstance(normalized_shape, str) or not all(
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in _iterable(normalized_shape)
+    ):
+        raise TypeError(f"{who}: normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}")
+    normalized_shape = tuple(int(n) for n in normalized_shape)
     if not normalized_shape:
         raise ValueError(f"{who}: normalized_shape must have at least one dimension")
     if any(n <= 0 for n in normalized_shape):
@@ -52,3 +53,10 @@ def check_real(who: str, name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{who}: {name} must be a finite number, got {value!r}")
     return float(value)
+
+
+def _iterable(value) -> tuple:
+    try:
+        return tuple(value)
+    except TypeError:
+        return (None,)  # not iterable: fails the integer test above

@@ -36,7 +36,8 @@ Three implementations, which must agree (tests/test_layer_norm.py):
 * `forward_reference` / `backward_reference`: the formulas above in vectorised NumPy, statistics in
   float64 whatever the input dtype;
 * the Numba kernels of npnorm.kernels.layer_norm (the default, `impl="numba"`);
-* `layer_norm_composed`: the forward built from engine primitives, whose gradient the engine derives.
+* `layer_norm_composed`: the forward built from engine primitives (in float64, like the others), whose
+  gradient the engine derives.
 """
 
 from __future__ import annotations
@@ -198,7 +199,11 @@ class AdaNormFunction(Function):
 
 
 def _normalize_composed(x: Tensor, axes: tuple, eps: float, detach_mean: bool, detach_var: bool):
-    """x̂ from engine primitives: the engine, not a hand derivation, supplies the gradient."""
+    """x̂ from engine primitives: the engine, not a hand derivation, supplies the gradient.
+
+    Works in float64 whatever x's dtype (the numerics rule every implementation keeps); callers cast back.
+    """
+    x = x.astype(np.float64)
     mean = x.mean(axis=axes, keepdims=True)
     if detach_mean:
         mean = mean.detach()
@@ -212,7 +217,7 @@ def _normalize_composed(x: Tensor, axes: tuple, eps: float, detach_mean: bool, d
 def layer_norm_composed(x: Tensor, ndim: int, weight, bias, eps, detach_mean=False, detach_var=False) -> Tensor:
     """LayerNorm over the last `ndim` axes, built from mean, sub, mul and pow; detaching as in DetachNorm."""
     axes = tuple(range(x.ndim - ndim, x.ndim))
-    y = _normalize_composed(x, axes, eps, detach_mean, detach_var)
+    y = _normalize_composed(x, axes, eps, detach_mean, detach_var).astype(x.dtype)
     if weight is not None:
         y = y * weight
     if bias is not None:
@@ -225,4 +230,4 @@ def ada_norm_composed(x: Tensor, ndim: int, C: float, k: float, eps: float) -> T
     axes = tuple(range(x.ndim - ndim, x.ndim))
     y = _normalize_composed(x, axes, eps, False, False)
     phi = (1 - y.detach() * k) * C
-    return phi * y
+    return (phi * y).astype(x.dtype)

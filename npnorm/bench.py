@@ -1,0 +1,447 @@
+r"""`npnorm bench`: how fast the norms run, side by side, and how close they come to the memory roofline.
+
+**Why GB/s.** A norm does a handful of flops per element (a sum, a squared deviation, a multiply-add),
+while a modern core can do dozens per nanosecond; what it cannot do faster is move the bytes. LayerNorm's
+forward must read x and write y, 2·N·H·itemsize bytes (γ and β are H numbers each, negligible); forward
+plus backward must in addition read x and dy and write dx, 5·N·H·itemsize in all. Divided by the time,
+that is an *effective bandwidth*. No implementation can beat the bandwidth the machine can sustain, so
+
+    share of copy = effective GB/s / copy GB/s
+
+says how close an implementation comes to that limit (the roofline). The copy bandwidth is measured in the
+same run, by ``np.copyto`` on a 64 MiB float32 array (one read plus one write per element, so it moves
+2 × 64 MiB), because a number from a data sheet says little about a shared, virtualised or throttled
+machine. A share near 1 means there is little left to gain; a share of 0.1 means the implementation is
+bound by something else (temporaries, extra passes, Python overhead, float64 conversions).
+
+Two caveats in reading the share. The probe is one thread; on machines with many cores a parallel kernel
+can exceed it. And shapes whose arrays fit in a cache (256×256 float32 is 256 KiB) are measured against
+cache, not memory, bandwidth: there a share above 1 is expected, and the small shapes mostly measure call
+overhead — which is what a user with small layers pays.
+
+**How it measures.** All implementations see the same data. For each shape and op, every implementation
+is warmed up first (the first call compiles the Numba kernels; that is not timed), then calls are timed in
+samples of several calls, sized so that a sample lasts a few milliseconds and a cell (shape × op × impl)
+about 0.3 s with at least 5 samples. The implementations are interleaved sample by sample, so a drift in
+clock speed or a noisy neighbour affects all of them alike. Reported: the median and the minimum time per
+call, the effective GB/s at the minimum, its share of copy bandwidth, and numba's speed-up over each other
+implementation (ratio of medians; above 1 means numba is faster).
+
+The implementations are called exactly as a user would: npnorm's ``F.layer_norm(..., impl=...)`` on
+Tensors with ``requires_grad=True`` (forward + backward is ``y.backward(dy)``, with gradients cleared by
+``.grad = None`` before each call), and, when torch can be imported, ``torch.nn.functional.layer_norm``
+with autograd on the CPU.
+
+**Adding a norm** is one entry in :data:`NORMS`: its npnorm call, its torch call (or None) and the
+names of its affine parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+# ------------------------------------------------------------------------------------------ registries
+
+
+@dataclass(frozen=True)
+class NormCase:
+    """One norm to benchmark: how to call it in npnorm and in torch, and which (H,) parameters it takes."""
+
+    label: str
+    params: tuple[str, ...]  # affine parameters, each of shape (H,), passed as keyword arguments
+    npnorm_call: Callable  # (F, x, params, impl) -> Tensor
+    torch_call: Callable | None  # (torch.nn.functional, x, params) -> torch.Tensor; None: no torch peer
+
+
+NORMS: dict[str, NormCase] = {
+    "layer_norm": NormCase(
+        label="LayerNorm",
+        params=("weight", "bias"),
+        npnorm_call=lambda F, x, p, impl: F.layer_norm(x, x.shape[-1], p["weight"], p["bias"], impl=impl),
+        torch_call=lambda tF, x, p: tF.layer_norm(x, (x.shape[-1],), p["weight"], p["bias"]),
+    ),
+    "rms_norm": NormCase(
+        label="RMSNorm",
+        params=("weight",),
+        npnorm_call=lambda F, x, p, impl: F.rms_norm(x, x.shape[-1], p["weight"], impl=impl),
+        torch_call=lambda tF, x, p: tF.rms_norm(x, (x.shape[-1],), p["weight"]),
+    ),
+}
+
+# op -> how many (N, H) arrays it must move at least: forward reads x, writes y; backward reads x and dy,
+# writes dx. Parameters and per-row statistics are O(N + H), negligible next to O(N·H).
+OPS: dict[str, int] = {"forward": 2, "forward_backward": 2 + 3}
+
+IMPLS = ("numba", "numpy", "torch")
+SHAPES = ((8192, 1024), (32768, 256), (1024, 4096), (256, 256), (64, 64))
+QUICK_SHAPES = ((256, 256), (64, 64))
+DTYPE = np.float32
+
+TARGET_CELL_S = 0.3  # time spent measuring one shape × op × impl
+TARGET_SAMPLE_S = 2e-3  # one timed sample: enough calls to dwarf the timer's own cost
+MIN_REPS = 5
+QUICK_REPS = 3
+COPY_PROBE_BYTES = 64 * 2**20
+
+# ------------------------------------------------------------------------------------------ timing
+
+
+def time_calls(fn: Callable[[], object], number: int) -> float:
+    """Seconds per call of `fn`, averaged over `number` back-to-back calls."""
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def warm_up(fn: Callable[[], object], min_calls: int = 3, min_seconds: float = 0.05) -> float:
+    """Call `fn` once untimed (compilation, first touch of memory), then until it has run `min_calls`
+    times and `min_seconds`; returns an estimate of seconds per call."""
+    fn()
+    calls, elapsed = 0, 0.0
+    while calls < min_calls or elapsed < min_seconds:
+        elapsed += time_calls(fn, 1)
+        calls += 1
+    return elapsed / calls
+
+
+def plan_reps(seconds_per_call: float, quick: bool) -> tuple[int, int]:
+    """(number, reps): calls per timed sample, and samples per cell."""
+    number = max(1, math.ceil(TARGET_SAMPLE_S / seconds_per_call))
+    if quick:
+        return number, QUICK_REPS
+    reps = max(MIN_REPS, round(TARGET_CELL_S / (number * seconds_per_call)))
+    return number, reps
+
+
+def copy_bandwidth(nbytes: int = COPY_PROBE_BYTES, reps: int = 10) -> float:
+    """GB/s of `np.copyto` on float32 arrays of `nbytes`, min time over `reps`; a copy reads and writes."""
+    src = np.ones(nbytes // 4, dtype=np.float32)
+    dst = np.zeros_like(src)  # zeros_like may map lazily; the first copy below touches every page
+    np.copyto(dst, src)
+    best = min(time_calls(lambda: np.copyto(dst, src), 1) for _ in range(reps))
+    return 2 * nbytes / best / 1e9
+
+
+# ------------------------------------------------------------------------------------------ runners
+
+
+def make_data(case: NormCase, shape: tuple[int, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """x, dy of `shape` and each parameter of shape (H,), float32, the same for every implementation."""
+    rng = np.random.default_rng(seed)
+    N, H = shape
+    data = {
+        "x": rng.standard_normal((N, H), dtype=DTYPE),
+        "dy": rng.standard_normal((N, H), dtype=DTYPE),
+    }
+    for name in case.params:
+        data[name] = (1.0 + 0.1 * rng.standard_normal(H)).astype(DTYPE)
+    return data
+
+
+def npnorm_runner(case: NormCase, data: dict, op: str, impl: str) -> Callable[[], object]:
+    """A zero-argument callable doing `op` through npnorm's public API with `impl`."""
+    import npnorm
+    import npnorm.functional as F
+
+    x = npnorm.Tensor(data["x"], requires_grad=True)
+    params = {name: npnorm.Tensor(data[name], requires_grad=True) for name in case.params}
+    leaves = [x, *params.values()]
+    dy = data["dy"]
+
+    def forward():
+        return case.npnorm_call(F, x, params, impl)
+
+    def forward_backward():
+        for t in leaves:
+            t.grad = None
+        case.npnorm_call(F, x, params, impl).backward(dy)
+
+    return forward if op == "forward" else forward_backward
+
+
+def torch_runner(case: NormCase, data: dict, op: str) -> Callable[[], object]:
+    """The same for PyTorch on the CPU, with autograd."""
+    import torch
+    import torch.nn.functional as tF
+
+    x = torch.from_numpy(data["x"]).requires_grad_(True)
+    params = {name: torch.from_numpy(data[name]).requires_grad_(True) for name in case.params}
+    leaves = [x, *params.values()]
+    dy = torch.from_numpy(data["dy"])
+
+    def forward():
+        return case.torch_call(tF, x, params)
+
+    def forward_backward():
+        for t in leaves:
+            t.grad = None
+        case.torch_call(tF, x, params).backward(dy)
+
+    return forward if op == "forward" else forward_backward
+
+
+def make_runner(case: NormCase, data: dict, op: str, impl: str) -> Callable[[], object]:
+    if impl == "torch":
+        return torch_runner(case, data, op)
+    return npnorm_runner(case, data, op, impl)
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class Cell:
+    """One shape × op × impl being measured."""
+
+    impl: str
+    fn: Callable[[], object]
+    number: int = 1
+    reps: int = MIN_REPS
+    samples: list | None = None
+
+
+def measure(norm: str, shape: tuple[int, int], op: str, impls: list[str], quick: bool) -> list[dict]:
+    """Records for every impl on one norm, shape and op, measured interleaved."""
+    case = NORMS[norm]
+    data = make_data(case, shape)
+    cells = [Cell(impl, make_runner(case, data, op, impl)) for impl in impls]
+    for cell in cells:
+        cell.number, cell.reps = plan_reps(warm_up(cell.fn), quick)
+        cell.samples = []
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # as timeit does: a collection inside one sample would be charged to whoever triggered it
+    try:
+        for rep in range(max(cell.reps for cell in cells)):
+            for cell in cells:
+                if rep < cell.reps:
+                    cell.samples.append(time_calls(cell.fn, cell.number))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+    nbytes = OPS[op] * data["x"].nbytes
+    records = []
+    for cell in cells:
+        best = min(cell.samples)
+        records.append(
+            {
+                "norm": norm,
+                "op": op,
+                "shape": list(shape),
+                "impl": cell.impl,
+                "median_ms": statistics.median(cell.samples) * 1e3,
+                "min_ms": best * 1e3,
+                "reps": cell.reps,
+                "calls_per_rep": cell.number,
+                "bytes": nbytes,
+                "gbps": nbytes / best / 1e9,
+            }
+        )
+    return records
+
+
+def add_ratios(records: list[dict], copy_gbps: float) -> None:
+    """Fill in share_of_copy, and numba_speedup = median(impl) / median(numba) (>1: numba is faster)."""
+    numba_median = {(r["norm"], r["op"], tuple(r["shape"])): r["median_ms"] for r in records if r["impl"] == "numba"}
+    for r in records:
+        r["share_of_copy"] = r["gbps"] / copy_gbps
+        reference = numba_median.get((r["norm"], r["op"], tuple(r["shape"])))
+        r["numba_speedup"] = None if reference is None else r["median_ms"] / reference
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def metadata(impls: list[str], copy_gbps: float) -> dict:
+    import numba
+
+    from . import __version__
+    from .norms import _dispatch
+
+    meta = {
+        "npnorm": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(),
+        "numba_kernels": _dispatch.kernels("layer_norm") is not None,
+        "cpu_count": os.cpu_count(),
+        "dtype": np.dtype(DTYPE).name,
+        "copy_gbps": copy_gbps,
+        "copy_probe_bytes": COPY_PROBE_BYTES,
+        "torch": None,
+        "torch_threads": None,
+    }
+    try:
+        meta["numba_threading_layer"] = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run (e.g. only small shapes, which run serially)
+        meta["numba_threading_layer"] = None
+    if hasattr(os, "sched_getaffinity"):
+        meta["cpus_usable"] = len(os.sched_getaffinity(0))
+    if "torch" in impls:
+        import torch
+
+        meta["torch"] = torch.__version__
+        meta["torch_threads"] = torch.get_num_threads()
+    return meta
+
+
+def run(norms: list[str], shapes: list[tuple[int, int]], ops: list[str], impls: list[str], quick: bool = False) -> dict:
+    """Measure everything asked for; returns {"meta": {...}, "records": [...]}."""
+    copy_gbps = copy_bandwidth(reps=QUICK_REPS if quick else 10)
+    records = []
+    for norm in norms:
+        for op in ops:
+            for shape in shapes:
+                records += measure(norm, shape, op, impls, quick)
+    add_ratios(records, copy_gbps)
+    return {"meta": metadata(impls, copy_gbps), "records": records}
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def format_table(result: dict) -> str:
+    """The plain-text report: one line per record, grouped by norm, op and shape."""
+    meta, records = result["meta"], result["records"]
+    threads = f"numba {meta['numba']} ({meta['numba_threads']} threads, layer {meta['numba_threading_layer']})"
+    if meta["torch"]:
+        threads += f", torch {meta['torch']} ({meta['torch_threads']} threads)"
+    lines = [
+        f"npnorm bench: {meta['dtype']}, numpy {meta['numpy']}, {threads}, {meta['cpu_count']} CPUs",
+        f"copy bandwidth (np.copyto, {meta['copy_probe_bytes'] // 2**20} MiB, read + write): "
+        f"{meta['copy_gbps']:.1f} GB/s",
+    ]
+    if not meta["numba_kernels"]:
+        lines.append("WARNING: numba cannot be imported; impl 'numba' ran the NumPy reference")
+    header = (
+        f"{'op':<26} {'shape':>11}  {'impl':<6} {'median ms':>10} {'min ms':>10} "
+        f"{'GB/s':>7} {'% copy':>7} {'numba speed-up':>15}"
+    )
+    previous = None
+    for r in records:
+        group = (r["norm"], r["op"])
+        if group != previous:
+            lines += ["", header, "-" * len(header)]
+            previous = group
+        name = f"{NORMS[r['norm']].label} {r['op']}"
+        shape = "x".join(str(n) for n in r["shape"])
+        if r["impl"] == "numba" or r["numba_speedup"] is None:
+            speedup = "-"
+        else:
+            speedup = f"{r['numba_speedup']:.2f}x"
+        lines.append(
+            f"{name:<26} {shape:>11}  {r['impl']:<6} {r['median_ms']:>10.3f} {r['min_ms']:>10.3f} "
+            f"{r['gbps']:>7.1f} {100 * r['share_of_copy']:>6.0f}% {speedup:>15}"
+        )
+    lines += [
+        "",
+        "GB/s: bytes that must move (forward 2, forward+backward 5 arrays of N x H) / min time;",
+        "% copy: that as a share of the copy bandwidth above (cache-resident shapes can exceed 100%);",
+        "numba speed-up: median(impl) / median(numba), above 1 means numba is faster.",
+    ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def _comma_list(choices: tuple[str, ...] | list[str], what: str) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        bad = [item for item in items if item not in choices]
+        if not items or bad:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {', '.join(map(repr, bad)) or repr(text)}; choose from {', '.join(choices)}"
+            )
+        return list(dict.fromkeys(items))  # drop repeats, keep order
+
+    return parse
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """'8192x1024,64x64' -> [(8192, 1024), (64, 64)]; anything else is an argparse error."""
+    shapes = []
+    for item in text.split(","):
+        parts = item.strip().lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise argparse.ArgumentTypeError(
+                f"bad shape {item.strip()!r} in {text!r}: expected ROWSxH with positive integers, e.g. 8192x1024,64x64"
+            )
+        shapes.append((int(parts[0]), int(parts[1])))
+    return list(dict.fromkeys(shapes))
+
+
+DESCRIPTION = "time the norms (numba, numpy, torch) side by side, as ms and as a share of copy bandwidth"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `npnorm bench`, shared by the CLI subcommand and `python -m npnorm.bench`."""
+    default_shapes = ",".join(f"{n}x{h}" for n, h in SHAPES)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: shapes {','.join(f'{n}x{h}' for n, h in QUICK_SHAPES)} only, {QUICK_REPS} reps",
+    )
+    parser.add_argument("--shapes", type=parse_shapes, help=f"ROWSxH,... (default {default_shapes})")
+    parser.add_argument(
+        "--ops", type=_comma_list(tuple(OPS), "op"), default=list(OPS), help=f"of {','.join(OPS)} (default all)"
+    )
+    parser.add_argument(
+        "--impls",
+        type=_comma_list(IMPLS, "impl"),
+        help=f"of {','.join(IMPLS)} (default all; torch only if it can be imported)",
+    )
+    parser.add_argument(
+        "--norms", type=_comma_list(tuple(NORMS), "norm"), default=list(NORMS), help=f"of {','.join(NORMS)}"
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the records and metadata as JSON")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    shapes = args.shapes or list(QUICK_SHAPES if args.quick else SHAPES)
+    impls = args.impls or list(IMPLS)
+    if "torch" in impls and not torch_available():
+        if args.impls:  # asked for by name: say why it is missing
+            print("npnorm bench: torch cannot be imported; skipping impl torch", file=sys.stderr)
+        impls = [impl for impl in impls if impl != "torch"]
+    if not impls:
+        print("npnorm bench: no implementation left to run", file=sys.stderr)
+        return 2
+    result = run(args.norms, shapes, args.ops, impls, quick=args.quick)
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="npnorm bench", description=DESCRIPTION)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Checkpoints: `save(state_dict, path)` and `load(path)` for flat `{str: numeric ndarray}` dicts.
+
+The file is an ordinary `.npz` archive (a zip of `.npy` arrays, uncompressed, as `np.savez` writes it), so
+`np.load(path)` reads it too. Two promises:
+
+* Only numbers, both ways. Arrays are written and read with `allow_pickle=False`: saving an object or
+  string array is a TypeError, and loading a file that holds one is a ValueError. Loading a checkpoint
+  therefore never runs code from the file.
+* A save is atomic. The archive is written to a temporary file in the target's folder, flushed and
+  fsynced, then renamed over the target with `os.replace` (atomic on POSIX and Windows). If anything fails
+  the temporary file is removed and the previous checkpoint is left exactly as it was; a crash leaves at
+  worst a stray `.<name>.*.tmp` file, never a half-written checkpoint under the real name.
+
+We write the zip ourselves (`zipfile` + `np.lib.format.write_array`, exactly what `np.savez` does) rather
+than call `np.savez(file, **arrays)`, whose own keyword arguments would collide with a key named "file".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import numbers
+import os
+import struct
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Mapping
+from io import BytesIO
+
+import numpy as np
+
+from .tensor import Tensor
+
+__all__ = ["load", "save"]
+
+_NUMERIC_KINDS = "biufc"  # bool, signed and unsigned integers, floats, complex
+
+# What zipfile and np.lib.format raise on a damaged archive (truncated, flipped bits, not a zip at all);
+# OSError is a seek to a garbled offset (the file itself is already open).
+_CORRUPT = (zipfile.BadZipFile, ValueError, EOFError, KeyError, struct.error, zlib.error, NotImplementedError, OSError)
+
+
+def save(state_dict: Mapping, path) -> None:
+    """Write `state_dict` ({str: numeric ndarray or number}) to `path` as an `.npz` archive, atomically.
+
+    The file name is used exactly as given (no `.npz` is appended). Values may be NumPy arrays, NumPy or
+    Python numbers, or Tensors (their `.data`); anything else, or a key that is not a string, is a TypeError
+    raised before the disk is touched.
+    """
+    arrays = _checked_arrays(state_dict)
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = tempfile.NamedTemporaryFile(
+        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False
+    )
+    try:
+        with tmp:
+            # Write through the open file object: np.savez and friends append ".npz" to a bare name.
+            with zipfile.ZipFile(tmp, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for key, array in arrays.items():
+                    with archive.open(key + ".npy", mode="w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, array, allow_pickle=False)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        # NamedTemporaryFile creates the file readable by its owner only; give it the usual permissions.
+        os.chmod(tmp.name, 0o666 & ~_umask())
+        os.replace(tmp.name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp.name)
+        raise
+    _fsync_folder(folder)
+
+
+def load(path) -> dict[str, np.ndarray]:
+    """Read a checkpoint written by `save` (or any `.npz` of numeric arrays) into a dict of arrays.
+
+    Raises FileNotFoundError if `path` does not exist, and ValueError("load: <path> is not a valid npnorm
+    checkpoint: ...") if it is truncated, corrupt (bad zip structure or CRC), not an `.npz`, or holds
+    object arrays. The arrays are read into memory and the file is closed before returning.
+    """
+    path = os.fspath(path)
+    try:
+        file = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(exc.errno, f"load: no such checkpoint file: {path!r}", path) from None
+    with file:
+        try:
+            return _read_archive(file)
+        except _CORRUPT as exc:
+            raise ValueError(f"load: {path} is not a valid npnorm checkpoint: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_archive(file) -> dict[str, np.ndarray]:
+    arrays = {}
+    with zipfile.ZipFile(file, mode="r") as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise ValueError(f"member {info.filename!r} is not a .npy array")
+            # npz members never carry a comment or encryption; a damaged central directory can fake either
+            # (a garbled comment length silently swallows the entries after it).
+            if info.comment or info.flag_bits & 0x1:
+                raise ValueError(f"damaged entry for member {info.filename!r} in the zip directory")
+            key = info.filename[: -len(".npy")]
+            if key in arrays:
+                raise ValueError(f"the key {key!r} appears twice")
+            # archive.read checks the member's CRC-32, so a flipped bit is an error before we parse anything.
+            data = BytesIO(archive.read(info))
+            array = np.lib.format.read_array(data, allow_pickle=False)
+            if data.tell() != len(data.getbuffer()):
+                raise ValueError(f"member {info.filename!r} has bytes after its array")
+            if array.dtype.kind not in _NUMERIC_KINDS:
+                raise ValueError(f"{key!r} holds a non-numeric array of dtype {array.dtype}")
+            arrays[key] = array
+    return arrays
+
+
+def _checked_arrays(state_dict: Mapping) -> dict[str, np.ndarray]:
+    """The values of `state_dict` as numeric ndarrays, or a TypeError naming the first bad key or value."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"save: expected a dict of arrays, got {type(state_dict).__name__}")
+    arrays = {}
+    for key, value in state_dict.items():
+        if not isinstance(key, str):
+            raise TypeError(f"save: keys must be strings, got {key!r} of type {type(key).__name__}")
+        if isinstance(value, Tensor):
+            value = value.data  # a Tensor (or Parameter): store its array
+        if isinstance(value, (numbers.Number, np.generic)) and not isinstance(value, (str, bytes)):
+            value = np.asarray(value)
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"save: {key!r} must be a NumPy array or a number, got {type(value).__name__}")
+        if value.dtype.kind not in _NUMERIC_KINDS or value.dtype.fields is not None:
+            raise TypeError(f"save: {key!r} must hold numbers, got an array of dtype {value.dtype}")
+        arrays[key] = value
+    return arrays
+
+
+@functools.cache
+def _umask() -> int:
+    # The only portable way to read the umask is to set it and set it back (done once, then cached).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,114 @@
+r"""Fused Numba kernels for RMSNorm (Zhang & Sennrich 2019).
+
+Every kernel works on 2-D C-contiguous arrays: ``x`` has shape (N, H), one independent sample per row and
+H normalized features per row, float32 or float64. Out-params come first and are allocated by the caller.
+The names are those of ``norms/rms_norm.py``: ``x, weight (γ), rrms, xhat (x̂), dy, dx, dweight``.
+
+Forward, per row of H features::
+
+    ms   = (1/H) Σ_j x_j^2                     one pass, accumulated in float64
+    rrms = 1 / sqrt(ms + eps)
+    xhat = x * rrms
+    y    = weight * xhat                       weight optional; there is no bias
+
+Backward, with g = dy * weight (g = dy without weight)::
+
+    dweight = Σ_rows dy * xhat
+    dx      = rrms * (g - xhat * mean_j(g * xhat))
+
+The readable NumPy twin of every kernel is in ``norms/rms_norm.py``, the derivation in
+``docs/rms_norm.md``; the tests check that kernels and twin agree.
+
+The conventions are those of the LayerNorm kernels (``kernels/layer_norm.py`` says why at length):
+
+* **float64 statistics.** Σ x² accumulates in float64 also for float32 input, and ``rrms`` is stored as a
+  float64 array of shape (N,). One pass is enough: a sum of squares has no cancellation. float64 is for
+  range: a float32 square overflows from |x| ≈ 1.8e19 and vanishes below |x| ≈ 4e-23; a float64 square of
+  a float32 is exact. Outputs are computed in float64 and rounded once to x.dtype.
+* **Races.** ``prange`` runs only over independent rows (forward) or blocks of rows (backward). dweight is
+  a sum over rows, so each block ("chunk") sums into its own row of a partial buffer of shape (nchunks, H),
+  reduced afterwards. The chunks depend only on N, so serial and parallel kernels give identical bits.
+* **Serial below a threshold** (``_jit.DualKernel``), **no fastmath** beyond reassociation and contraction
+  (a NaN must stay in its row), and ``weight is None`` resolved at compile time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._jit import FASTMATH_REASSOC, dual_kernel
+from .layer_norm import _num_chunks  # the same row blocks as LayerNorm: a function of N alone
+
+__all__ = ["rms_norm_backward", "rms_norm_forward"]
+
+
+@dual_kernel(fastmath=FASTMATH_REASSOC)
+def _rms_norm_forward(y, rrms, x, weight, eps):
+    N, H = x.shape
+    for i in prange(N):  # rows are independent
+        # pass 1: the mean square, accumulated in float64 whatever the dtype of x
+        s = np.float64(0.0)
+        for j in range(H):
+            v = np.float64(x[i, j])
+            s += v * v
+        r = 1.0 / np.sqrt(s / H + eps)  # eps = 0 and a zero row: r = inf (numpy error model)
+        rrms[i] = r  # (N,) float64
+        # pass 2: y = weight * xhat, computed in float64, rounded once to y.dtype
+        for j in range(H):
+            out = np.float64(x[i, j]) * r  # xhat
+            if weight is not None:
+                out = out * weight[j]
+            y[i, j] = out
+
+
+@dual_kernel(fastmath=FASTMATH_REASSOC)
+def _rms_norm_backward(dx, dweight_part, dy, x, rrms, weight, nchunks):
+    N, H = x.shape
+    for c in prange(nchunks):
+        # chunk c owns rows [c*N//nchunks, (c+1)*N//nchunks) and writes only row c of the partials
+        for i in range(c * N // nchunks, (c + 1) * N // nchunks):
+            r = rrms[i]
+            # pass 1: the row sum Σ g * xhat, and this row's share of dweight
+            sum_gxhat = np.float64(0.0)
+            for j in range(H):
+                xhat = np.float64(x[i, j]) * r
+                g = np.float64(dy[i, j])
+                if dweight_part is not None:
+                    dweight_part[c, j] += g * xhat
+                if weight is not None:
+                    g = g * weight[j]
+                sum_gxhat += g * xhat
+            mean_gxhat = sum_gxhat / H
+            # pass 2: dx = rrms * (g - xhat * mean(g * xhat))
+            for j in range(H):
+                xhat = np.float64(x[i, j]) * r
+                g = np.float64(dy[i, j])
+                if weight is not None:
+                    g = g * weight[j]
+                dx[i, j] = r * (g - xhat * mean_gxhat)
+
+
+def rms_norm_forward(y, rrms, x, weight, eps):
+    """y = weight * x * rrms, row by row; fills ``y`` (N, H) and ``rrms`` (N,) float64.
+
+    ``x`` is (N, H) C-contiguous float32/float64; ``weight`` is (H,) of x.dtype or None; ``eps`` ≥ 0 is
+    added to the mean square inside the square root.
+    """
+    _rms_norm_forward.launch(x.size, y, rrms, x, weight, float(eps))
+
+
+def rms_norm_backward(dx, dweight, dy, x, rrms, weight):
+    """Fill ``dx`` (N, H) and, unless it is None, ``dweight`` (H,), both of x.dtype.
+
+    ``rrms`` is the float64 statistic saved by :func:`rms_norm_forward`; ``weight`` is the (H,) gain or None.
+    """
+    N, H = x.shape
+    nchunks = _num_chunks(N)
+    # np.full, not np.zeros: pages first touched by the pool threads cost more than the reduction
+    # (measured for LayerNorm, see kernels/layer_norm.py).
+    dweight_part = None if dweight is None else np.full((nchunks, H), 0.0)  # (nchunks, H) float64
+    _rms_norm_backward.launch(x.size, dx, dweight_part, dy, x, rrms, weight, nchunks)
+    # Reduce the partials over chunks (serially, in NumPy), then round once to x.dtype.
+    if dweight is not None:
+        dweight[...] = dweight_part.sum(axis=0)

@@ -1,0 +1,51 @@
+"""Constructor argument checks shared by the modules, with messages in the user's terms."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .._random import default_generator
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def size(who: str, name: str, value, *, minimum: int = 1) -> int:
+    """A whole number >= minimum (bools are rejected: `Linear(True, 3)` is a bug, not a size)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{who}: {name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def shape(who: str, value) -> tuple:
+    """`normalized_shape` as a non-empty tuple of positive ints (an int n means (n,))."""
+    dims = (value,) if isinstance(value, numbers.Integral) else value
+    try:
+        dims = tuple(dims)
+    except TypeError:
+        raise TypeError(f"{who}: normalized_shape must be an int or a tuple of ints, got {value!r}") from None
+    if not dims:
+        raise ValueError(f"{who}: normalized_shape must have at least one dimension")
+    return tuple(size(who, "each dim of normalized_shape", n) for n in dims)
+
+
+def float_dtype(who: str, dtype) -> np.dtype:
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{who}: dtype must be float32 or float64, got {dtype!r}") from None
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{who}: dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def generator(who: str, rng) -> np.random.Generator:
+    """`rng` as a Generator: a Generator itself, an int seed, or None for the one `npnorm.manual_seed` seeds."""
+    if rng is None:
+        return default_generator()
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool) and rng >= 0:
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"{who}: rng must be a numpy.random.Generator, a non-negative int seed or None, got {rng!r}")

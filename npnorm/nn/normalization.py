@@ -1,0 +1,122 @@
+"""Normalization modules: thin classes that hold γ, β (and, for batch statistics, buffers) and call `F.*`.
+
+The math and its three implementations live in `npnorm/norms/`; here are only the parameters, argument
+checks at construction (so a bad eps fails where the model is built, not at the first forward) and repr.
+`impl` chooses the implementation ("numba", "numpy", "composed"); None defers to the environment variable
+NPNORM_IMPL at each call, else "numba".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..norms import IMPLS
+from ..norms import _checks as _norm_checks
+from ..tensor import Tensor
+from . import _checks, init
+from .module import Module, Parameter
+
+
+def _check_impl(who: str, impl):
+    if impl is not None and impl not in IMPLS:
+        raise ValueError(f"{who}: impl must be None or one of {IMPLS}, got {impl!r}")
+    return impl
+
+
+class LayerNorm(Module):
+    """y = γ ⊙ (x − μ)/√(σ² + ε) + β over the trailing `normalized_shape` dims (Ba et al. 2016).
+
+    `weight` γ (ones) and `bias` β (zeros) have shape `normalized_shape`. `elementwise_affine=False`
+    drops both (Xu et al.'s LayerNorm-simple); `bias=False` keeps only γ. `detach_mean`/`detach_var` treat
+    μ or σ as constants in backward (both: Xu et al.'s DetachNorm).
+    """
+
+    def __init__(
+        self,
+        normalized_shape,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        detach_mean: bool = False,
+        detach_var: bool = False,
+        *,
+        dtype=np.float32,
+        impl=None,
+    ):
+        super().__init__()
+        who = "LayerNorm"
+        self.normalized_shape = _checks.shape(who, normalized_shape)
+        self.eps = _norm_checks.check_eps(who, eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.detach_mean = bool(detach_mean)
+        self.detach_var = bool(detach_var)
+        self.impl = _check_impl(who, impl)
+        dtype = _checks.float_dtype(who, dtype)
+        # An absent γ or β is registered as None (as in PyTorch), so `self.bias` reads None.
+        if self.elementwise_affine:
+            self.weight = Parameter(np.empty(self.normalized_shape, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+        if self.elementwise_affine and bias:
+            self.bias = Parameter(np.empty(self.normalized_shape, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """γ = 1, β = 0: the layer starts as pure normalization."""
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, x) -> Tensor:
+        return F.layer_norm(
+            x,
+            self.normalized_shape,
+            self.weight,
+            self.bias,
+            self.eps,
+            detach_mean=self.detach_mean,
+            detach_var=self.detach_var,
+            impl=self.impl,
+        )
+
+    def extra_repr(self) -> str:
+        s = f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        if self.elementwise_affine and self.bias is None:
+            s += ", bias=False"
+        if self.detach_mean:
+            s += ", detach_mean=True"
+        if self.detach_var:
+            s += ", detach_var=True"
+        if self.impl is not None:
+            s += f", impl={self.impl!r}"
+        return s
+
+
+class AdaNorm(Module):
+    """z = C(1 − k·y) ⊙ y with y = (x − μ)/√(σ² + ε) (Xu et al. 2019), C(1 − k·y) a constant in backward.
+
+    No parameters: the adaptive scale φ(y) = C(1 − k·y) replaces γ and β. The paper uses k = 0.1 and
+    chooses C so that the scale suits the task (C = 1 in the ablations).
+    """
+
+    def __init__(self, normalized_shape, C: float = 1.0, k: float = 0.1, eps: float = 1e-5, *, impl=None):
+        super().__init__()
+        who = "AdaNorm"
+        self.normalized_shape = _checks.shape(who, normalized_shape)
+        self.C = _norm_checks.check_real(who, "C", C)
+        self.k = _norm_checks.check_real(who, "k", k)
+        self.eps = _norm_checks.check_eps(who, eps)
+        self.impl = _check_impl(who, impl)
+
+    def forward(self, x) -> Tensor:
+        return F.ada_norm(x, self.normalized_shape, self.C, self.k, self.eps, impl=self.impl)
+
+    def extra_repr(self) -> str:
+        s = f"{self.normalized_shape}, C={self.C}, k={self.k}, eps={self.eps}"
+        if self.impl is not None:
+            s += f", impl={self.impl!r}"
+        return s

@@ -1,0 +1,397 @@
+"""Engine semantics: how the graph is recorded, walked and accumulated, and how errors read."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import npnorm
+import npnorm.functional as F
+from npnorm import Function, Tensor
+
+# ---------------------------------------------------------------------------------------- accumulation
+
+
+def test_reused_node_sums_its_gradients():
+    # micrograd's test: x is used three times, so dy/dx = 2x + 1.
+    x = npnorm.tensor([-2.0, 0.5, 3.0], requires_grad=True)
+    y = x * x + x
+    y.backward(np.ones(3))
+    np.testing.assert_array_equal(x.grad, 2 * x.data + 1)
+
+
+def test_reused_intermediate_node():
+    x = npnorm.tensor([0.3, -1.1], requires_grad=True)
+    h = x.exp()  # used by two consumers
+    y = (h * h).sum() + h.sum()
+    y.backward()
+    expected = (2 * np.exp(x.data) + 1) * np.exp(x.data)
+    np.testing.assert_allclose(x.grad, expected, rtol=1e-14)
+
+
+def test_diamond_graph():
+    x = npnorm.tensor([1.5, -2.0], requires_grad=True)
+    a, b = x * 2.0, x * 3.0
+    (a * b).sum().backward()  # 6 x^2
+    np.testing.assert_allclose(x.grad, 12 * x.data)
+
+
+def test_gradients_accumulate_across_backward_calls_until_zeroed():
+    x = npnorm.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    (x * x).sum().backward()
+    first = x.grad.copy()
+    np.testing.assert_array_equal(first, 2 * x.data)
+    (x * x).sum().backward()
+    np.testing.assert_array_equal(x.grad, 2 * first)
+    x.grad = None
+    (x * 5.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [5.0, 5.0, 5.0])
+
+
+def test_leaf_grad_owns_its_array():
+    # The upstream array and an Add that hands the same array to both inputs must not alias a leaf's grad.
+    x = npnorm.tensor([1.0, 2.0], requires_grad=True)
+    y = npnorm.tensor([3.0, 4.0], requires_grad=True)
+    upstream = np.array([1.0, 1.0])
+    (x + y).backward(upstream)
+    assert not np.shares_memory(x.grad, y.grad)
+    assert not np.shares_memory(x.grad, upstream)
+    x.grad += 10.0
+    np.testing.assert_array_equal(y.grad, [1.0, 1.0])
+    np.testing.assert_array_equal(upstream, [1.0, 1.0])
+
+
+def test_only_leaves_that_require_grad_get_grad():
+    x = npnorm.tensor([1.0, 2.0], requires_grad=True)
+    c = npnorm.tensor([3.0, 4.0])
+    h = x * c
+    (h * h).sum().backward()
+    np.testing.assert_allclose(x.grad, 2 * (x.data * c.data) * c.data)
+    assert c.grad is None
+    assert h.grad is None  # intermediate results keep no grad, as in PyTorch
+
+
+def test_deep_chain_backward_needs_no_recursion():
+    depth = 10_000
+    assert sys.getrecursionlimit() < depth
+    x = npnorm.tensor(0.7, requires_grad=True)
+    y = x
+    for _ in range(depth):
+        y = y * 1.0001
+    y.backward()
+    assert np.isclose(y.item(), 0.7 * 1.0001**depth, rtol=1e-10)
+    assert np.isclose(x.grad, 1.0001**depth, rtol=1e-10)
+
+
+def test_wide_reuse_of_one_node():
+    x = npnorm.tensor([2.0], requires_grad=True)
+    total = x
+    for _ in range(999):
+        total = total + x
+    total.backward(np.ones(1))
+    assert x.grad[0] == 1000.0
+
+
+# ---------------------------------------------------------------------------------------- no_grad, detach
+
+
+def test_no_grad_records_nothing():
+    x = npnorm.tensor([1.0, 2.0], requires_grad=True)
+    with npnorm.no_grad():
+        y = (x * 2.0).sum()
+    assert not y.requires_grad
+    with pytest.raises(RuntimeError, match="no_grad|does not require grad"):
+        y.backward()
+    assert x.grad is None
+
+
+def test_nested_no_grad_restores_state():
+    assert npnorm.is_grad_enabled()
+    with npnorm.no_grad():
+        with npnorm.no_grad():
+            assert not npnorm.is_grad_enabled()
+        assert not npnorm.is_grad_enabled()
+    assert npnorm.is_grad_enabled()
+    with pytest.raises(KeyError), npnorm.no_grad():
+        raise KeyError("an error inside the block")
+    assert npnorm.is_grad_enabled()
+    x = npnorm.tensor([1.0], requires_grad=True)
+    assert (x * 2.0).requires_grad
+
+
+def test_no_grad_is_thread_local():
+    entered, release = threading.Event(), threading.Event()
+    seen_in_thread = []
+
+    def worker():
+        with npnorm.no_grad():
+            seen_in_thread.append(npnorm.is_grad_enabled())
+            entered.set()
+            release.wait(timeout=10)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        assert entered.wait(timeout=10)
+        x = npnorm.tensor([1.0, 2.0], requires_grad=True)
+        y = (x * x).sum()  # recorded here, although the other thread is inside no_grad
+        assert npnorm.is_grad_enabled() and y.requires_grad
+        y.backward()
+        np.testing.assert_array_equal(x.grad, [2.0, 4.0])
+    finally:
+        release.set()
+        thread.join()
+    assert seen_in_thread == [False]
+
+
+def test_detach_shares_data_and_stops_gradients():
+    x = npnorm.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    d = x.detach()
+    assert np.shares_memory(d.data, x.data)
+    assert not d.requires_grad and d.is_leaf
+    (x * d).sum().backward()  # d is a constant: d/dx (x * c) = c = x
+    np.testing.assert_array_equal(x.grad, x.data)
+
+
+def test_operations_on_inputs_without_requires_grad_record_nothing():
+    y = npnorm.tensor([1.0, 2.0]) * 3.0
+    assert not y.requires_grad and y.is_leaf
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        y.sum().backward()
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+class WrongShapeGrad(Function):
+    """out = 2a, with a backward that returns an extra axis."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return 2 * a
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad[None]
+
+
+class TooManyGrads(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return 2 * a
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad, 2 * grad
+
+
+def test_gradient_of_wrong_shape_names_the_function():
+    x = npnorm.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"WrongShapeGrad.*\(1, 2\).*\(2,\)"):
+        WrongShapeGrad.apply(x).sum().backward()
+
+
+def test_wrong_number_of_gradients_names_the_function():
+    x = npnorm.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="TooManyGrads"):
+        TooManyGrads.apply(x).sum().backward()
+
+
+def test_custom_function_with_a_correct_backward():
+    class Square(Function):
+        @staticmethod
+        def forward(ctx, a):
+            ctx.save_for_backward(a)
+            return a * a
+
+        @staticmethod
+        def backward(ctx, grad):
+            (a,) = ctx.saved
+            assert ctx.needs_input_grad == (True,)
+            return 2 * a * grad
+
+    x = npnorm.tensor([1.0, -3.0], requires_grad=True)
+    Square.apply(x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, -6.0])
+
+
+def test_backward_of_non_scalar_needs_grad():
+    x = npnorm.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"\(2,\)"):
+        (x * 2.0).backward()
+
+
+def test_backward_grad_of_wrong_shape():
+    x = npnorm.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(ValueError, match=r"\(3,\).*\(2,\)"):
+        (x * 2.0).backward(np.ones(3))
+
+
+def test_backward_of_a_one_element_non_0d_output():
+    x = npnorm.tensor([[3.0]], requires_grad=True)
+    (x * x).backward()
+    np.testing.assert_array_equal(x.grad, [[6.0]])
+
+
+@pytest.mark.parametrize(
+    "a_shape, b_shape",
+    [((2, 3), (4, 5)), ((3,), (4,)), ((2, 3), (2,)), ((2, 3, 4), (5, 4, 2))],
+)
+def test_matmul_shape_mismatch(a_shape, b_shape):
+    a, b = npnorm.tensor(np.ones(a_shape)), npnorm.tensor(np.ones(b_shape))
+    with pytest.raises(ValueError, match="matmul") as info:
+        a @ b
+    assert str(a_shape) in str(info.value) and str(b_shape) in str(info.value)
+
+
+def test_matmul_of_a_0d_operand():
+    with pytest.raises(ValueError, match="matmul"):
+        npnorm.tensor(2.0) @ npnorm.tensor([1.0])
+
+
+@pytest.mark.parametrize(
+    "op, name",
+    [
+        (lambda a, b: a + b, "add"),
+        (lambda a, b: a - b, "sub"),
+        (lambda a, b: a * b, "mul"),
+        (lambda a, b: a / b, "div"),
+        (lambda a, b: a**b, "pow"),
+    ],
+)
+def test_broadcast_failure_names_op_and_shapes(op, name):
+    a, b = npnorm.tensor(np.ones((2, 3))), npnorm.tensor(np.ones(4))
+    with pytest.raises(ValueError, match=name) as info:
+        op(a, b)
+    assert "(2, 3)" in str(info.value) and "(4,)" in str(info.value)
+    with pytest.raises(ValueError, match=name):
+        op(a, np.ones(4))  # an ndarray operand goes the same way
+
+
+@pytest.mark.parametrize("data", ["abc", [1, "a"], np.array([1j]), {"a": 1}, object()])
+def test_non_numeric_data_raises_type_error(data):
+    with pytest.raises(TypeError):
+        npnorm.tensor(data)
+
+
+def test_item():
+    assert npnorm.tensor([[2.5]]).item() == 2.5
+    assert isinstance(npnorm.tensor(3.0).item(), float)
+    with pytest.raises(ValueError, match=r"\(2,\)"):
+        npnorm.tensor([1.0, 2.0]).item()
+
+
+def test_reductions_reject_bad_axes():
+    x = npnorm.tensor(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="sum: axis 2"):
+        x.sum(axis=2)
+    with pytest.raises(ValueError, match="repeated axis"):
+        x.mean(axis=(0, -2))
+    with pytest.raises(ValueError, match="var.*degrees of freedom"):
+        npnorm.tensor([1.0]).var(ddof=1)
+
+
+def test_reshape_and_transpose_errors_speak_our_language():
+    x = npnorm.tensor(np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"reshape.*\(2, 3\).*\(4, 2\)"):
+        x.reshape(4, 2)
+    with pytest.raises(ValueError, match="transpose"):
+        x.transpose(0, 0)
+
+
+# ---------------------------------------------------------------------------------- operands and storage
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda a, t: a + t,
+        lambda a, t: a - t,
+        lambda a, t: a * t,
+        lambda a, t: a / t,
+        lambda a, t: a**t,
+        lambda a, t: a @ t,
+    ],
+    ids=["add", "sub", "mul", "div", "pow", "matmul"],
+)
+def test_ndarray_on_the_left_gives_a_tensor(op):
+    a = np.array([[1.0, 2.0], [3.0, 4.0]])
+    t = npnorm.tensor([[0.5, 1.5], [2.5, 3.5]], requires_grad=True)
+    y = op(a, t)
+    assert isinstance(y, Tensor)
+    np.testing.assert_allclose(y.data, op(a, t.data))
+    y.sum().backward()
+    assert t.grad is not None and t.grad.shape == (2, 2)
+
+
+def test_numpy_scalar_on_the_left_gives_a_tensor():
+    t = npnorm.tensor([1.0, 2.0])
+    for y in (np.float64(2.0) * t, np.float32(2.0) + t, np.int64(3) - t):
+        assert isinstance(y, Tensor)
+
+
+def test_tensor_copies_but_Tensor_of_a_float_array_does_not():
+    a = np.array([1.0, 2.0, 3.0])
+    copied, shared = npnorm.tensor(a), Tensor(a)
+    assert shared.data is a
+    a[0] = 99.0
+    assert copied.data[0] == 1.0
+    assert shared.data[0] == 99.0
+    a32 = np.ones(2, dtype=np.float32)
+    assert Tensor(a32).data is a32
+    assert npnorm.tensor(copied).data is not copied.data  # tensor() of a Tensor copies too
+
+
+def test_numpy_shares_the_array():
+    t = npnorm.tensor([1.0, 2.0])
+    assert t.numpy() is t.data
+    np.testing.assert_array_equal(np.asarray(t), [1.0, 2.0])
+
+
+def test_tensor_description():
+    t = npnorm.tensor(np.zeros((2, 3, 4)), requires_grad=True)
+    assert (t.shape, t.ndim, t.size, t.dtype, len(t)) == ((2, 3, 4), 3, 24, np.float64, 2)
+    assert t.is_leaf and t.grad is None
+    assert "requires_grad=True" in repr(t)
+    assert "float32" in repr(npnorm.tensor([1.0], dtype=np.float32))
+
+
+def test_index_with_a_tensor():
+    x = npnorm.tensor([10.0, 20.0, 30.0], requires_grad=True)
+    x[npnorm.tensor([2, 2, 0])].sum().backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 0.0, 2.0])
+    with pytest.raises(IndexError, match="whole numbers"):
+        x[npnorm.tensor([0.5])]
+    with pytest.raises(IndexError, match=r"\(3,\)"):
+        x[5]
+
+
+# --------------------------------------------------------------------------------------------- seeding
+
+
+def test_manual_seed_makes_dropout_reproducible():
+    x = npnorm.tensor(np.ones((50, 40)))
+    npnorm.manual_seed(123)
+    first = F.dropout(x, 0.5).data.copy()
+    second = F.dropout(x, 0.5).data.copy()  # the generator moves on: a new mask
+    npnorm.manual_seed(123)
+    again = F.dropout(x, 0.5).data
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, second)
+    npnorm.manual_seed(124)
+    assert not np.array_equal(first, F.dropout(x, 0.5).data)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "1", True])
+def test_manual_seed_rejects_bad_seeds(seed):
+    with pytest.raises(ValueError, match="manual_seed"):
+        npnorm.manual_seed(seed)
+
+
+def test_dropout_rejects_bad_p():
+    for p in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match="dropout"):
+            F.dropout(npnorm.tensor([1.0]), p)

@@ -1,0 +1,231 @@
+"""gradcheck checks itself: it passes correct gradients, and catches, locates and describes wrong ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npnorm
+from npnorm import Function, GradcheckError, gradcheck
+
+MODES = pytest.mark.parametrize("fast_mode", [False, True], ids=["full", "fast"])
+
+
+def leaf(data) -> npnorm.Tensor:
+    return npnorm.tensor(data, requires_grad=True)
+
+
+class WrongSecondGrad(Function):
+    """out = a * b, with db deliberately doubled: da = g b (right), db = 2 g a (wrong)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved
+        return grad * b, 2 * grad * a
+
+
+class OneWrongEntry(Function):
+    """out = 3 aᵀ, with d out[2, 1] / d a[1, 2] given as 4 instead of 3: one wrong Jacobian entry, whose output
+    and input indices differ."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return 3 * a.T
+
+    @staticmethod
+    def backward(ctx, grad):
+        da = 3 * grad.T
+        da[1, 2] = 4 * grad[2, 1]
+        return da
+
+
+_noise = np.random.default_rng()
+
+
+class NoisyBackward(Function):
+    """out = 2a, with a backward that adds a little random noise: right on average, never the same twice."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return 2 * a
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad + 1e-9 * _noise.standard_normal(grad.shape)
+
+
+# -------------------------------------------------------------------------------------- correct gradients
+
+
+@MODES
+def test_passes_on_correct_functions(fast_mode, rng):
+    a, b, c = leaf(rng.standard_normal((3, 4))), leaf(rng.standard_normal((4, 2))), leaf(rng.standard_normal(2))
+    assert gradcheck(lambda a, b, c: (a @ b).tanh().sum(axis=0) * c, (a, b, c), fast_mode=fast_mode) is True
+    assert gradcheck(lambda a: (a * a).sum(), a, fast_mode=fast_mode) is True  # a single Tensor, not a tuple
+    assert gradcheck(lambda a: a.exp(), (a,), fast_mode=fast_mode, raise_exception=False) is True
+
+
+def test_non_tensor_and_constant_inputs_pass_through(rng):
+    x, w = leaf(rng.standard_normal(5)), npnorm.tensor(rng.standard_normal(5))
+    assert gradcheck(lambda x, w, p: (x * w) ** p, (x, w, 2))
+    assert w.grad is None
+
+
+def test_output_independent_of_the_input():
+    x = leaf([1.0, 2.0])
+    assert gradcheck(lambda x: npnorm.tensor([3.0]), (x,))
+
+
+# --------------------------------------------------------------------------------------- wrong gradients
+
+
+@MODES
+def test_catches_a_detached_factor_and_reports_the_numbers(fast_mode):
+    # d/dx (x * const(x)) is x, but the function's true derivative is 2x: analytic x[k], numerical 2 x[k].
+    data = np.array([0.5, -1.5, 3.0, 2.0])
+    x = leaf(data)
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(lambda x: x * x.detach(), (x,), fast_mode=fast_mode)
+    e = info.value
+    assert isinstance(e, AssertionError)
+    k = int(np.argmax(np.abs(data)))  # the largest excess over the tolerance is at the largest |x|
+    assert e.input_index == 0
+    assert e.element_index == (k,) and e.output_index == (k,)
+    assert e.analytic == pytest.approx(data[k], rel=1e-12)
+    assert e.numerical == pytest.approx(2 * data[k], rel=1e-6)
+    assert e.abs_error == pytest.approx(abs(data[k]), rel=1e-6)
+    assert e.rel_error == pytest.approx(0.5, rel=1e-6)
+    assert e.allowed == pytest.approx(1e-5 + 1e-3 * abs(2 * data[k]), rel=1e-6)
+    assert (e.num_failed, e.num_total) == (4, 16)  # the diagonal of a 4 x 4 Jacobian
+    message = str(e)
+    for fragment in ("input 0", "[2]", "3.00000000e+00", "6.0000000", "4 of 16"):
+        assert fragment in message, fragment
+
+
+@MODES
+def test_reports_the_second_input_when_only_its_gradient_is_wrong(fast_mode, rng):
+    a_data, b_data = rng.uniform(0.5, 2.0, (2, 3)), rng.standard_normal((2, 3))
+    a, b = leaf(a_data), leaf(b_data)
+    with pytest.raises(GradcheckError, match="input 1") as info:
+        gradcheck(WrongSecondGrad.apply, (a, b), fast_mode=fast_mode)
+    e = info.value
+    assert e.input_index == 1
+    assert e.output_index == e.element_index  # elementwise: only the diagonal of the Jacobian is non-zero
+    k = e.element_index
+    assert e.analytic == pytest.approx(2 * a_data[k], rel=1e-12)
+    assert e.numerical == pytest.approx(a_data[k], rel=1e-6)
+    assert e.num_failed == 6
+
+
+@MODES
+def test_locates_a_single_wrong_entry(fast_mode, rng):
+    x = leaf(rng.standard_normal((2, 4)))
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(OneWrongEntry.apply, (x,), fast_mode=fast_mode)
+    e = info.value
+    assert (e.element_index, e.output_index) == ((1, 2), (2, 1))
+    assert e.analytic == pytest.approx(4.0) and e.numerical == pytest.approx(3.0)
+    assert (e.num_failed, e.num_total) == (1, 64)
+    assert "d(output[2, 1]) / d(input0[1, 2])" in str(e)
+
+
+@MODES
+def test_raise_exception_false_returns_false(fast_mode):
+    x = leaf([1.0, 2.0])
+    assert gradcheck(lambda x: x * x.detach(), (x,), raise_exception=False, fast_mode=fast_mode) is False
+
+
+def test_tolerances_decide():
+    # A gradient 0.05% too large is within the default rtol 1e-3, but not within rtol 1e-4.
+    class SlightlyOff(Function):
+        @staticmethod
+        def forward(ctx, a):
+            return 3 * a
+
+        @staticmethod
+        def backward(ctx, grad):
+            return 3 * grad * 1.0005
+
+    x = leaf([1.0, -2.0])
+    assert gradcheck(SlightlyOff.apply, (x,))
+    assert not gradcheck(SlightlyOff.apply, (x,), rtol=1e-4, raise_exception=False)
+
+
+@MODES
+def test_catches_a_non_deterministic_backward(fast_mode):
+    x = leaf([1.0, 2.0, 3.0])
+    with pytest.raises(GradcheckError, match="not deterministic") as info:
+        gradcheck(NoisyBackward.apply, (x,), fast_mode=fast_mode)
+    assert info.value.input_index == 0
+
+
+@MODES
+@pytest.mark.parametrize("modify", ["add", "scale"])
+def test_catches_fn_that_modifies_its_input(fast_mode, modify):
+    def fn(x):
+        if modify == "add":
+            x.data += 1.0
+        else:
+            x.data *= 2.0
+        return x * 1.0
+
+    x = leaf([1.0, 2.0])
+    with pytest.raises(GradcheckError, match="modified input 0 in place") as info:
+        gradcheck(fn, (x,), fast_mode=fast_mode)
+    assert info.value.input_index == 0
+
+
+# ------------------------------------------------------------------------------------------ bad arguments
+
+
+def test_float32_input_raises_and_suggests_float64():
+    x = npnorm.tensor([1.0, 2.0], dtype=np.float32, requires_grad=True)
+    with pytest.raises(TypeError, match="float64"):
+        gradcheck(lambda x: x * 2.0, (x,))
+
+
+@pytest.mark.parametrize("result", [lambda x: x.data * 2, lambda x: 1.0, lambda x: None])
+def test_fn_must_return_a_tensor(result):
+    with pytest.raises(TypeError, match="Tensor"):
+        gradcheck(result, (leaf([1.0, 2.0]),))
+
+
+def test_needs_an_input_that_requires_grad():
+    with pytest.raises(ValueError, match="requires_grad"):
+        gradcheck(lambda x: x * 2.0, (npnorm.tensor([1.0]),))
+
+
+def test_rejects_non_leaf_inputs():
+    x = leaf([1.0, 2.0]) * 2.0
+    with pytest.raises(ValueError, match="leaf"):
+        gradcheck(lambda x: x * 2.0, (x,))
+
+
+@pytest.mark.parametrize("kwargs", [{"eps": 0.0}, {"atol": -1.0}, {"rtol": -1e-3}])
+def test_rejects_bad_tolerances(kwargs):
+    with pytest.raises(ValueError, match="gradcheck"):
+        gradcheck(lambda x: x * 2.0, (leaf([1.0]),), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------- side effects
+
+
+@MODES
+@pytest.mark.parametrize("passes", [True, False])
+def test_restores_grads_and_data(fast_mode, passes):
+    x, y = leaf([1.0, 2.0]), leaf([3.0, -4.0])
+    grad_before = np.array([7.0, 8.0])
+    x.grad = grad_before
+    data_before = (x.data.copy(), y.data.copy())
+    fn = (lambda x, y: x * y) if passes else (lambda x, y: x * y.detach() + y * y.detach())
+    assert gradcheck(fn, (x, y), fast_mode=fast_mode, raise_exception=False) is passes
+    assert x.grad is grad_before
+    np.testing.assert_array_equal(x.grad, [7.0, 8.0])
+    assert y.grad is None
+    np.testing.assert_array_equal(x.data, data_before[0])
+    np.testing.assert_array_equal(y.data, data_before[1])

@@ -1,0 +1,355 @@
+"""The LayerNorm and AdaNorm kernels against their NumPy twins (npnorm.norms.layer_norm), serial against
+parallel, and the edge cases: constant rows, H = 1, N = 0, NaN rows, |mean| ≫ std, eps = 0.
+
+float32 kernels are checked against the float64 reference: they accumulate in float64 and round once, so
+their outputs must sit within a few float32 ulps of the exact answer.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from npnorm.kernels import _jit
+from npnorm.kernels import layer_norm as K
+from npnorm.norms.layer_norm import (
+    ada_backward_reference,
+    ada_forward_reference,
+    backward_reference,
+    forward_reference,
+)
+
+DTYPES = [np.float32, np.float64]
+# rtol of kernel vs float64 reference: float64 differs only by summation order; float32 by one rounding
+RTOL = {np.float32: 1e-6, np.float64: 1e-12}
+AFFINE = [(True, True), (True, False), (False, True), (False, False)]  # (weight, bias)
+DETACH = [(False, False), (True, False), (False, True), (True, True)]  # (detach_mean, detach_var)
+# N * H at or above _jit.SERIAL_BELOW: these run the parallel kernels through the public functions
+BIG_SHAPES = [(1, 40_000), (3000, 17), (257, 300)]
+EXAMPLES = max(40, settings.default.max_examples)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def make_case(rng, N, H, dtype, affine=(True, True), offset=0.0, scale=1.0):
+    """x = offset + scale * noise, weight, bias (or None), dy; all of dtype."""
+    x = (offset + scale * rng.standard_normal((N, H))).astype(dtype)
+    weight = rng.standard_normal(H).astype(dtype) if affine[0] else None
+    bias = rng.standard_normal(H).astype(dtype) if affine[1] else None
+    dy = rng.standard_normal((N, H)).astype(dtype)
+    return x, weight, bias, dy
+
+
+def f64(a):
+    return None if a is None else a.astype(np.float64)
+
+
+def kernel_forward(x, weight, bias, eps=1e-5):
+    N = x.shape[0]
+    y = np.empty_like(x)  # (N, H)
+    mean = np.empty(N)  # (N,) float64
+    rstd = np.empty(N)  # (N,) float64
+    K.layer_norm_forward(y, mean, rstd, x, weight, bias, eps)
+    return y, mean, rstd
+
+
+def kernel_backward(dy, x, mean, rstd, weight, want=(True, True), detach=(False, False)):
+    H = x.shape[1]
+    dx = np.empty_like(x)
+    dweight = np.empty(H, x.dtype) if want[0] else None
+    dbias = np.empty(H, x.dtype) if want[1] else None
+    K.layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, *detach)
+    return dx, dweight, dbias
+
+
+def assert_close(actual, desired, dtype, scale):
+    """|actual - desired| ≤ rtol·|desired| + rtol·scale; `scale` is the size of the terms that cancel."""
+    assert actual.dtype == dtype
+    rtol = RTOL[dtype]
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale)
+
+
+def check_layer_norm(x, weight, bias, dy, detach=(False, False), want=(True, True), eps=1e-5):
+    """Forward and backward kernels against the float64 reference."""
+    dtype = x.dtype.type
+    y, mean, rstd = kernel_forward(x, weight, bias, eps)
+    y_ref, mean_ref, rstd_ref = forward_reference(f64(x), f64(weight), f64(bias), eps)
+    assert mean.dtype == rstd.dtype == np.float64
+    np.testing.assert_allclose(mean, mean_ref, rtol=1e-12, atol=1e-12 * np.abs(x).max(initial=1))
+    np.testing.assert_allclose(rstd, rstd_ref, rtol=1e-12)
+    # Rounding the mean moves every xhat by up to ~ulp(|x|) * rstd: scale the tolerance by |x| * rstd.
+    amplification = 1.0 + np.abs(f64(x)).max(initial=0) * rstd.max(initial=0)  # |x| / std
+    w_max = 1.0 if weight is None else np.abs(f64(weight)).max(initial=1)
+    assert_close(y, y_ref, dtype, scale=np.abs(y_ref).max(initial=1) + amplification * w_max)
+
+    want = (want[0] and weight is not None, want[1])
+    dx, dweight, dbias = kernel_backward(dy, x, mean, rstd, weight, want, detach)
+    dx_ref, dweight_ref, dbias_ref = backward_reference(f64(dy), f64(x), mean, rstd, f64(weight), *detach)
+    g = f64(dy) * (1.0 if weight is None else f64(weight))  # (N, H)
+    assert_close(dx, dx_ref, dtype, scale=rstd.max(initial=1) * np.abs(g).max(initial=1) * amplification)
+    if want[0]:
+        dweight_scale = np.abs(f64(dy)).sum(0).max(initial=1) * amplification
+        assert_close(dweight, dweight_ref, dtype, scale=dweight_scale)
+    if want[1]:
+        assert_close(dbias, dbias_ref, dtype, scale=np.abs(f64(dy)).sum(0).max(initial=1))
+
+
+def check_ada_norm(x, dz, C, k, eps=1e-5):
+    dtype = x.dtype.type
+    N = x.shape[0]
+    z, mean, rstd = np.empty_like(x), np.empty(N), np.empty(N)
+    K.ada_norm_forward(z, mean, rstd, x, C, k, eps)
+    z_ref, mean_ref, rstd_ref = ada_forward_reference(f64(x), C, k, eps)
+    np.testing.assert_allclose(rstd, rstd_ref, rtol=1e-12)
+    amplification = 1.0 + np.abs(f64(x)).max(initial=0) * rstd.max(initial=0)  # see check_layer_norm
+    assert_close(z, z_ref, dtype, scale=np.abs(z_ref).max(initial=1) + amplification * abs(C))
+
+    dx = np.empty_like(x)
+    K.ada_norm_backward(dx, dz, x, mean, rstd, C, k)
+    dx_ref = ada_backward_reference(f64(dz), f64(x), mean, rstd, C, k)
+    y = (f64(x) - mean[:, None]) * rstd[:, None]
+    g = f64(dz) * C * (1 - k * y)
+    assert_close(dx, dx_ref, dtype, scale=rstd.max(initial=1) * np.abs(g).max(initial=1) * amplification)
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def variant(request, monkeypatch):
+    """Force every kernel launch onto one variant, whatever the input size."""
+    monkeypatch.setattr(_jit, "SERIAL_BELOW", 2**62 if request.param == "serial" else 0)
+    return request.param
+
+
+# ------------------------------------------------------------------------------ kernels == reference
+
+shapes = st.tuples(st.integers(0, 40), st.integers(1, 70))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    shape=shapes,
+    dtype=st.sampled_from(DTYPES),
+    affine=st.sampled_from(AFFINE),
+    detach=st.sampled_from(DETACH),
+    want=st.sampled_from([(True, True), (True, False), (False, True), (False, False)]),
+    offset=st.sampled_from([0.0, 2.5, -300.0]),
+    scale=st.sampled_from([1e-2, 1.0, 40.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_layer_norm_matches_reference(shape, dtype, affine, detach, want, offset, scale, seed):
+    rng = np.random.default_rng(seed)
+    x, weight, bias, dy = make_case(rng, *shape, dtype, affine, offset, scale)
+    check_layer_norm(x, weight, bias, dy, detach, want)
+
+
+@settings(max_examples=EXAMPLES // 2, deadline=None)
+@given(
+    shape=shapes,
+    dtype=st.sampled_from(DTYPES),
+    C=st.sampled_from([1.0, 2.0, 0.5]),
+    k=st.sampled_from([0.1, 0.0, 0.3]),
+    eps=st.sampled_from([1e-5, 0.0, 0.1]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_ada_norm_matches_reference(shape, dtype, C, k, eps, seed):
+    assume(eps > 0 or shape[1] > 1)  # H = 1 and eps = 0 divide 0 by 0
+    rng = np.random.default_rng(seed)
+    x, _, _, dz = make_case(rng, *shape, dtype, (False, False), offset=1.0, scale=3.0)
+    check_ada_norm(x, dz, C, k, eps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,H", BIG_SHAPES)
+def test_big_shapes_match_reference(N, H, dtype, rng):
+    x, weight, bias, dy = make_case(rng, N, H, dtype, offset=1.5, scale=2.0)
+    check_layer_norm(x, weight, bias, dy)
+    check_layer_norm(x, None, None, dy, detach=(True, False), want=(False, False))
+    check_ada_norm(x, dy, C=2.0, k=0.1)
+
+
+# --------------------------------------------------------------------------------- serial == parallel
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,H", [(1, 33), (7, 5), (130, 64), (3000, 17)])
+def test_parallel_equals_serial(N, H, dtype, rng, monkeypatch):
+    x, weight, bias, dy = make_case(rng, N, H, dtype, offset=-4.0, scale=3.0)
+    results = {}
+    for name, threshold in [("serial", 2**62), ("parallel", 0)]:
+        monkeypatch.setattr(_jit, "SERIAL_BELOW", threshold)
+        y, mean, rstd = kernel_forward(x, weight, bias)
+        dx, dweight, dbias = kernel_backward(dy, x, mean, rstd, weight)
+        z, ada_mean, ada_rstd = np.empty_like(x), np.empty(N), np.empty(N)
+        K.ada_norm_forward(z, ada_mean, ada_rstd, x, 2.0, 0.1, 1e-5)
+        dxa = np.empty_like(x)
+        K.ada_norm_backward(dxa, dy, x, ada_mean, ada_rstd, 2.0, 0.1)
+        results[name] = dict(y=y, mean=mean, rstd=rstd, dx=dx, z=z, dxa=dxa, dweight=dweight, dbias=dbias)
+    serial, parallel = results["serial"], results["parallel"]
+    for key in ["y", "mean", "rstd", "dx", "z", "dxa"]:  # per-row outputs: the same arithmetic, bit for bit
+        np.testing.assert_array_equal(parallel[key], serial[key], err_msg=key)
+    for key in ["dweight", "dbias"]:  # cross-row sums: the same chunks, so equal up to reassociation
+        np.testing.assert_allclose(parallel[key], serial[key], rtol=RTOL[dtype], atol=RTOL[dtype] * N)
+
+
+# ------------------------------------------------------------------------------------------ edge cases
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_constant_row(dtype, variant, rng):
+    x, weight, bias, dy = make_case(rng, 3, 9, dtype)
+    x[1] = 0.1  # var 0 (up to the rounding of the mean): rstd = 1/sqrt(eps), y = bias
+    y, mean, rstd = kernel_forward(x, weight, bias, eps=1e-5)
+    assert np.isclose(rstd[1], 1 / np.sqrt(1e-5), rtol=1e-6)
+    np.testing.assert_allclose(y[1], bias, atol=1e-6)
+    dx, dweight, dbias = kernel_backward(dy, x, mean, rstd, weight)
+    assert np.isfinite(dx).all() and np.isfinite(dweight).all() and np.isfinite(dbias).all()
+    check_layer_norm(x, weight, bias, dy)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_h_equals_one(dtype, variant, rng):
+    x, weight, bias, dy = make_case(rng, 6, 1, dtype, offset=5.0)
+    y, mean, rstd = kernel_forward(x, weight, bias)
+    np.testing.assert_array_equal(y, np.broadcast_to(bias, y.shape))  # xhat = 0 exactly
+    dx, dweight, dbias = kernel_backward(dy, x, mean, rstd, weight)
+    np.testing.assert_array_equal(dx, 0)
+    np.testing.assert_array_equal(dweight, 0)
+    np.testing.assert_allclose(dbias, dy.sum(0, dtype=np.float64), rtol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_no_rows(dtype, variant):
+    x = np.empty((0, 5), dtype)
+    weight, bias = np.ones(5, dtype), np.zeros(5, dtype)
+    y, mean, rstd = kernel_forward(x, weight, bias)
+    assert y.shape == (0, 5) and mean.shape == rstd.shape == (0,)
+    dx, dweight, dbias = kernel_backward(np.empty_like(x), x, mean, rstd, weight)
+    assert dx.shape == (0, 5)
+    np.testing.assert_array_equal(dweight, 0)
+    np.testing.assert_array_equal(dbias, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_stays_in_its_row(dtype, variant, rng):
+    x, weight, bias, dy = make_case(rng, 9, 12, dtype)
+    x[4, 7] = np.nan
+    y, mean, rstd = kernel_forward(x, weight, bias)
+    dx, dweight, dbias = kernel_backward(dy, x, mean, rstd, weight)
+    z, ada_mean, ada_rstd = np.empty_like(x), np.empty(9), np.empty(9)
+    K.ada_norm_forward(z, ada_mean, ada_rstd, x, 1.0, 0.1, 1e-5)
+    dxa = np.empty_like(x)
+    K.ada_norm_backward(dxa, dy, x, ada_mean, ada_rstd, 1.0, 0.1)
+    others = np.arange(9) != 4
+    for name, out in [("y", y), ("dx", dx), ("z", z), ("ada dx", dxa)]:
+        assert np.isnan(out[4]).all(), name
+        assert np.isfinite(out[others]).all(), name
+    assert np.isnan(dweight).all()  # the sum over rows meets the NaN row: expected
+    assert np.isfinite(dbias).all()  # Σ dy does not involve x
+    # the clean rows are exactly what they would be without the NaN row
+    check_layer_norm(x[others], weight, bias, dy[others])
+
+
+def test_large_mean_small_std_float32(rng):
+    """mean 1e4, std 1e-2 in float32: E[x²] - E[x]² would return garbage; two float64 passes do not."""
+    x, weight, bias, dy = make_case(rng, 64, 256, np.float32, offset=1e4, scale=1e-2)
+    y, mean, rstd = kernel_forward(x, None, None)
+    y_ref, mean_ref, rstd_ref = forward_reference(f64(x), None, None, 1e-5)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
+    assert np.abs(y_ref).max() > 1  # y is O(1), so the atol above is a relative error of 1e-6
+    check_layer_norm(x, weight, bias, dy)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_eps_zero_constant_row_does_not_crash(dtype, variant, rng):
+    x, weight, bias, dy = make_case(rng, 4, 8, dtype)
+    x[2] = 3.0  # the sum is exact: var = 0 exactly, rstd = inf
+    with np.errstate(divide="ignore", invalid="ignore"):  # for NUMBA_DISABLE_JIT=1 (NumPy scalars warn)
+        y, mean, rstd = kernel_forward(x, weight, bias, eps=0.0)
+        dx, dweight, dbias = kernel_backward(dy, x, mean, rstd, weight)
+    assert np.isinf(rstd[2])
+    others = np.arange(4) != 2
+    assert np.isfinite(y[others]).all() and np.isfinite(dx[others]).all()
+    check_layer_norm(x[others], weight, bias, dy[others], eps=0.0)
+
+
+# ------------------------------------------------------------------------------------ how kernels run
+
+
+def test_importing_kernels_package_does_not_import_numba():
+    code = "import sys, npnorm.kernels; assert 'numba' not in sys.modules, 'numba imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=_repo_root())
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no threads without the JIT")
+def test_two_threads_under_workqueue_layer():
+    """The workqueue layer aborts the process on concurrent entry; call_parallel's lock must prevent that."""
+    code = textwrap.dedent(
+        """
+        import threading
+        import numba
+        import numpy as np
+        from npnorm.kernels import layer_norm as K
+
+        x = np.random.default_rng(0).standard_normal((512, 128))
+        def work():
+            y, mean, rstd = np.empty_like(x), np.empty(512), np.empty(512)
+            for _ in range(200):
+                K.layer_norm_forward(y, mean, rstd, x, None, None, 1e-5)
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert numba.threading_layer() == "workqueue", numba.threading_layer()
+        print("ok")
+        """
+    )
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=_repo_root(), capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="nothing is cached without the JIT")
+def test_unwritable_cache_dir_warns_once_and_still_works(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # NUMBA_CACHE_DIR below a regular file can never be created (even by root)
+    code = textwrap.dedent(
+        """
+        import warnings
+        import numpy as np
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from npnorm.kernels import layer_norm as K
+            x = np.arange(12.0).reshape(3, 4)
+            y, mean, rstd = np.empty_like(x), np.empty(3), np.empty(3)
+            K.layer_norm_forward(y, mean, rstd, x, None, None, 1e-5)
+        assert abs(y.mean()) < 1e-12, y
+        ours = [w for w in caught if "Numba cache" in str(w.message)]
+        assert len(ours) == 1, [str(w.message) for w in caught]
+        print("ok")
+        """
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(blocker / "cache"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=_repo_root(), capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_num_threads_wrappers():
+    n = _jit.get_num_threads()
+    assert n >= 1
+    _jit.set_num_threads(1)
+    try:
+        assert _jit.get_num_threads() == 1
+    finally:
+        _jit.set_num_threads(n)
+
+
+def _repo_root():
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
