@@ -8,6 +8,7 @@ from . import functional, nn, optim
 from . import functional as F
 from ._random import manual_seed
 from .autograd import Function, is_grad_enabled, no_grad
+from .functional import cat, stack
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
 from .tensor import Tensor, tensor
@@ -19,6 +20,7 @@ __all__ = [
     "Function",
     "GradcheckError",
     "Tensor",
+    "cat",
     "functional",
     "gradcheck",
     "is_grad_enabled",
@@ -28,5 +30,6 @@ __all__ = [
     "no_grad",
     "optim",
     "save",
+    "stack",
     "tensor",
 ]

@@ -48,7 +48,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -126,13 +126,48 @@ def plan_reps(seconds_per_call: float, quick: bool) -> tuple[int, int]:
     return number, reps
 
 
-def copy_bandwidth(nbytes: int = COPY_PROBE_BYTES, reps: int = 10) -> float:
-    """GB/s of `np.copyto` on float32 arrays of `nbytes`, min time over `reps`; a copy reads and writes."""
+def copy_bandwidth(nbytes: int = COPY_PROBE_BYTES, reps: int = 10) -> tuple[float, float]:
+    """GB/s of copying `nbytes` of float32 (min time over `reps`; a copy reads and writes every byte).
+
+    Returns (into an existing array, `np.copyto`: the reference for "% copy"; into a new array,
+    `src.copy()`: that also pays for the page faults of first touching fresh memory, as does every
+    call that allocates its output).
+    """
     src = np.ones(nbytes // 4, dtype=np.float32)
     dst = np.zeros_like(src)  # zeros_like may map lazily; the first copy below touches every page
     np.copyto(dst, src)
-    best = min(time_calls(lambda: np.copyto(dst, src), 1) for _ in range(reps))
-    return 2 * nbytes / best / 1e9
+    existing = min(time_calls(lambda: np.copyto(dst, src), 1) for _ in range(reps))
+    new = min(time_calls(src.copy, 1) for _ in range(reps))
+    return 2 * nbytes / existing / 1e9, 2 * nbytes / new / 1e9
+
+
+class CompetingLoad:
+    """How many CPUs *other* processes kept busy since this object was made (Linux; None elsewhere).
+
+    A benchmark on a machine where tests or other jobs are running measures them as much as itself, so the
+    report says so. Machine-wide busy CPU time (/proc/stat) minus this process's own (all its threads),
+    per second of wall time.
+    """
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+        except (OSError, ValueError):
+            return None
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")  # seconds
+        return busy, time.process_time(), time.perf_counter()
+
+    def cpus(self) -> float | None:
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        (machine0, own0, wall0), (machine1, own1, wall1) = self.start, end
+        return max(0.0, (machine1 - machine0) - (own1 - own0)) / (wall1 - wall0)
 
 
 # ------------------------------------------------------------------------------------------ runners
@@ -208,9 +243,9 @@ class Cell:
 
     impl: str
     fn: Callable[[], object]
-    number: int = 1
-    reps: int = MIN_REPS
-    samples: list | None = None
+    number: int = 1  # calls per timed sample
+    reps: int = MIN_REPS  # timed samples
+    samples: list[float] = field(default_factory=list)  # seconds per call, one per sample
 
 
 def measure(norm: str, shape: tuple[int, int], op: str, impls: list[str], quick: bool) -> list[dict]:
@@ -219,8 +254,7 @@ def measure(norm: str, shape: tuple[int, int], op: str, impls: list[str], quick:
     data = make_data(case, shape)
     cells = [Cell(impl, make_runner(case, data, op, impl)) for impl in impls]
     for cell in cells:
-        cell.number, cell.reps = plan_reps(warm_up(cell.fn), quick)
-        cell.samples = []
+        cell.number, cell.reps = plan_reps(warm_up(cell.fn, min_seconds=0.01 if quick else 0.05), quick)
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as timeit does: a collection inside one sample would be charged to whoever triggered it
@@ -271,7 +305,7 @@ def torch_available() -> bool:
     return True
 
 
-def metadata(impls: list[str], copy_gbps: float) -> dict:
+def metadata(impls: list[str], copy_gbps: float, copy_new_gbps: float, competing: dict) -> dict:
     import numba
 
     from . import __version__
@@ -286,8 +320,10 @@ def metadata(impls: list[str], copy_gbps: float) -> dict:
         "numba_threads": numba.get_num_threads(),
         "numba_kernels": _dispatch.kernels("layer_norm") is not None,
         "cpu_count": os.cpu_count(),
+        **competing,
         "dtype": np.dtype(DTYPE).name,
         "copy_gbps": copy_gbps,
+        "copy_new_gbps": copy_new_gbps,
         "copy_probe_bytes": COPY_PROBE_BYTES,
         "torch": None,
         "torch_threads": None,
@@ -308,14 +344,19 @@ def metadata(impls: list[str], copy_gbps: float) -> dict:
 
 def run(norms: list[str], shapes: list[tuple[int, int]], ops: list[str], impls: list[str], quick: bool = False) -> dict:
     """Measure everything asked for; returns {"meta": {...}, "records": [...]}."""
-    copy_gbps = copy_bandwidth(reps=QUICK_REPS if quick else 10)
+    before = CompetingLoad()
+    time.sleep(0.2 if quick else 1.0)  # idle, so that only other processes are counted
+    competing = {"other_busy_cpus_before": before.cpus()}
+    during = CompetingLoad()
+    copy_gbps, copy_new_gbps = copy_bandwidth(reps=QUICK_REPS if quick else 10)
     records = []
     for norm in norms:
         for op in ops:
             for shape in shapes:
                 records += measure(norm, shape, op, impls, quick)
+    competing["other_busy_cpus_during"] = during.cpus()
     add_ratios(records, copy_gbps)
-    return {"meta": metadata(impls, copy_gbps), "records": records}
+    return {"meta": metadata(impls, copy_gbps, copy_new_gbps, competing), "records": records}
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -327,11 +368,19 @@ def format_table(result: dict) -> str:
     threads = f"numba {meta['numba']} ({meta['numba_threads']} threads, layer {meta['numba_threading_layer']})"
     if meta["torch"]:
         threads += f", torch {meta['torch']} ({meta['torch_threads']} threads)"
+    copy_label = f"copy bandwidth ({meta['copy_probe_bytes'] // 2**20} MiB float32, read + write): "
     lines = [
         f"npnorm bench: {meta['dtype']}, numpy {meta['numpy']}, {threads}, {meta['cpu_count']} CPUs",
-        f"copy bandwidth (np.copyto, {meta['copy_probe_bytes'] // 2**20} MiB, read + write): "
-        f"{meta['copy_gbps']:.1f} GB/s",
+        f"{copy_label}{meta['copy_gbps']:5.1f} GB/s into an existing array (np.copyto: the 100% of '% copy'),",
+        f"{'':{len(copy_label)}}{meta['copy_new_gbps']:5.1f} GB/s into a new array (x.copy(): page faults included)",
     ]
+    for when in ("before", "during"):
+        busy = meta[f"other_busy_cpus_{when}"]
+        if busy is not None and busy > 0.2:
+            lines.append(
+                f"WARNING: other processes kept {busy:.1f} of {meta['cpu_count']} CPUs busy {when} the run; "
+                "timings are noisy"
+            )
     if not meta["numba_kernels"]:
         lines.append("WARNING: numba cannot be imported; impl 'numba' ran the NumPy reference")
     header = (

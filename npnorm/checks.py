@@ -15,8 +15,8 @@ claims to compute. The row's function has the frozen function's values and the r
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -163,6 +163,7 @@ def run_checks(norms=None, impls=None, *, seed: int = 0, out=print) -> bool:
                 verdict, detail = "ok", ""
             except GradcheckError as exc:
                 verdict, detail, all_ok = "FAIL", f"\n    {exc}", False
-            out(f"{case.norm:<12} {case.variant:<27} {impl:<9} {verdict:<8} {time.perf_counter() - start:6.2f}s{detail}")
+            elapsed = time.perf_counter() - start
+            out(f"{case.norm:<12} {case.variant:<27} {impl:<9} {verdict:<8} {elapsed:6.2f}s{detail}")
     out("all gradients agree with finite differences" if all_ok else "some gradient checks FAILED")
     return all_ok

@@ -12,9 +12,9 @@ import numbers
 import numpy as np
 
 from . import ops
+from ._random import default_generator
 from .norms import _checks, _dispatch
 from .norms import layer_norm as _layer_norm
-from ._random import default_generator
 from .tensor import Tensor
 
 
@@ -234,3 +234,111 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, impl=None) -> Tensor
     if impl == "composed":
         return _rms_norm.rms_norm_composed(x, len(shape), weight, eps)
     return _rms_norm.RMSNormFunction.apply(x, weight, H=math.prod(shape), eps=eps, backend=impl)
+
+
+def batch_norm(
+    x,
+    running_mean,
+    running_var,
+    weight=None,
+    bias=None,
+    training=False,
+    momentum=0.1,
+    eps=1e-5,
+    *,
+    num_batches_tracked=None,
+    impl=None,
+) -> Tensor:
+    """BatchNorm over the batch: each channel c of x (N, C) or (N, C, L) normalized over its N·L values.
+
+    y = γ_c (x − μ_c)/√(σ²_c + ε) + β_c. With `training=True`, μ and σ² are the batch's (biased variance),
+    the gradient flows through them, and `running_mean`/`running_var` ((C,) NumPy arrays of x's dtype, or
+    both None) are updated in place: running ← (1 − momentum)·running + momentum·batch, with the unbiased
+    variance for running_var. `momentum=None` is the cumulative average and needs `num_batches_tracked`, a
+    one-element int64 array that is incremented on every update (whenever it is given). With
+    `training=False` the running statistics normalize and are constants in backward. A failing call leaves
+    the running statistics untouched. `impl` as in `layer_norm`. Math: npnorm/norms/batch_norm.py and
+    docs/batch_norm.md.
+    """
+    from .norms import batch_norm as _batch_norm
+
+    who = "batch_norm"
+    x = as_tensor(x, who)
+    N, C, L = _batch_norm.check_input(who, x.shape)
+    training = bool(training)
+    if training:
+        _batch_norm.check_training_size(who, x.shape, N * L)
+    weight = _checks.check_param(who, "weight", weight, (C,), x.dtype)
+    bias = _checks.check_param(who, "bias", bias, (C,), x.dtype)
+    eps = _checks.check_eps(who, eps)
+    momentum = _batch_norm.check_running_stats(
+        who, running_mean, running_var, num_batches_tracked, momentum, training, C, x.dtype
+    )
+    impl = _dispatch.resolve_impl(impl, who)
+    return _batch_norm.batch_norm(
+        x, running_mean, running_var, weight, bias, training, momentum, eps, num_batches_tracked, impl
+    )
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, impl=None) -> Tensor:
+    """GroupNorm (Wu & He 2018): the C channels of x (N, C, *) in `num_groups` groups, each (sample, group)
+    normalized over its C/G·S values, then y = γ_c x̂ + β_c with `weight` (γ), `bias` (β) of shape (C,).
+
+    num_groups = 1 is LayerNorm over (C, *) with a per-channel affine; num_groups = C is InstanceNorm.
+    `impl` as in `layer_norm`. Math: npnorm/norms/group_norm.py and docs/group_norm.md.
+    """
+    from .norms import group_norm as _group_norm
+
+    who = "group_norm"
+    x = as_tensor(x, who)
+    G = _group_norm.check_groups(who, num_groups, x.shape)
+    C = x.shape[1]
+    weight = _checks.check_param(who, "weight", weight, (C,), x.dtype)
+    bias = _checks.check_param(who, "bias", bias, (C,), x.dtype)
+    eps = _checks.check_eps(who, eps)
+    impl = _dispatch.resolve_impl(impl, who)
+    if impl == "composed":
+        return _group_norm.group_norm_composed(x, G, weight, bias, eps)
+    return _group_norm.GroupNormFunction.apply(x, weight, bias, G=G, eps=eps, backend=impl)
+
+
+# ------------------------------------------------------------------------------------- joining tensors
+
+
+def _join_inputs(who: str, tensors) -> list:
+    """The tensors to join: a non-empty sequence of Tensors (or arrays) of one dtype."""
+    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"{who}: expected a list or tuple of tensors, got {type(tensors).__name__}")
+    if not tensors:
+        raise ValueError(f"{who}: expected at least one tensor, got an empty {type(tensors).__name__}")
+    tensors = [as_tensor(t, who) for t in tensors]
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) > 1:
+        # As in linear: promoting would hand float64 gradients to float32 inputs.
+        raise TypeError(f"{who}: all tensors must have one dtype, got {sorted(map(str, dtypes))}")
+    return tensors
+
+
+def stack(tensors, axis: int = 0) -> Tensor:
+    """Join tensors of one shape along a new axis: stack([a, b], axis=0)[1] is b (numpy.stack, torch.stack)."""
+    tensors = _join_inputs("stack", tensors)
+    shapes = {t.shape for t in tensors}
+    if len(shapes) > 1:
+        raise ValueError(f"stack: all tensors must have the same shape, got {[t.shape for t in tensors]}")
+    ndim = tensors[0].ndim + 1  # the result's
+    axis = _check_axis("stack", axis, ndim) % ndim
+    return ops.Stack.apply(*tensors, axis=axis)
+
+
+def cat(tensors, axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis; their shapes agree on every other axis (numpy.concatenate, torch.cat)."""
+    tensors = _join_inputs("cat", tensors)
+    ndim = tensors[0].ndim
+    if ndim == 0 or any(t.ndim != ndim for t in tensors):
+        shapes = [t.shape for t in tensors]
+        raise ValueError(f"cat: tensors must have the same number (>= 1) of dimensions, got {shapes}")
+    axis = _check_axis("cat", axis, ndim) % ndim
+    rest = {t.shape[:axis] + t.shape[axis + 1 :] for t in tensors}
+    if len(rest) > 1:
+        raise ValueError(f"cat: shapes {[t.shape for t in tensors]} differ on an axis other than axis {axis}")
+    return ops.Concatenate.apply(*tensors, axis=axis)

@@ -98,7 +98,9 @@ def _checked_inputs(inputs: tuple) -> list[int]:
                     f"(create it with dtype=np.float64, e.g. npnorm.tensor(data, dtype='float64'))"
                 )
             if not x.is_leaf:
-                raise ValueError(f"gradcheck: input {i} is not a leaf tensor; pass leaves (e.g. x.detach().requires_grad_())")
+                raise ValueError(
+                    f"gradcheck: input {i} is not a leaf tensor; pass leaves (e.g. x.detach().requires_grad_())"
+                )
             checked.append(i)
     if not checked:
         raise ValueError("gradcheck: no input has requires_grad=True, so there is nothing to check")

@@ -51,9 +51,7 @@ def save(state_dict: Mapping, path) -> None:
     arrays = _checked_arrays(state_dict)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = tempfile.NamedTemporaryFile(
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False
-    )
+    tmp = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False)
     try:
         with tmp:
             # Write through the open file object: np.savez and friends append ".npz" to a bare name.
@@ -82,7 +80,7 @@ def load(path) -> dict[str, np.ndarray]:
     """
     path = os.fspath(path)
     try:
-        file = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+        file = open(path, "rb")  # closed by the `with file` below
     except FileNotFoundError as exc:
         raise FileNotFoundError(exc.errno, f"load: no such checkpoint file: {path!r}", path) from None
     with file:

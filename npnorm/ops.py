@@ -630,3 +630,37 @@ class CrossEntropy(Function):
         if ctx.moved:
             dlogits = np.moveaxis(dlogits, -1, 1)
         return dlogits, None
+
+
+# ----------------------------------------------------------------------------------- joining tensors
+
+
+class Stack(Function):
+    """out = stack(a_0, ..., a_{n-1}) along a new `axis`: n arrays of one shape become one of n slices;
+    da_i = g at index i of that axis (a view: each input takes back its own slice)."""
+
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis = axis
+        return np.stack(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, grad):
+        slices = np.moveaxis(grad, ctx.axis, 0)  # (n, *input shape)
+        return tuple(slices[i] if need else None for i, need in enumerate(ctx.needs_input_grad))
+
+
+class Concatenate(Function):
+    """out = concatenate(a_0, ..., a_{n-1}) along an existing `axis` (the sizes along it add up);
+    da_i = g over a_i's extent of that axis."""
+
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis = axis
+        ctx.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1]  # where each input ends, but the last
+        return np.concatenate(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pieces = np.split(grad, ctx.bounds, axis=ctx.axis)
+        return tuple(p if need else None for p, need in zip(pieces, ctx.needs_input_grad))

@@ -196,8 +196,10 @@ class Optimizer:
             (groups if parts[0] == "param_groups" else states).setdefault(int(parts[1]), {})[parts[2]] = value
 
         if sorted(groups) != list(range(len(self.param_groups))):
-            raise ValueError(f"{who}: the state dict has {len(groups)} parameter group(s), the optimizer has "
-                             f"{len(self.param_groups)}")
+            raise ValueError(
+                f"{who}: the state dict has {len(groups)} parameter group(s), the optimizer has "
+                f"{len(self.param_groups)}"
+            )
         new_options = []
         id_map = {}  # saved parameter number -> this optimizer's parameter, by position as in PyTorch
         for g, group in enumerate(self.param_groups):
@@ -206,8 +208,10 @@ class Optimizer:
                 raise ValueError(f"{who}: parameter group {g} has keys {sorted(saved)}, expected {sorted(group)}")
             indices = np.asarray(saved["params"]).reshape(-1)
             if indices.size != len(group["params"]) or indices.dtype.kind not in "iu":
-                raise ValueError(f"{who}: parameter group {g} lists {indices.size} parameters in the state dict "
-                                 f"but holds {len(group['params'])} in the optimizer")
+                raise ValueError(
+                    f"{who}: parameter group {g} lists {indices.size} parameters in the state dict "
+                    f"but holds {len(group['params'])} in the optimizer"
+                )
             id_map.update(zip(indices.tolist(), group["params"], strict=True))
             options = {}
             for key, default in self.defaults.items():
@@ -223,8 +227,9 @@ class Optimizer:
                 raise ValueError(f"{who}: state for parameter {i}, which no parameter group lists")
             p = id_map[i]
             if not set(saved) <= set(self._state_kinds) or (saved and set(saved) != set(self._state_kinds)):
-                raise ValueError(f"{who}: state of parameter {i} has entries {sorted(saved)}, expected "
-                                 f"{sorted(self._state_kinds)}")
+                raise ValueError(
+                    f"{who}: state of parameter {i} has entries {sorted(saved)}, expected {sorted(self._state_kinds)}"
+                )
             entry = {}
             for name, value in saved.items():
                 value = np.asarray(value)
@@ -234,8 +239,10 @@ class Optimizer:
                     entry[name] = int(value)
                 else:
                     if value.shape != p.shape or value.dtype.kind not in "biuf":
-                        raise ValueError(f"{who}: state.{i}.{name} has shape {value.shape} and dtype {value.dtype}; "
-                                         f"the parameter has shape {p.shape}")
+                        raise ValueError(
+                            f"{who}: state.{i}.{name} has shape {value.shape} and dtype {value.dtype}; "
+                            f"the parameter has shape {p.shape}"
+                        )
                     entry[name] = np.array(value, dtype=p.data.dtype, copy=True)
             new_state[id(p)] = entry
 
@@ -280,12 +287,22 @@ class SGD(Optimizer):
 
     _state_kinds = {"momentum_buffer": "array"}
 
-    def __init__(self, params, lr: float, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False):
-        defaults = {"lr": _option("SGD", "lr", lr, 0.0), "momentum": _option("SGD", "momentum", momentum, 0.0),
-                    "dampening": _option("SGD", "dampening", dampening, 0.0),
-                    "weight_decay": _option("SGD", "weight_decay", weight_decay, 0.0),
-                    "nesterov": _option("SGD", "nesterov", nesterov, False)}
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ):
+        defaults = {
+            "lr": _option("SGD", "lr", lr, 0.0),
+            "momentum": _option("SGD", "momentum", momentum, 0.0),
+            "dampening": _option("SGD", "dampening", dampening, 0.0),
+            "weight_decay": _option("SGD", "weight_decay", weight_decay, 0.0),
+            "nesterov": _option("SGD", "nesterov", nesterov, False),
+        }
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict) -> None:
@@ -300,16 +317,21 @@ class SGD(Optimizer):
         dt = p.data.dtype.type  # typed scalars: a float32 parameter is updated in float32
         momentum, weight_decay = group["momentum"], group["weight_decay"]
         if weight_decay != 0:
-            grad = grad + dt(weight_decay) * p.data                      # g + λθ
+            # g ← g + λθ (a new array: p.grad itself is left alone)
+            grad = grad + dt(weight_decay) * p.data
         if momentum != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = grad.copy()           # b = g on the first step
+                # b ← g on the first step, undampened
+                buf = state["momentum_buffer"] = grad.copy()
             else:
-                buf *= dt(momentum)                                    # b = μb + (1 − τ)g
+                # b ← μb + (1 − τ)g
+                buf *= dt(momentum)
                 buf += dt(1 - group["dampening"]) * grad
+            # Nesterov looks ahead: g + μb; classical momentum steps along b
             grad = grad + dt(momentum) * buf if group["nesterov"] else buf
-        p.data -= dt(group["lr"]) * grad                               # θ − γg
+        # θ ← θ − γg
+        p.data -= dt(group["lr"]) * grad
 
 
 class Adam(Optimizer):
@@ -320,9 +342,12 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         name = type(self).__name__
-        defaults = {"lr": _option(name, "lr", lr, 0.0), "betas": _option(name, "betas", betas, (0.0, 0.0)),
-                    "eps": _option(name, "eps", eps, 0.0),
-                    "weight_decay": _option(name, "weight_decay", weight_decay, 0.0)}
+        defaults = {
+            "lr": _option(name, "lr", lr, 0.0),
+            "betas": _option(name, "betas", betas, (0.0, 0.0)),
+            "eps": _option(name, "eps", eps, 0.0),
+            "weight_decay": _option(name, "weight_decay", weight_decay, 0.0),
+        }
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict) -> None:
@@ -339,22 +364,26 @@ class Adam(Optimizer):
         beta1, beta2 = group["betas"]
         if not state:
             state["step"] = 0
-            state["exp_avg"] = np.zeros_like(p.data)                    # m
-            state["exp_avg_sq"] = np.zeros_like(p.data)                 # v
+            state["exp_avg"] = np.zeros_like(p.data)  # m, the first moment
+            state["exp_avg_sq"] = np.zeros_like(p.data)  # v, the second moment
         state["step"] += 1
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
         if weight_decay != 0:
             if self._decoupled:
-                p.data *= dt(1 - lr * weight_decay)                    # AdamW: θ(1 − γλ)
+                # AdamW: θ ← θ(1 − γλ), outside the moments
+                p.data *= dt(1 - lr * weight_decay)
             else:
-                grad = grad + dt(weight_decay) * p.data                # Adam: g + λθ
-        m *= dt(beta1)                                                 # m = β₁m + (1 − β₁)g
+                # Adam: g ← g + λθ, so the decay is rescaled by the moments like any gradient
+                grad = grad + dt(weight_decay) * p.data
+        # m ← β₁m + (1 − β₁)g;  v ← β₂v + (1 − β₂)g²
+        m *= dt(beta1)
         m += dt(1 - beta1) * grad
-        v *= dt(beta2)                                                 # v = β₂v + (1 − β₂)g²
+        v *= dt(beta2)
         v += dt(1 - beta2) * (grad * grad)
-        step_size = lr / (1 - beta1**t)                                # γ / (1 − β₁ᵗ), in float64
+        # θ ← θ − (γ / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε), the scalars in float64 as in PyTorch
+        step_size = lr / (1 - beta1**t)
         bias_correction2_sqrt = math.sqrt(1 - beta2**t)
-        denom = np.sqrt(v) / dt(bias_correction2_sqrt) + dt(eps)       # √v̂ + ε
+        denom = np.sqrt(v) / dt(bias_correction2_sqrt) + dt(eps)
         p.data -= dt(step_size) * m / denom
 
 
@@ -394,8 +423,9 @@ def clip_grad_norm_(params, max_norm: float, norm_type: float = 2.0, error_if_no
         )
     coef = float(max_norm) / (total + 1e-6)
     if not coef >= 1.0:  # also true for nan, which PyTorch's clamp propagates
-        for g in grads:
-            g *= g.dtype.type(coef)
+        with np.errstate(invalid="ignore"):  # inf · 0 = nan: the documented outcome of a non-finite norm
+            for g in grads:
+                g *= g.dtype.type(coef)
     return total
 
 

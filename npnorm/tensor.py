@@ -110,7 +110,9 @@ class Tensor:
 
     def item(self) -> float:
         if self.data.size != 1:
-            raise ValueError(f"item: only a tensor with one element converts to a Python number, got shape {self.shape}")
+            raise ValueError(
+                f"item: only a tensor with one element converts to a Python number, got shape {self.shape}"
+            )
         return self.data.item()
 
     def numpy(self) -> np.ndarray:

@@ -30,7 +30,13 @@ def test_quick_run_has_one_record_per_shape_op_impl(quick_run):
     code, result = quick_run
     assert code == 0
     keys = sorted((r["norm"], r["op"], tuple(r["shape"]), r["impl"]) for r in result["records"])
-    wanted = sorted(("layer_norm", op, tuple(s), impl) for op in OPS for s in QUICK_SHAPES for impl in expected_impls())
+    wanted = sorted(
+        (norm, op, tuple(s), impl)
+        for norm in bench.NORMS
+        for op in OPS
+        for s in QUICK_SHAPES
+        for impl in expected_impls()
+    )
     assert keys == wanted
 
 
@@ -39,7 +45,7 @@ def test_numbers_are_positive_finite_and_consistent(quick_run):
     meta, records = result["meta"], result["records"]
     copy_gbps = meta["copy_gbps"]
     assert math.isfinite(copy_gbps) and copy_gbps > 0
-    numba_median = {(r["op"], tuple(r["shape"])): r["median_ms"] for r in records if r["impl"] == "numba"}
+    numba_median = {(r["norm"], r["op"], tuple(r["shape"])): r["median_ms"] for r in records if r["impl"] == "numba"}
     for r in records:
         for key in ("median_ms", "min_ms", "gbps", "share_of_copy", "numba_speedup"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
@@ -49,7 +55,7 @@ def test_numbers_are_positive_finite_and_consistent(quick_run):
         assert r["bytes"] == {"forward": 2, "forward_backward": 5}[r["op"]] * N * H * 4
         assert r["gbps"] == pytest.approx(r["bytes"] / (r["min_ms"] * 1e-3) / 1e9)
         assert r["share_of_copy"] == pytest.approx(r["gbps"] / copy_gbps)
-        assert r["numba_speedup"] == pytest.approx(r["median_ms"] / numba_median[r["op"], tuple(r["shape"])])
+        assert r["numba_speedup"] == pytest.approx(r["median_ms"] / numba_median[r["norm"], r["op"], tuple(r["shape"])])
         if r["impl"] == "numba":
             assert r["numba_speedup"] == 1.0
 
@@ -57,7 +63,7 @@ def test_numbers_are_positive_finite_and_consistent(quick_run):
 def test_metadata(quick_run):
     _, result = quick_run
     meta = result["meta"]
-    for key in ("numpy", "numba", "numba_threads", "cpu_count", "copy_gbps"):
+    for key in ("numpy", "numba", "numba_threads", "cpu_count", "copy_gbps", "copy_new_gbps"):
         assert meta[key], key
     assert meta["dtype"] == "float32"
     if bench.torch_available():
@@ -67,7 +73,18 @@ def test_metadata(quick_run):
 
 
 def test_cli_prints_a_table(capsys):
-    argv = ["bench", "--quick", "--shapes", "64x64", "--ops", "forward", "--impls", "numpy,numba"]
+    argv = [
+        "bench",
+        "--quick",
+        "--norms",
+        "layer_norm",
+        "--shapes",
+        "64x64",
+        "--ops",
+        "forward",
+        "--impls",
+        "numpy,numba",
+    ]
     assert npnorm.cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "copy bandwidth" in out

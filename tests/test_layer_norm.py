@@ -129,7 +129,9 @@ def _run_all_impls(x0, w0, b0, normalized_shape, dy, dtype, **kwargs):
         x = npnorm.tensor(x0, requires_grad=True, dtype=dtype)
         w = None if w0 is None else npnorm.tensor(w0, requires_grad=True, dtype=dtype)
         b = None if b0 is None else npnorm.tensor(b0, requires_grad=True, dtype=dtype)
-        out, grads = _grads(lambda: F.layer_norm(x, normalized_shape, w, b, impl=impl, **kwargs), (x, w, b), dy)
+        out, grads = _grads(
+            lambda x=x, w=w, b=b, impl=impl: F.layer_norm(x, normalized_shape, w, b, impl=impl, **kwargs), (x, w, b), dy
+        )
         results[impl] = (out, grads)
     return results
 
@@ -363,7 +365,8 @@ def test_numba_missing_falls_back_to_numpy_with_one_warning(monkeypatch):
 
 def test_normalized_shape_mismatch_names_the_shapes():
     x = npnorm.tensor(np.zeros((2, 3, 5)))
-    with pytest.raises(ValueError, match=r"normalized_shape \(4,\) does not match the last dims of input shape \(2, 3, 5\)"):
+    expected = r"normalized_shape \(4,\) does not match the last dims of input shape \(2, 3, 5\)"
+    with pytest.raises(ValueError, match=expected):
         F.layer_norm(x, 4)
     with pytest.raises(ValueError, match="normalized_shape"):
         F.layer_norm(x, (2, 3, 5, 1))

@@ -212,6 +212,32 @@ def test_identity_gradient_along_the_row(impl, eps, affine):
     assert np.all(np.abs(dx.sum(axis=1)) > 1e-6)
 
 
+def test_reference_backward_matches_its_formula():
+    """backward_reference is the docstring's formula, term by term (a guard against a silent refactor)."""
+    rng = np.random.default_rng(11)
+    x, w, dy = rng.standard_normal((3, 5)), rng.standard_normal(5), rng.standard_normal((3, 5))
+    _, rrms = forward_reference(x, w, 1e-3)
+    dx, dw = backward_reference(dy, x, rrms, w)
+    xhat, g = x * rrms[:, None], dy * w
+    np.testing.assert_allclose(dx, rrms[:, None] * (g - xhat * (g * xhat).mean(axis=1, keepdims=True)), rtol=1e-14)
+    np.testing.assert_allclose(dw, (dy * xhat).sum(axis=0), rtol=1e-14)
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-3, 0.5])
+def test_jacobian_spectrum(eps):
+    """J = rrms (I − x̂x̂ᵀ/H): symmetric; eigenvalue rrms·ε/(ms+ε) along x̂, rrms on the H − 1 others."""
+    H = 6
+    x = np.random.default_rng(13).standard_normal(H) * 0.3
+    xs = np.tile(x, (H, 1))  # (H, H): row k of the backward with dy = e_k is row k of J
+    _, rrms = forward_reference(xs, None, eps)
+    J, _ = backward_reference(np.eye(H), xs, rrms, None)
+    np.testing.assert_allclose(J, J.T, rtol=0, atol=1e-14)
+    ms, r = (x * x).mean(), rrms[0]
+    expected = np.sort(np.r_[r * eps / (ms + eps), np.full(H - 1, r)])
+    np.testing.assert_allclose(np.linalg.eigvalsh(J), expected, rtol=1e-12, atol=1e-12 * r)
+    np.testing.assert_allclose(J @ x, r * eps / (ms + eps) * x, rtol=1e-12, atol=1e-12 * r)
+
+
 # ---------------------------------------------------------------------------------------------- numerics
 
 
@@ -327,32 +353,6 @@ def test_integer_input_becomes_float64():
     assert y.dtype == np.float64
     expected = forward_reference(np.arange(12.0).reshape(3, 4), None, np.finfo(np.float64).eps)[0]
     np.testing.assert_allclose(y.data, expected, rtol=1e-15)
-
-
-def test_reference_backward_matches_its_formula():
-    """backward_reference is the docstring's formula, term by term (a guard against a silent refactor)."""
-    rng = np.random.default_rng(11)
-    x, w, dy = rng.standard_normal((3, 5)), rng.standard_normal(5), rng.standard_normal((3, 5))
-    _, rrms = forward_reference(x, w, 1e-3)
-    dx, dw = backward_reference(dy, x, rrms, w)
-    xhat, g = x * rrms[:, None], dy * w
-    np.testing.assert_allclose(dx, rrms[:, None] * (g - xhat * (g * xhat).mean(axis=1, keepdims=True)), rtol=1e-14)
-    np.testing.assert_allclose(dw, (dy * xhat).sum(axis=0), rtol=1e-14)
-
-
-@pytest.mark.parametrize("eps", [0.0, 1e-3, 0.5])
-def test_jacobian_spectrum(eps):
-    """J = rrms (I − x̂x̂ᵀ/H): symmetric; eigenvalue rrms·ε/(ms+ε) along x̂, rrms on the H − 1 others."""
-    H = 6
-    x = np.random.default_rng(13).standard_normal(H) * 0.3
-    xs = np.tile(x, (H, 1))  # (H, H): row k of the backward with dy = e_k is row k of J
-    _, rrms = forward_reference(xs, None, eps)
-    J, _ = backward_reference(np.eye(H), xs, rrms, None)
-    np.testing.assert_allclose(J, J.T, rtol=0, atol=1e-14)
-    ms, r = (x * x).mean(), rrms[0]
-    expected = np.sort(np.r_[r * eps / (ms + eps), np.full(H - 1, r)])
-    np.testing.assert_allclose(np.linalg.eigvalsh(J), expected, rtol=1e-12, atol=1e-12 * r)
-    np.testing.assert_allclose(J @ x, r * eps / (ms + eps) * x, rtol=1e-12, atol=1e-12 * r)
 
 
 # ------------------------------------------------------------------------------------------------ oracle: torch

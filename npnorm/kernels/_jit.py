@@ -67,7 +67,7 @@ _THREAD_SAFE_LAYERS = ("tbb", "omp")
 _cache_warned = False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _is_writable_dir(path: str) -> bool:
     """True if we can create ``path`` (if needed) and a temporary file inside it."""
     try:

@@ -10,19 +10,26 @@ from . import init
 from .layers import GELU, Dropout, Embedding, Identity, Linear, ModuleList, ReLU, Sequential, Sigmoid, Tanh
 from .module import IncompatibleKeys, Module, Parameter
 from .normalization import AdaNorm, LayerNorm
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __all__ = [
     "GELU",
+    "GRU",
+    "LSTM",
+    "RNN",
     "AdaNorm",
     "Dropout",
     "Embedding",
+    "GRUCell",
     "Identity",
     "IncompatibleKeys",
+    "LSTMCell",
     "LayerNorm",
     "Linear",
     "Module",
     "ModuleList",
     "Parameter",
+    "RNNCell",
     "ReLU",
     "Sequential",
     "Sigmoid",
