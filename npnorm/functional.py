@@ -15,6 +15,7 @@ from . import ops
 from ._random import default_generator
 from .norms import _checks, _dispatch
 from .norms import layer_norm as _layer_norm
+from .norms import rms_norm as _rms_norm
 from .tensor import Tensor
 
 
@@ -223,8 +224,6 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, impl=None) -> Tensor
     `eps=None` means the machine epsilon of x's dtype, as in PyTorch. `impl` as in `layer_norm`. Math:
     npnorm/norms/rms_norm.py and docs/rms_norm.md.
     """
-    from .norms import rms_norm as _rms_norm
-
     who = "rms_norm"
     x = as_tensor(x, who)
     shape = _checks.check_normalized_shape(who, normalized_shape, x.shape)

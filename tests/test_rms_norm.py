@@ -13,9 +13,9 @@ import npnorm.functional as F
 from npnorm.norms.rms_norm import backward_reference, forward_reference
 
 IMPLS = ["numba", "numpy", "composed"]
-# composed squares x in x's own dtype, so float32 extremes (|x| ≥ 1.8e19 or ≤ 1e-19) are out of its range;
-# it is a float64 oracle, and the float32 range tests run on the two implementations that promise it.
-FLOAT64_STATS_IMPLS = ["numba", "numpy"]
+# Every implementation forms its statistics in float64, so float32 extremes (x² of 1e30 overflows float32)
+# are tested on all of them.
+FLOAT64_STATS_IMPLS = IMPLS
 
 # (input shape, normalized_shape): N = 1, H = 1, odd H, a 3-D input, two trailing dims.
 SHAPES = [
@@ -404,3 +404,19 @@ def test_bad_eps(eps):
 def test_bad_impl():
     with pytest.raises(ValueError, match="rms_norm: impl must be one of"):
         F.rms_norm(npnorm.tensor(np.zeros((2, 5))), 5, impl="cuda")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_module_matches_functional_and_pytorch_layout(impl):
+    from npnorm import nn
+
+    rng = np.random.default_rng(21)
+    m = nn.RMSNorm((3, 4), eps=1e-6, dtype=np.float64, impl=impl)
+    assert [n for n, _ in m.named_parameters()] == ["weight"]
+    m.weight.data[...] = rng.standard_normal((3, 4))
+    x = npnorm.tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)
+    np.testing.assert_allclose(m(x).data, F.rms_norm(x, (3, 4), m.weight, 1e-6, impl=impl).data, rtol=1e-14)
+    assert npnorm.gradcheck(lambda t, w: F.rms_norm(t, (3, 4), w, 1e-6, impl=impl), (x, m.weight))
+    assert list(nn.RMSNorm(4, elementwise_affine=False).parameters()) == []
+    with pytest.raises(ValueError, match="eps"):
+        nn.RMSNorm(4, eps=-1.0)

@@ -25,27 +25,25 @@ mean is taken over (in LayerNorm it is not: γ varies across the features of a r
 
 How the kernels are written, and why:
 
-* **Work items.** A channel's statistics span the whole batch, so, unlike LayerNorm's rows, no item can
-  own a channel's data in one contiguous block. The (N, C) plane is cut into tiles: a *chunk* of samples
-  (rows n) times a *block* of channels. Reductions write one partial result per (chunk, channel) into a
-  (nchunks, C) float64 buffer — every tile writes only its own entries, so no two iterations of the
-  ``prange`` ever write the same element (``+=`` into a shared per-channel accumulator would be a race
-  that silently loses updates) — and the partials are combined afterwards, in NumPy. Elementwise passes
-  run over (sample, block) tiles. Parallel over channels *and* samples: a batch of 8192 samples with 4
-  channels, and one of 4 samples with 512 channels, both keep every core busy.
-* **Tile sizes.** A block holds about 64 values of a sample row (64 channels when L = 1, a single channel
-  when L ≥ 64), so the innermost loop always runs over contiguous memory; a chunk holds enough rows for its
-  tile to hold about 8192 values (32 KiB in float32), small enough that a tile read twice in a row comes
-  from cache the second time. Both are functions of the shape alone, never of the thread count, so the
-  serial and parallel variants give bit-identical results.
-* **Statistics: two passes per tile, then Chan's combination.** ``E[x²] − E[x]²`` cancels catastrophically
-  when |mean| ≫ std. Each tile computes its own mean and its own sum of squared deviations about that mean
-  in two passes (the second one from cache), and the tiles are combined exactly by Chan, Golub & LeVeque's
-  formula (1979), in float64:
+* **Units of work.** The innermost loop always runs over contiguous memory, and a ``prange`` iteration is a
+  contiguous run of it: for an (N, C) input (L = 1) one sample row of C channels; for L > 1 the L values of
+  one (sample, channel) pair. (Tiles of a chunk of samples times a block of channels were measured to be
+  5–20 times slower on an (N, C) input: short inner loops with computed bounds do not vectorise.)
+* **Races.** A channel's statistics span the whole batch, so sums over samples go through per-chunk partial
+  buffers of shape (nchunks, C) float64, as dweight does in ``kernels/layer_norm.py``: the N samples are cut
+  into chunks, the iteration for chunk k (with L = 1) or for the pair (chunk k, channel c) (with L > 1)
+  writes only its own entries, and the partials are added up afterwards, in NumPy. ``+=`` from several
+  iterations into one per-channel accumulator would be a race that silently loses updates. With L > 1 the
+  (chunk, channel) pairs make the reductions parallel over channels as well as over samples. The chunks
+  depend only on N, never on the number of threads, so serial and parallel runs give bit-identical results.
+* **Statistics: two passes per chunk, then Chan's combination.** ``E[x²] − E[x]²`` cancels catastrophically
+  when |mean| ≫ std. Each work item computes the mean of its chunk and then the sum of squared deviations
+  about that mean — two passes over data it has just read, so the second comes from cache — and the
+  chunks are combined exactly by the formula of Chan, Golub & LeVeque (1979), in float64::
 
-      mean = Σ_k n_k mean_k / M,      M2 = Σ_k M2_k + Σ_k n_k (mean_k − mean)²,      var = M2 / M.
+      mean = Σ_k n_k mean_k / M,      M2 = Σ_k M2_k + Σ_k n_k (mean_k − mean)²,      var = M2 / M
 
-  Every term is a sum of squares, so nothing cancels; the result is as accurate as a global two-pass
+  Every term of M2 is a sum of squares, so nothing cancels: the result is as accurate as a global two-pass
   variance, while x is read from memory once instead of twice.
 * **float64 statistics, outputs in x.dtype.** Sums accumulate in float64 also for float32 input; the
   elementwise passes compute in float64 and round once to the output dtype.
@@ -68,56 +66,66 @@ __all__ = [
     "batch_norm_backward",
     "batch_norm_forward",
     "batch_norm_stats",
-    "tiling",
+    "chunk_bounds",
+    "num_chunks",
 ]
 
-# About this many values of one sample row per channel block, and per (chunk x block) tile (see above).
-_BLOCK_VALUES = 64
-_TILE_VALUES = 8192
+# Sums over samples go through (nchunks, C) partial buffers, as in kernels/layer_norm.py: at most
+# _MAX_CHUNKS chunks (enough for the cores of a workstation; the partials stay small next to x) of at
+# least _MIN_ROWS_PER_CHUNK samples.
+_MAX_CHUNKS = 64
+_MIN_ROWS_PER_CHUNK = 4
 
 
-def tiling(N: int, C: int, L: int) -> tuple[int, int, int]:
-    """(rows_per_chunk, nchunks, channels_per_block) for an (N, C, L) array: a function of the shape alone."""
-    cblock = max(1, min(C, _BLOCK_VALUES // max(L, 1)))  # channels per block
-    rows = max(1, _TILE_VALUES // (cblock * max(L, 1)))  # rows (samples) per chunk
-    nchunks = (N + rows - 1) // rows
-    return rows, nchunks, cblock
+def num_chunks(N: int) -> int:
+    """Number of sample chunks for N samples: a function of N alone, so any thread count gives the same sums."""
+    return min(_MAX_CHUNKS, max(1, N // _MIN_ROWS_PER_CHUNK))
+
+
+def chunk_bounds(N: int, nchunks: int) -> np.ndarray:
+    """Chunk k holds samples [bounds[k], bounds[k + 1]): the split the kernels use, as an (nchunks + 1,) array."""
+    return np.arange(nchunks + 1) * N // nchunks
 
 
 # --- statistics ----------------------------------------------------------------------------------------
 
 
 @dual_kernel(fastmath=FASTMATH_REASSOC)
-def _tile_stats(part_mean, part_m2, x, rows, cblock):
-    """part_mean[k, c], part_m2[k, c]: mean and Σ (x - mean)² of channel c over the rows of chunk k."""
+def _chunk_stats(part_mean, part_m2, x):
+    """part_mean[k, c], part_m2[k, c]: mean and Σ (x − mean)² of channel c over the samples of chunk k."""
     N, C, L = x.shape
     nchunks = part_mean.shape[0]
-    nblocks = (C + cblock - 1) // cblock
-    for item in prange(nchunks * nblocks):  # tile (k, b) writes only part_*[k, its channels]
-        k = item // nblocks
-        c0 = (item % nblocks) * cblock
-        c1 = min(C, c0 + cblock)
-        n0 = k * rows
-        n1 = min(N, n0 + rows)
-        count = (n1 - n0) * L
-        # pass 1: the tile's mean per channel, in float64
-        for n in range(n0, n1):
-            for c in range(c0, c1):
-                s = np.float64(0.0)
+    if L == 1:  # (N, C): chunk k sums whole rows of C contiguous channels
+        for k in prange(nchunks):
+            n0 = k * N // nchunks
+            n1 = (k + 1) * N // nchunks
+            for n in range(n0, n1):  # pass 1: the chunk's mean
+                for c in range(C):
+                    part_mean[k, c] += np.float64(x[n, c, 0])
+            for c in range(C):
+                part_mean[k, c] /= n1 - n0
+            for n in range(n0, n1):  # pass 2: squared deviations about it, from cache
+                for c in range(C):
+                    d = np.float64(x[n, c, 0]) - part_mean[k, c]
+                    part_m2[k, c] += d * d
+    else:  # (N, C, L): the pair (chunk k, channel c) runs over L contiguous values per sample
+        for i in prange(nchunks * C):
+            k = i // C
+            c = i % C
+            n0 = k * N // nchunks
+            n1 = (k + 1) * N // nchunks
+            s = np.float64(0.0)
+            for n in range(n0, n1):
                 for l in range(L):
                     s += np.float64(x[n, c, l])
-                part_mean[k, c] += s
-        for c in range(c0, c1):
-            part_mean[k, c] /= count
-        # pass 2: squared deviations about the tile's mean (the tile is in cache now)
-        for n in range(n0, n1):
-            for c in range(c0, c1):
-                m = part_mean[k, c]
-                s = np.float64(0.0)
+            m = s / ((n1 - n0) * L)
+            v = np.float64(0.0)
+            for n in range(n0, n1):
                 for l in range(L):
                     d = np.float64(x[n, c, l]) - m
-                    s += d * d
-                part_m2[k, c] += s
+                    v += d * d
+            part_mean[k, c] = m
+            part_m2[k, c] = v
 
 
 def batch_norm_stats(mean, var, x):
@@ -126,32 +134,36 @@ def batch_norm_stats(mean, var, x):
     ``x`` is (N, C, L) C-contiguous float32/float64 with N·L > 0.
     """
     N, C, L = x.shape
-    rows, nchunks, cblock = tiling(N, C, L)
+    nchunks = num_chunks(N)
     # np.full touches the pages here, not in the pool threads (see kernels/layer_norm.py).
     part_mean = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
     part_m2 = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
-    _tile_stats.launch(x.size, part_mean, part_m2, x, rows, cblock)
-    # Chan et al.: combine the tiles' (count, mean, M2) exactly; every term is ≥ 0, nothing cancels.
-    counts = np.full(nchunks, float(rows * L))  # (nchunks,)
-    counts[-1] = (N - (nchunks - 1) * rows) * L  # the last chunk may be short
-    M = N * L
-    mean[...] = (counts[:, None] * part_mean).sum(axis=0) / M  # (C,)
+    _chunk_stats.launch(x.size, part_mean, part_m2, x)
+    # Chan et al.: combine the chunks' (count, mean, M2) exactly; every term is ≥ 0, nothing cancels.
+    counts = (np.diff(chunk_bounds(N, nchunks)) * L).astype(np.float64)[:, None]  # (nchunks, 1)
+    mean[...] = (counts * part_mean).sum(axis=0) / (N * L)  # (C,)
     spread = part_mean - mean  # (nchunks, C)
-    var[...] = (part_m2.sum(axis=0) + (counts[:, None] * spread * spread).sum(axis=0)) / M  # (C,)
+    var[...] = (part_m2.sum(axis=0) + (counts * spread * spread).sum(axis=0)) / (N * L)  # (C,)
 
 
 # --- forward -------------------------------------------------------------------------------------------
 
 
 @dual_kernel(fastmath=FASTMATH_REASSOC)
-def _apply(y, x, mean, scale, bias, cblock):
-    """y = (x - mean_c) * scale_c (+ bias_c), elementwise over (sample, channel block) tiles."""
+def _apply(y, x, mean, scale, bias):
+    """y = (x − mean_c) · scale_c (+ bias_c), elementwise."""
     N, C, L = x.shape
-    nblocks = (C + cblock - 1) // cblock
-    for item in prange(N * nblocks):
-        n = item // nblocks
-        c0 = (item % nblocks) * cblock
-        for c in range(c0, min(C, c0 + cblock)):
+    if L == 1:
+        for n in prange(N):
+            for c in range(C):
+                out = (np.float64(x[n, c, 0]) - mean[c]) * scale[c]
+                if bias is not None:
+                    out = out + bias[c]
+                y[n, c, 0] = out
+    else:
+        for i in prange(N * C):
+            n = i // C
+            c = i % C
             m = mean[c]
             s = scale[c]
             for l in range(L):
@@ -162,52 +174,63 @@ def _apply(y, x, mean, scale, bias, cblock):
 
 
 def batch_norm_forward(y, x, mean, rstd, weight, bias):
-    """y = weight_c * (x - mean_c) * rstd_c + bias_c; fills ``y`` (N, C, L) of x.dtype.
+    """y = weight_c · (x − mean_c) · rstd_c + bias_c; fills ``y`` (N, C, L) of x.dtype.
 
     ``mean`` and ``rstd`` are (C,) float64 (batch or running statistics); ``weight`` and ``bias`` are (C,)
     of x.dtype or None.
     """
-    N, C, L = x.shape
     scale = rstd if weight is None else rstd * weight  # (C,) float64: γ folded into rstd
-    _apply.launch(x.size, y, x, mean, scale, bias, tiling(N, C, L)[2])
+    _apply.launch(x.size, y, x, mean, scale, bias)
 
 
 # --- backward ------------------------------------------------------------------------------------------
 
 
 @dual_kernel(fastmath=FASTMATH_REASSOC)
-def _tile_grad_sums(part_dy, part_dyxhat, dy, x, mean, rstd, rows, cblock):
-    """part_dy[k, c] = Σ dy and part_dyxhat[k, c] = Σ dy * xhat over the rows of chunk k, channel c."""
+def _chunk_grad_sums(part_dy, part_dyxhat, dy, x, mean, rstd):
+    """part_dy[k, c] = Σ dy and part_dyxhat[k, c] = Σ dy · xhat over the samples of chunk k, channel c."""
     N, C, L = x.shape
     nchunks = part_dy.shape[0]
-    nblocks = (C + cblock - 1) // cblock
-    for item in prange(nchunks * nblocks):
-        k = item // nblocks
-        c0 = (item % nblocks) * cblock
-        c1 = min(C, c0 + cblock)
-        for n in range(k * rows, min(N, (k + 1) * rows)):
-            for c in range(c0, c1):
-                m = mean[c]
-                r = rstd[c]
-                s_dy = np.float64(0.0)
-                s_dyxhat = np.float64(0.0)
+    if L == 1:
+        for k in prange(nchunks):
+            for n in range(k * N // nchunks, (k + 1) * N // nchunks):
+                for c in range(C):
+                    g = np.float64(dy[n, c, 0])
+                    part_dy[k, c] += g
+                    part_dyxhat[k, c] += g * ((np.float64(x[n, c, 0]) - mean[c]) * rstd[c])
+    else:
+        for i in prange(nchunks * C):
+            k = i // C
+            c = i % C
+            m = mean[c]
+            r = rstd[c]
+            s_dy = np.float64(0.0)
+            s_dyxhat = np.float64(0.0)
+            for n in range(k * N // nchunks, (k + 1) * N // nchunks):
                 for l in range(L):
                     g = np.float64(dy[n, c, l])
                     s_dy += g
                     s_dyxhat += g * ((np.float64(x[n, c, l]) - m) * r)
-                part_dy[k, c] += s_dy
-                part_dyxhat[k, c] += s_dyxhat
+            part_dy[k, c] = s_dy
+            part_dyxhat[k, c] = s_dyxhat
 
 
 @dual_kernel(fastmath=FASTMATH_REASSOC)
-def _grad_input(dx, dy, x, mean, rstd, scale, mean_dy, mean_dyxhat, cblock):
-    """dx = scale_c * (dy - mean_dy_c - xhat * mean_dyxhat_c); mean_dy None: dx = scale_c * dy (evaluation)."""
+def _grad_input(dx, dy, x, mean, rstd, scale, mean_dy, mean_dyxhat):
+    """dx = scale_c · (dy − mean_dy_c − xhat · mean_dyxhat_c); with mean_dy None, dx = scale_c · dy."""
     N, C, L = x.shape
-    nblocks = (C + cblock - 1) // cblock
-    for item in prange(N * nblocks):
-        n = item // nblocks
-        c0 = (item % nblocks) * cblock
-        for c in range(c0, min(C, c0 + cblock)):
+    if L == 1:
+        for n in prange(N):
+            for c in range(C):
+                if mean_dy is None:
+                    dx[n, c, 0] = scale[c] * np.float64(dy[n, c, 0])
+                else:
+                    xhat = (np.float64(x[n, c, 0]) - mean[c]) * rstd[c]
+                    dx[n, c, 0] = scale[c] * (np.float64(dy[n, c, 0]) - mean_dy[c] - xhat * mean_dyxhat[c])
+    else:
+        for i in prange(N * C):
+            n = i // C
+            c = i % C
             s = scale[c]
             if mean_dy is None:
                 for l in range(L):
@@ -230,12 +253,11 @@ def batch_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, training)
     treats them as constants. ``dx`` may be None when only the parameter gradients are wanted.
     """
     N, C, L = x.shape
-    rows, nchunks, cblock = tiling(N, C, L)
-    need_sums = training or dweight is not None or dbias is not None
-    if need_sums:
+    if training or dweight is not None or dbias is not None:
+        nchunks = num_chunks(N)
         part_dy = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
         part_dyxhat = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
-        _tile_grad_sums.launch(x.size, part_dy, part_dyxhat, dy, x, mean, rstd, rows, cblock)
+        _chunk_grad_sums.launch(x.size, part_dy, part_dyxhat, dy, x, mean, rstd)
         sum_dy = part_dy.sum(axis=0)  # (C,)
         sum_dyxhat = part_dyxhat.sum(axis=0)  # (C,)
         if dweight is not None:
@@ -247,6 +269,6 @@ def batch_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, training)
     scale = rstd if weight is None else rstd * weight  # (C,) float64
     if training:
         M = N * L
-        _grad_input.launch(x.size, dx, dy, x, mean, rstd, scale, sum_dy / M, sum_dyxhat / M, cblock)
+        _grad_input.launch(x.size, dx, dy, x, mean, rstd, scale, sum_dy / M, sum_dyxhat / M)
     else:
-        _grad_input.launch(x.size, dx, dy, x, mean, rstd, scale, None, None, cblock)
+        _grad_input.launch(x.size, dx, dy, x, mean, rstd, scale, None, None)

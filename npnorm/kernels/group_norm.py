@@ -12,10 +12,11 @@ The two kernels here do that step, on (N, C, S) arrays with per-row statistics o
                                   dγ_c = Σ_{n,s} dy · x̂,  dβ_c = Σ_{n,s} dy
 
 with x̂ = (x − mean[n, group(c)]) · rstd[n, group(c)] recomputed from the saved float64 statistics.
-dγ and dβ are sums over samples: as in ``kernels/batch_norm.py``, (chunk of samples × block of channels)
-tiles each write their own entries of (nchunks, C) float64 partial buffers, combined afterwards, so no
-``prange`` iteration ever adds into an element another one writes. The tiling is BatchNorm's, a function
-of the shape alone, so serial and parallel runs agree bit for bit.
+dγ and dβ are sums over samples, computed exactly as BatchNorm's parameter gradients are in
+``kernels/batch_norm.py`` (whose chunking these kernels share): each ``prange`` iteration — a chunk of
+samples when S = 1, a (chunk, channel) pair when S > 1 — writes only its own entries of (nchunks, C)
+float64 partial buffers, which are added up afterwards, so no iteration ever adds into an element another
+one writes, and serial and parallel runs agree bit for bit.
 """
 
 from __future__ import annotations
@@ -24,19 +25,27 @@ import numpy as np
 from numba import prange
 
 from ._jit import FASTMATH_REASSOC, dual_kernel
-from .batch_norm import tiling
+from .batch_norm import num_chunks
 
 __all__ = ["group_norm_affine_backward", "group_norm_affine_forward"]
 
 
 @dual_kernel(fastmath=FASTMATH_REASSOC)
-def _affine(y, weight, bias, cblock):
+def _affine(y, weight, bias):
     N, C, S = y.shape
-    nblocks = (C + cblock - 1) // cblock
-    for item in prange(N * nblocks):  # (sample, channel block) tiles are disjoint
-        n = item // nblocks
-        c0 = (item % nblocks) * cblock
-        for c in range(c0, min(C, c0 + cblock)):
+    if S == 1:  # (N, C): one row of C contiguous channels per iteration
+        for n in prange(N):
+            for c in range(C):
+                out = np.float64(y[n, c, 0])
+                if weight is not None:
+                    out = out * weight[c]
+                if bias is not None:
+                    out = out + bias[c]
+                y[n, c, 0] = out
+    else:  # one (sample, channel) pair, S contiguous values, per iteration
+        for i in prange(N * C):
+            n = i // C
+            c = i % C
             for s in range(S):
                 out = np.float64(y[n, c, s])
                 if weight is not None:
@@ -47,53 +56,60 @@ def _affine(y, weight, bias, cblock):
 
 
 @dual_kernel(fastmath=FASTMATH_REASSOC)
-def _affine_backward(g, part_dy, part_dyxhat, dy, x, mean, rstd, weight, rows, cblock):
+def _affine_backward(g, part_dy, part_dyxhat, dy, x, mean, rstd, weight, nchunks):
     N, C, S = x.shape
     per_group = C // mean.shape[1]  # channels per group
-    nchunks = (N + rows - 1) // rows
-    nblocks = (C + cblock - 1) // cblock
-    for item in prange(nchunks * nblocks):  # tile (k, b) writes part_*[k, its channels] and its own g
-        k = item // nblocks
-        c0 = (item % nblocks) * cblock
-        for n in range(k * rows, min(N, (k + 1) * rows)):
-            for c in range(c0, min(C, c0 + cblock)):
+    if S == 1:  # (N, C): chunk k runs over whole rows of C contiguous channels
+        for k in prange(nchunks):
+            for n in range(k * N // nchunks, (k + 1) * N // nchunks):
+                for c in range(C):
+                    d = np.float64(dy[n, c, 0])
+                    if part_dy is not None:
+                        xhat = (np.float64(x[n, c, 0]) - mean[n, c // per_group]) * rstd[n, c // per_group]
+                        part_dy[k, c] += d
+                        part_dyxhat[k, c] += d * xhat
+                    if g is not None:
+                        g[n, c, 0] = d * weight[c]
+    else:  # the pair (chunk k, channel c) runs over S contiguous values per sample
+        for i in prange(nchunks * C):
+            k = i // C
+            c = i % C
+            s_dy = np.float64(0.0)
+            s_dyxhat = np.float64(0.0)
+            for n in range(k * N // nchunks, (k + 1) * N // nchunks):
                 m = mean[n, c // per_group]
                 r = rstd[n, c // per_group]
-                s_dy = np.float64(0.0)
-                s_dyxhat = np.float64(0.0)
                 for s in range(S):
                     d = np.float64(dy[n, c, s])
-                    if part_dy is not None:
-                        s_dy += d
-                        s_dyxhat += d * ((np.float64(x[n, c, s]) - m) * r)
+                    s_dy += d
+                    s_dyxhat += d * ((np.float64(x[n, c, s]) - m) * r)
                     if g is not None:
                         g[n, c, s] = d * weight[c]
-                if part_dy is not None:
-                    part_dy[k, c] += s_dy
-                    part_dyxhat[k, c] += s_dyxhat
+            if part_dy is not None:
+                part_dy[k, c] = s_dy
+                part_dyxhat[k, c] = s_dyxhat
 
 
 def group_norm_affine_forward(y, weight, bias):
-    """In place on ``y`` (N, C, S) holding x̂: y = weight_c * y + bias_c; weight, bias (C,) of y.dtype or None."""
-    N, C, S = y.shape
-    _affine.launch(y.size, y, weight, bias, tiling(N, C, S)[2])
+    """In place on ``y`` (N, C, S) holding x̂: y = weight_c · y + bias_c; weight, bias (C,) of y.dtype or None."""
+    _affine.launch(y.size, y, weight, bias)
 
 
 def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
-    """Fill ``g`` = weight_c * dy (N, C, S) unless None, and ``dweight``, ``dbias`` (C,) unless None.
+    """Fill ``g`` = weight_c · dy (N, C, S) unless None, and ``dweight``, ``dbias`` (C,) unless None.
 
     ``x`` and ``dy`` are (N, C, S) C-contiguous; ``mean`` and ``rstd`` are the (N, G) float64 statistics of
     the LayerNorm rows; ``weight`` is (C,) and must be given when ``g`` is.
     """
     N, C, S = x.shape
-    rows, nchunks, cblock = tiling(N, C, S)
+    nchunks = num_chunks(N)
     # One specialisation computes both parameter gradients, one neither (as in kernels/layer_norm.py).
     if dweight is None and dbias is None:
         part_dy = part_dyxhat = None
     else:
         part_dy = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
         part_dyxhat = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
-    _affine_backward.launch(x.size, g, part_dy, part_dyxhat, dy, x, mean, rstd, weight, rows, cblock)
+    _affine_backward.launch(x.size, g, part_dy, part_dyxhat, dy, x, mean, rstd, weight, nchunks)
     if dweight is not None:
         dweight[...] = part_dyxhat.sum(axis=0)
     if dbias is not None:

@@ -2,15 +2,17 @@
 
 module.py         Module (parameters, buffers, submodules, state_dict) and Parameter
 layers.py         Linear, Embedding, Dropout, Identity, Sequential, ModuleList, activations
-normalization.py  LayerNorm, AdaNorm (thin classes over npnorm.functional)
+normalization.py  LayerNorm, AdaNorm, RMSNorm (thin classes over npnorm.functional)
+weight_norm.py    WeightNormLinear (w = g·v/‖v‖, PyTorch's weight_g, weight_v)
 init.py           in-place initialisers (uniform_, normal_, ones_, zeros_)
 """
 
 from . import init
 from .layers import GELU, Dropout, Embedding, Identity, Linear, ModuleList, ReLU, Sequential, Sigmoid, Tanh
 from .module import IncompatibleKeys, Module, Parameter
-from .normalization import AdaNorm, LayerNorm
+from .normalization import AdaNorm, LayerNorm, RMSNorm
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .weight_norm import WeightNormLinear
 
 __all__ = [
     "GELU",
@@ -29,10 +31,12 @@ __all__ = [
     "Module",
     "ModuleList",
     "Parameter",
+    "RMSNorm",
     "RNNCell",
     "ReLU",
     "Sequential",
     "Sigmoid",
     "Tanh",
+    "WeightNormLinear",
     "init",
 ]

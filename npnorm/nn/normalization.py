@@ -120,3 +120,47 @@ class AdaNorm(Module):
         if self.impl is not None:
             s += f", impl={self.impl!r}"
         return s
+
+
+class RMSNorm(Module):
+    """y = γ ⊙ x/√(mean(x²) + ε) over the trailing `normalized_shape` dims (Zhang & Sennrich 2019).
+
+    As `torch.nn.RMSNorm`: `eps=None` means the machine epsilon of the input's dtype, chosen at each call;
+    `weight` γ (ones) has shape `normalized_shape`, and `elementwise_affine=False` drops it. There is no bias.
+    """
+
+    def __init__(
+        self,
+        normalized_shape,
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        *,
+        dtype=np.float32,
+        impl=None,
+    ):
+        super().__init__()
+        who = "RMSNorm"
+        self.normalized_shape = _checks.shape(who, normalized_shape)
+        self.eps = None if eps is None else _norm_checks.check_eps(who, eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.impl = _check_impl(who, impl)
+        dtype = _checks.float_dtype(who, dtype)
+        if self.elementwise_affine:
+            self.weight = Parameter(np.empty(self.normalized_shape, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)  # absent γ reads None, as in PyTorch
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """γ = 1: the layer starts as pure normalization."""
+        if self.weight is not None:
+            init.ones_(self.weight)
+
+    def forward(self, x) -> Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps, impl=self.impl)
+
+    def extra_repr(self) -> str:
+        s = f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        if self.impl is not None:
+            s += f", impl={self.impl!r}"
+        return s

@@ -18,11 +18,10 @@ def check_normalized_shape(who: str, normalized_shape, input_shape: tuple) -> tu
     """`normalized_shape` as a tuple that equals the last dims of `input_shape`."""
     if isinstance(normalized_shape, numbers.Integral):
         normalized_shape = (int(normalized_shape),)
-    if isinstance(normalized_shape, str) or not all(
-        isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in _iterable(normalized_shape)
-    ):
+    items = _items(normalized_shape)
+    if items is None or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in items):
         raise TypeError(f"{who}: normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}")
-    normalized_shape = tuple(int(n) for n in normalized_shape)
+    normalized_shape = tuple(int(n) for n in items)
     if not normalized_shape:
         raise ValueError(f"{who}: normalized_shape must have at least one dimension")
     if any(n <= 0 for n in normalized_shape):
@@ -55,8 +54,10 @@ def check_real(who: str, name: str, value) -> float:
     return float(value)
 
 
-def _iterable(value) -> tuple:
-    try:
+def _items(value) -> tuple | None:
+    """The elements of a tuple, list or array of sizes; None for anything else (strings, generators, ...)."""
+    if isinstance(value, (tuple, list)):
         return tuple(value)
-    except TypeError:
-        return (None,)  # not iterable: fails the integer test above
+    if hasattr(value, "shape") and hasattr(value, "tolist") and getattr(value, "ndim", None) == 1:
+        return tuple(value.tolist())
+    return None

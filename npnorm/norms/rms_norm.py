@@ -130,10 +130,15 @@ class RMSNormFunction(Function):
 
 
 def rms_norm_composed(x: Tensor, ndim: int, weight, eps: float) -> Tensor:
-    """RMSNorm over the last `ndim` axes, built from mul, mean, add and pow; the engine derives the gradient."""
+    """RMSNorm over the last `ndim` axes, built from mul, mean, add and pow; the engine derives the gradient.
+
+    The statistics are formed in float64 whatever x's dtype, like the other implementations (float32 x² of
+    1e30 would overflow).
+    """
     axes = tuple(range(x.ndim - ndim, x.ndim))
-    ms = (x * x).mean(axis=axes, keepdims=True)
-    y = x * (ms + eps) ** -0.5
+    x64 = x.astype(np.float64)
+    ms = (x64 * x64).mean(axis=axes, keepdims=True)
+    y = (x64 * (ms + eps) ** -0.5).astype(x.dtype)
     if weight is not None:
         y = y * weight
     return y

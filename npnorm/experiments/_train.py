@@ -1,0 +1,151 @@
+"""The training loop every experiment shares: mini-batches, Adam, a guard against divergence, metrics.
+
+One function, `train_classifier`, trains a model on a `DigitsSplit` and returns its history as plain
+lists (JSON-ready). After every epoch it evaluates, in eval mode and without a graph, the mean negative
+log-likelihood on the whole training set and the loss and error on the test set.
+
+Divergence stops the run. Before any gradient is applied, the loss and then the gradients are checked; a
+NaN or inf raises `NonFiniteLossError`, naming the step, so the weights never silently become NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .. import functional as F
+from .. import optim
+from .._random import manual_seed
+from ..autograd import Function, no_grad
+from ..data import Batches, DigitsSplit
+from ..tensor import Tensor
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss (or gradient); `step` is the 1-based optimizer step."""
+
+    def __init__(self, what: str, value: float, step: int, epoch: int, lr: float):
+        self.what, self.value, self.step, self.epoch, self.lr = what, value, step, epoch, lr
+        super().__init__(
+            f"training diverged: the {what} is {value} at step {step} (epoch {epoch}); "
+            f"the parameters were left as they were before that step; try a smaller learning rate than {lr:g}"
+        )
+
+
+def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> tuple[float, float]:
+    """(mean cross-entropy, error rate) of `model` on (x, y), in eval mode; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    total_loss, wrong = 0.0, 0
+    try:
+        with no_grad():
+            for start in range(0, len(x), batch_size):
+                logits = model(Tensor(x[start : start + batch_size]))  # (B, classes)
+                target = y[start : start + batch_size]
+                total_loss += F.cross_entropy(logits, target, reduction="sum").item()
+                wrong += int(np.count_nonzero(logits.data.argmax(axis=1) != target))
+    finally:
+        model.train(was_training)
+    return total_loss / len(x), wrong / len(x)
+
+
+def check_finite(what: str, value: float, step: int, epoch: int, lr: float) -> None:
+    if not math.isfinite(value):
+        raise NonFiniteLossError(what, value, step, epoch, lr)
+
+
+def train_classifier(
+    build_model,
+    data: DigitsSplit,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    weight_decay: float = 0.0,
+    bar=None,
+    record_steps: bool = False,
+    after_training=None,
+) -> dict:
+    """Seed, build, train with Adam, evaluate after every epoch; the history as a dict of plain lists.
+
+    `build_model()` is called after `npnorm.manual_seed(seed)`, so the same seed gives the same initial
+    weights, the same batch order and (the kernels being deterministic) the same numbers to the last digit.
+    `bar` (from `npnorm.progress.progress_bar`) advances once per step. `record_steps` keeps every step's
+    loss. `after_training(model)` may add entries measured on the trained model (returned under "extra").
+    """
+    manual_seed(seed)
+    model = build_model()
+    optimizer = optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # drop_last: every step sees exactly `batch_size` samples (a batch of 1 would break BatchNorm's statistics)
+    batches = Batches(data.x_train, data.y_train, batch_size, seed=seed, drop_last=len(data.x_train) > batch_size)
+    history = {"epoch": [], "train_loss": [], "train_error": [], "test_loss": [], "test_error": [], "seconds": []}
+    if record_steps:
+        history["step_loss"] = []
+    step = 0
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for xb, yb in batches:
+            step += 1
+            loss = F.cross_entropy(model(Tensor(xb)), yb)
+            value = loss.item()
+            check_finite("loss", value, step, epoch, lr)
+            optimizer.zero_grad()
+            loss.backward()
+            grad_sq = sum(float(np.vdot(p.grad, p.grad)) for p in model.parameters() if p.grad is not None)
+            check_finite("gradient norm", math.sqrt(grad_sq), step, epoch, lr)
+            optimizer.step()
+            if record_steps:
+                history["step_loss"].append(value)
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix_str(f"loss {value:.3f}")
+        train_loss, train_error = evaluate(model, data.x_train, data.y_train)
+        test_loss, test_error = evaluate(model, data.x_test, data.y_test)
+        check_finite("training-set loss", train_loss, step, epoch, lr)
+        history["epoch"].append(epoch)
+        history["train_loss"].append(train_loss)
+        history["train_error"].append(train_error)
+        history["test_loss"].append(test_loss)
+        history["test_error"].append(test_error)
+        history["seconds"].append(time.perf_counter() - start)
+    if after_training is not None:
+        history["extra"] = after_training(model)
+    history["model"] = model  # for the caller; removed before anything is serialized
+    return history
+
+
+def strip_model(history: dict) -> dict:
+    """The history without the model object (what goes into JSON)."""
+    return {k: v for k, v in history.items() if k != "model"}
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    return n_train // batch_size if n_train > batch_size else 1
+
+
+def mean_and_spread(runs: list[list[float]]) -> dict:
+    """Elementwise mean, min and max over runs (lists of equal length): what a plot's band shows."""
+    a = np.asarray(runs, dtype=np.float64)  # (runs, epochs)
+    return {"mean": a.mean(axis=0).tolist(), "min": a.min(axis=0).tolist(), "max": a.max(axis=0).tolist()}
+
+
+class GradProbe(Function):
+    """The identity in forward; in backward it hands the incoming gradient to `sink` (a list) unchanged.
+
+    Placed in front of a norm layer, it records dL/d(norm input) for the gradient analysis of Xu et al.
+    """
+
+    @staticmethod
+    def forward(ctx, x, sink):
+        ctx.sink = sink
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.sink.append(np.array(grad, copy=True))
+        return grad, None

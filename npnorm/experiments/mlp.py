@@ -1,0 +1,132 @@
+"""Experiment 1: does the normalization survive a small batch? (Ba et al. 2016, §6.6, at toy scale)
+
+The paper trains a 784-1000-1000-10 MLP on permutation-invariant MNIST with Adam at batch sizes 128 and 4,
+with no normalization, BatchNorm, or LayerNorm on the hidden layers, and reports that LayerNorm is robust
+to the batch size and converges faster than BatchNorm, which degrades at batch 4.
+
+Here: the digits (64 inputs), an MLP 64 → H → H → 10 with ReLU, the norm between each hidden Linear and its
+ReLU, h = ReLU(norm(W x + b)), and *no* norm on the logit layer (the logits' scale carries the model's
+confidence; a LayerNorm there would fix it). Adam, the same learning rate for every arm, several seeds.
+For each (norm, batch size) the training NLL and the test error after every epoch, as mean, min and max
+over the seeds.
+"""
+
+from __future__ import annotations
+
+from .. import nn
+from ..data import load_digits
+from ..progress import progress_bar
+from ._train import mean_and_spread, steps_per_epoch, strip_model, train_classifier
+
+# name -> how to build the norm for H features. "batch" needs nn.BatchNorm1d.
+NORMS = {
+    "none": lambda H: nn.Identity(),
+    "batch": lambda H: _batch_norm(H),
+    "layer": lambda H: nn.LayerNorm(H),
+    "simple": lambda H: nn.LayerNorm(H, elementwise_affine=False),
+    "detach_mean": lambda H: nn.LayerNorm(H, detach_mean=True),
+    "detach_var": lambda H: nn.LayerNorm(H, detach_var=True),
+    "detach": lambda H: nn.LayerNorm(H, detach_mean=True, detach_var=True),
+    "adanorm": lambda H: nn.AdaNorm(H, C=2.0, k=0.1),
+}
+
+
+def _batch_norm(H: int):
+    if not hasattr(nn, "BatchNorm1d"):
+        raise NotImplementedError("norm 'batch' needs npnorm.nn.BatchNorm1d, which this version does not have")
+    return nn.BatchNorm1d(H)
+
+
+def batch_norm_available() -> bool:
+    return hasattr(nn, "BatchNorm1d")
+
+
+def make_mlp(norm: str, in_features: int = 64, hidden: int = 128, depth: int = 2, num_classes: int = 10):
+    """in → [Linear(H) → norm → ReLU] × depth → Linear(num_classes): no norm on the logits."""
+    if norm not in NORMS:
+        raise ValueError(f"make_mlp: unknown norm {norm!r}; choose from {', '.join(NORMS)}")
+    layers, width = [], in_features
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), NORMS[norm](hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+QUICK = {"epochs": 2, "seeds": 1, "hidden": 32, "n_train": 256}
+DEFAULTS = {"epochs": 8, "seeds": 3, "hidden": 128, "n_train": None}
+
+
+def run_batch_size(
+    norms=("none", "batch", "layer"),
+    batch_sizes=(128, 4),
+    *,
+    epochs: int | None = None,
+    seeds: int | None = None,
+    seed: int = 0,
+    hidden: int | None = None,
+    lr: float = 1e-3,
+    quick: bool = False,
+    progress: bool | None = None,
+) -> dict:
+    """Train every (norm, batch size) for seeds seed, seed+1, ...; the curves as mean/min/max over seeds.
+
+    `quick` shrinks everything (a training subset, 2 epochs, 1 seed, H = 32) so that it runs in seconds.
+    A "batch" arm without nn.BatchNorm1d is skipped and listed under "skipped".
+    """
+    preset = QUICK if quick else DEFAULTS
+    epochs = preset["epochs"] if epochs is None else epochs
+    seeds = preset["seeds"] if seeds is None else seeds
+    hidden = preset["hidden"] if hidden is None else hidden
+    data = load_digits("flat")
+    if preset["n_train"]:
+        data = _subset(data, preset["n_train"])
+    skipped = [n for n in norms if n == "batch" and not batch_size_ok()]
+    norms = [n for n in norms if n not in skipped]
+    runs = [(n, b, seed + s) for n in norms for b in batch_sizes for s in range(seeds)]
+    total = sum(steps_per_epoch(len(data.x_train), b) * epochs for _, b, _ in runs)
+    results = {}
+    with progress_bar(total, "batch-size experiment", enabled=progress) as bar:
+        for norm, batch_size, run_seed in runs:
+            bar.set_description(f"{norm} norm, batch {batch_size}, seed {run_seed}")
+            history = train_classifier(
+                lambda norm=norm: make_mlp(norm, hidden=hidden),
+                data,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                seed=run_seed,
+                bar=bar,
+            )
+            results.setdefault(f"{norm}/{batch_size}", []).append(strip_model(history))
+    summary = {
+        key: {
+            "norm": key.split("/")[0],
+            "batch_size": int(key.split("/")[1]),
+            "train_loss": mean_and_spread([h["train_loss"] for h in hs]),
+            "test_error": mean_and_spread([h["test_error"] for h in hs]),
+            "seconds": sum(h["seconds"][-1] for h in hs) / len(hs),
+        }
+        for key, hs in results.items()
+    }
+    config = {
+        "model": f"MLP 64-{hidden}-{hidden}-10, ReLU, norm on hidden layers only",
+        "optimizer": f"Adam lr={lr:g}",
+        "epochs": epochs,
+        "seeds": list(range(seed, seed + seeds)),
+        "n_train": len(data.x_train),
+        "n_test": len(data.x_test),
+        "quick": quick,
+    }
+    return {"experiment": "batch_size", "config": config, "summary": summary, "runs": results, "skipped": skipped}
+
+
+def batch_size_ok() -> bool:
+    return batch_norm_available()
+
+
+def _subset(data, n_train: int):
+    """The first n_train training samples (already in a seeded, stratified order) and the full test set."""
+    from dataclasses import replace
+
+    return replace(data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train])
