@@ -450,7 +450,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"smoke run: shapes {','.join(f'{n}x{h}' for n, h in QUICK_SHAPES)} only, {QUICK_REPS} reps",
+        help=f"smoke run: {QUICK_REPS} reps, shapes {','.join(f'{n}x{h}' for n, h in QUICK_SHAPES)} unless --shapes",
     )
     parser.add_argument("--shapes", type=parse_shapes, help=f"ROWSxH,... (default {default_shapes})")
     parser.add_argument(

@@ -144,6 +144,28 @@ CASES += [
 ]
 
 
+def _weight_norm_case(v_shape: tuple, dim, g_shape: tuple):
+    """w = g·v/‖v‖ (Salimans & Kingma); impl "numba" runs the NumPy reference (weight norm has no kernel)."""
+
+    def build(impl, rng):
+        from .norms.weight_norm import weight_norm
+
+        v, g = _leaf(rng, v_shape), _leaf(rng, g_shape, shift=0.5)
+
+        def fn(v_, g_):
+            return weight_norm(v_, g_, dim, impl=impl)
+
+        return fn, (v, g)
+
+    return build
+
+
+CASES += [
+    Case("weight_norm", "v (out, in), g (out, 1)", _weight_norm_case((4, 5), 0, (4, 1))),
+    Case("weight_norm", "dim=None (whole tensor)", _weight_norm_case((3, 4), None, ())),
+]
+
+
 def run_checks(norms=None, impls=None, *, seed: int = 0, out=print) -> bool:
     """Gradcheck every selected norm × impl; print one line each; True when all pass."""
     known = sorted({c.norm for c in CASES})

@@ -142,9 +142,11 @@ def test_reference_backward_is_the_closed_form(v_shape, dim, g_shape, rng):
 def test_dv_is_orthogonal_to_v(impl, v_shape, dim, g_shape, rng):
     """Σ_j v_j dv_j = 0 for every row: the gradient cannot change ‖v‖ to first order."""
     v, g = _leaves(rng, v_shape, g_shape)
-    _, dv, _ = _grads(lambda a, b: weight_norm(a, b, dim, impl=impl), v, g, rng.standard_normal(v_shape))
+    dw = rng.standard_normal(v_shape)
+    _, dv, _ = _grads(lambda a, b: weight_norm(a, b, dim, impl=impl), v, g, dw)
     V, DV = _rows(v.data, dim), _rows(dv, dim)
-    scale = np.linalg.norm(V, axis=1) * np.linalg.norm(DV, axis=1) + 1e-300
+    # relative to the size of each term of v·dv = (g/‖v‖)(v·dw − (v̂·dw)‖v‖): |g|·‖dw‖
+    scale = np.abs(g.data.reshape(-1)) * np.linalg.norm(_rows(dw, dim), axis=1)
     np.testing.assert_allclose((V * DV).sum(axis=1) / scale, 0, atol=1e-14)
 
 

@@ -42,7 +42,8 @@ Conventions that differ from the paper's text or from PyTorch, on purpose:
   rows treats its rows alike (a permutation of them permutes α and β with it), so the order is a naming
   choice, not a different model.
 * LN-GRU: z weights the new state as in the paper, h' = (1 − σ(z))h + σ(z)n, whereas PyTorch's GRU (and
-  this GRU without LN) has h' = (1 − z)n + z h. The two agree under z → −z only without LN.
+  this GRU without LN) has h' = (1 − z)n + z h. Without LN the two are one model (negate the z rows of
+  the weights and biases: σ(−a) = 1 − σ(a)); with LN that negation would change the LN's statistics.
 * LN-LSTM has one bias `b` of shape (4H,), added after the two LNs (eq. 20), initialised to 0 (the paper
   initialises biases to 0). It overlaps with β₁ + β₂, as in the paper. LN-RNN and LN-GRU have no bias
   beyond the LNs' β (the paper's equations have none).
@@ -54,10 +55,10 @@ submodules `ln` (RNN), `ln_ih`, `ln_hh`, `ln_cell` (LSTM), `ln_ih`, `ln_hh` (GRU
 `ln_in`, `ln_hn` (GRU, over the candidate n; PyTorch calls the matching blocks W_in and W_hn). A sequence
 model holds the same parameters itself, per layer, with PyTorch's suffix `_l{k}` — `weight_ih_l0`,
 `bias_hh_l1`, `ln_cell_l0.weight` — rather than a list of cells (whose keys would read `cells.0.weight_ih`),
-so `lstm.load_state_dict({k: v.numpy() for k, v in torch_lstm.state_dict().items()})` loads PyTorch's
-weights. Cells and sequence models run the very same step function (`_rnn_step`, `_lstm_step`,
-`_gru_step`) on a layer's parameters, so layer k of `LSTM` is exactly an `LSTMCell` holding
-`weight_ih_lk`, ... and looping it over time gives the same numbers.
+so `lstm.load_state_dict(torch_lstm.state_dict())` loads PyTorch's weights. Cells and sequence models run
+the very same step function (`_rnn_step`, `_lstm_step`, `_gru_step`) on a layer's parameters, looked up
+by name at each call, so layer k of `LSTM` is exactly an `LSTMCell` holding `weight_ih_lk`, ... and
+looping that cell over time gives the same numbers.
 
 Backprop through time is the engine's: each step is built from `F.linear`, `F.layer_norm` (its fused
 kernel by default, `impl` selectable), slices and elementwise ops, and the outputs are joined with
@@ -66,6 +67,7 @@ kernel by default, `impl` selectable), slices and elementwise ops, and the outpu
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -207,13 +209,13 @@ class _Recurrent(Module):
         """Weights (and, without LN, biases) U(−1/√H, 1/√H) as in PyTorch, drawn layer by layer in PyTorch's
         order; with LN, the LSTM's `bias` 0 and every LN's gain 1 and bias 0."""
         gen = _checks.generator(type(self).__name__, rng)
-        bound = 1 / np.sqrt(self.hidden_size)
+        bound = 1 / math.sqrt(self.hidden_size)
         for suffix in self._suffixes:
             p = self._layer(suffix)
-            names = ("weight_ih", "weight_hh") if self.layer_norm else ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            for name in names:
-                if getattr(p, name) is not None:
-                    init.uniform_(getattr(p, name), -bound, bound, rng=gen)
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):  # bias_* exist only without LN
+                param = getattr(p, name, None)
+                if param is not None:
+                    init.uniform_(param, -bound, bound, rng=gen)
             if self.layer_norm:
                 if self._mode == "LSTM" and p.bias is not None:
                     init.zeros_(p.bias)

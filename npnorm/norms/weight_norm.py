@@ -47,6 +47,7 @@ Two implementations, which must agree:
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -66,8 +67,9 @@ def _row_axes(ndim: int, dim) -> tuple:
 def _to_rows(a: np.ndarray, dim) -> np.ndarray:
     """v as (R, F): one row per index along `dim` (a single row when dim is None)."""
     if dim is None:
-        return a.reshape(1, -1)  # (1, F)
-    return np.moveaxis(a, dim, 0).reshape(a.shape[dim], -1)  # (R, F)
+        return a.reshape(1, a.size)  # (1, F)
+    F = math.prod(a.shape[:dim] + a.shape[dim + 1 :])  # not -1: that cannot be inferred when R = 0
+    return np.moveaxis(a, dim, 0).reshape(a.shape[dim], F)  # (R, F)
 
 
 def _from_rows(rows: np.ndarray, shape: tuple, dim) -> np.ndarray:
