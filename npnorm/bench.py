@@ -78,6 +78,20 @@ NORMS: dict[str, NormCase] = {
         npnorm_call=lambda F, x, p, impl: F.rms_norm(x, x.shape[-1], p["weight"], impl=impl),
         torch_call=lambda tF, x, p: tF.rms_norm(x, (x.shape[-1],), p["weight"]),
     ),
+    # Training mode: batch statistics over the N rows of each of the H channels (no running statistics).
+    "batch_norm": NormCase(
+        label="BatchNorm",
+        params=("weight", "bias"),
+        npnorm_call=lambda F, x, p, impl: F.batch_norm(x, None, None, p["weight"], p["bias"], training=True, impl=impl),
+        torch_call=lambda tF, x, p: tF.batch_norm(x, None, None, p["weight"], p["bias"], training=True),
+    ),
+    # The H features as channels in gcd(32, H) groups (32 for the default shapes).
+    "group_norm": NormCase(
+        label="GroupNorm",
+        params=("weight", "bias"),
+        npnorm_call=lambda F, x, p, impl: F.group_norm(x, math.gcd(32, x.shape[-1]), p["weight"], p["bias"], impl=impl),
+        torch_call=lambda tF, x, p: tF.group_norm(x, math.gcd(32, x.shape[-1]), p["weight"], p["bias"]),
+    ),
 }
 
 # op -> how many (N, H) arrays it must move at least: forward reads x, writes y; backward reads x and dy,

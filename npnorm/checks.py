@@ -166,6 +166,46 @@ CASES += [
 ]
 
 
+def _batch_norm_case(shape: tuple, training: bool):
+    """Training differentiates through the batch statistics; evaluation uses fixed running statistics."""
+
+    def build(impl, rng):
+        C = shape[1]
+        x, w, b = _leaf(rng, shape), _leaf(rng, (C,)), _leaf(rng, (C,))
+        running_mean, running_var = rng.standard_normal(C), 0.5 + rng.random(C)
+
+        def fn(x_, w_, b_):
+            # copies: every training call updates the running statistics in place
+            return F.batch_norm(x_, running_mean.copy(), running_var.copy(), w_, b_, training=training, impl=impl)
+
+        return fn, (x, w, b)
+
+    return build
+
+
+def _group_norm_case(shape: tuple, num_groups: int):
+    def build(impl, rng):
+        C = shape[1]
+        x, w, b = _leaf(rng, shape), _leaf(rng, (C,)), _leaf(rng, (C,))
+
+        def fn(x_, w_, b_):
+            return F.group_norm(x_, num_groups, w_, b_, impl=impl)
+
+        return fn, (x, w, b)
+
+    return build
+
+
+CASES += [
+    Case("batch_norm", "training (N, C)", _batch_norm_case((6, 4), True)),
+    Case("batch_norm", "training (N, C, L)", _batch_norm_case((4, 3, 5), True)),
+    Case("batch_norm", "evaluation (N, C, L)", _batch_norm_case((4, 3, 5), False)),
+    Case("group_norm", "G=2, (N, C, L)", _group_norm_case((3, 4, 5), 2)),
+    Case("group_norm", "G=C (InstanceNorm)", _group_norm_case((2, 3, 2, 2), 3)),
+    Case("group_norm", "G=1, (N, C)", _group_norm_case((4, 6), 1)),
+]
+
+
 def run_checks(norms=None, impls=None, *, seed: int = 0, out=print) -> bool:
     """Gradcheck every selected norm × impl; print one line each; True when all pass."""
     known = sorted({c.norm for c in CASES})

@@ -16,6 +16,7 @@ from ._random import default_generator
 from .norms import _checks, _dispatch
 from .norms import layer_norm as _layer_norm
 from .norms import rms_norm as _rms_norm
+from .norms.weight_norm import weight_norm  # noqa: F401  (F.weight_norm: checks and dispatch live with its math)
 from .tensor import Tensor
 
 

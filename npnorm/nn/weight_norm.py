@@ -12,7 +12,6 @@ import numpy as np
 
 from .. import functional as F
 from ..norms import IMPLS
-from ..norms.weight_norm import weight_norm
 from ..tensor import Tensor
 from . import _checks, init
 from .module import Module, Parameter
@@ -62,7 +61,7 @@ class WeightNormLinear(Module):
     @property
     def weight(self) -> Tensor:
         """w = g · v/‖v‖, shape (out_features, in_features), differentiable in g and v."""
-        return weight_norm(self.weight_v, self.weight_g, 0, impl=self.impl)
+        return F.weight_norm(self.weight_v, self.weight_g, 0, impl=self.impl)
 
     def forward(self, x) -> Tensor:
         return F.linear(x, self.weight, self.bias)
