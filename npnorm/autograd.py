@@ -95,23 +95,16 @@ class Function:
     @classmethod
     def apply(cls, *args, **kwargs):
         Tensor = _Tensor
-        record = _grad_mode.enabled
-        arrays = []
-        needs = []
-        for a in args:
-            if isinstance(a, Tensor):
-                arrays.append(a.data)
-                needs.append(record and a.requires_grad)
-            else:
-                arrays.append(a)
-                needs.append(False)
-        needs = tuple(needs)
+        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+        if _grad_mode.enabled:
+            needs = tuple([isinstance(a, Tensor) and a.requires_grad for a in args])
+        else:
+            needs = (False,) * len(args)
         ctx = Context(needs)
-        out = cls.forward(ctx, *arrays, **kwargs)
-        result = Tensor._wrap(out)
-        if any(needs):
+        result = Tensor._wrap(cls.forward(ctx, *arrays, **kwargs))
+        if True in needs:
             result.requires_grad = True
-            result._node = Node(cls, ctx, tuple(a if n else None for a, n in zip(args, needs)))
+            result._node = Node(cls, ctx, tuple([a if n else None for a, n in zip(args, needs)]))
         return result
 
 

@@ -34,9 +34,10 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad
 
 
-def _broadcast_shape(op: str, a: np.ndarray, b: np.ndarray) -> None:
+def _broadcasting(op: str, ufunc, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ufunc(a, b), with NumPy's broadcasting error restated in the op's name (no cost when shapes fit)."""
     try:
-        np.broadcast_shapes(a.shape, b.shape)
+        return ufunc(a, b)
     except ValueError:
         raise ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together") from None
 
@@ -62,7 +63,7 @@ def _normalize_axes(op: str, axis, ndim: int) -> tuple:
 def _expand_reduced(grad: np.ndarray, axes: tuple, keepdims: bool, shape: tuple) -> np.ndarray:
     """Broadcast the gradient of a reduction back over the reduced axes (a view, not a copy)."""
     if not keepdims and shape:
-        grad = np.expand_dims(grad, axes)
+        grad = grad.reshape(tuple(1 if i in axes else n for i, n in enumerate(shape)))
     return np.broadcast_to(grad, shape)
 
 
@@ -81,9 +82,8 @@ class Add(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        _broadcast_shape("add", a, b)
         ctx.shapes = a.shape, b.shape
-        return a + b
+        return _broadcasting("add", np.add, a, b)
 
     @staticmethod
     def backward(ctx, grad):
@@ -97,9 +97,8 @@ class Sub(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        _broadcast_shape("sub", a, b)
         ctx.shapes = a.shape, b.shape
-        return a - b
+        return _broadcasting("sub", np.subtract, a, b)
 
     @staticmethod
     def backward(ctx, grad):
@@ -113,9 +112,8 @@ class Mul(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        _broadcast_shape("mul", a, b)
         ctx.save_for_backward(a, b)
-        return a * b
+        return _broadcasting("mul", np.multiply, a, b)
 
     @staticmethod
     def backward(ctx, grad):
@@ -129,8 +127,7 @@ class Div(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        _broadcast_shape("div", a, b)
-        out = a / b
+        out = _broadcasting("div", np.divide, a, b)
         ctx.save_for_backward(a, b, out)
         return out
 
@@ -151,8 +148,7 @@ class Pow(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        _broadcast_shape("pow", a, b)
-        out = a**b
+        out = _broadcasting("pow", np.power, a, b)
         ctx.save_for_backward(a, b, out)
         return out
 

@@ -4,6 +4,8 @@ input — including that a failing call never touches the running statistics."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -107,9 +109,8 @@ def _run_all_impls(x0, w0, b0, dy, training, dtype, momentum=0.1):
         w = None if w0 is None else npnorm.tensor(w0, requires_grad=True, dtype=dtype)
         b = None if b0 is None else npnorm.tensor(b0, requires_grad=True, dtype=dtype)
         rm, rv = rm0.copy(), rv0.copy()
-        out, grads = _grads(
-            lambda: F.batch_norm(x, rm, rv, w, b, training=training, momentum=momentum, impl=impl), (x, w, b), dy
-        )
+        call = partial(F.batch_norm, x, rm, rv, w, b, training=training, momentum=momentum, impl=impl)
+        out, grads = _grads(call, (x, w, b), dy)
         results[impl] = (out, grads, (rm, rv))
     return results
 
@@ -121,7 +122,9 @@ def test_impls_agree_float64(mode, variant, shape):
     rng = np.random.default_rng(3)
     x, w, b = _inputs(rng, shape, variant)
     dy = rng.standard_normal(shape)
-    res = _run_all_impls(x.data, None if w is None else w.data, None if b is None else b.data, dy, MODES[mode], np.float64)
+    res = _run_all_impls(
+        x.data, None if w is None else w.data, None if b is None else b.data, dy, MODES[mode], np.float64
+    )
     ref_out, ref_grads, ref_stats = res["numpy"]
     for impl in ("numba", "composed"):
         out, grads, stats = res[impl]
@@ -172,11 +175,7 @@ def test_serial_and_parallel_kernels_are_bit_identical(shape):
     scale = rstd * 1.5
     out = {}
     for variant in ("serial", "parallel"):
-
-        def call(k, *args):
-            fn = getattr(k, variant)
-            return fn(*args) if variant == "serial" else _jit.call_parallel(fn, *args)
-
+        call = partial(_call_variant, variant)
         part_m, part_v = np.zeros((kern.num_chunks(shape[0]), C)), np.zeros((kern.num_chunks(shape[0]), C))
         call(kern._chunk_stats, part_m, part_v, x)
         y = np.empty_like(x)
@@ -188,6 +187,13 @@ def test_serial_and_parallel_kernels_are_bit_identical(shape):
         out[variant] = (part_m, part_v, y, p_dy, p_dyx, dx)
     for a, b in zip(out["serial"], out["parallel"]):
         np.testing.assert_array_equal(a, b)
+
+
+def _call_variant(variant, kernel, *args):
+    """Run one variant of a DualKernel; the parallel one only through call_parallel."""
+    if variant == "serial":
+        return kernel.serial(*args)
+    return _jit.call_parallel(kernel.parallel, *args)
 
 
 # ------------------------------------------------------------------------------------ running statistics
@@ -215,11 +221,8 @@ def test_matches_pytorch_float64_over_several_steps(impl, shape, momentum):
         x0 = rng.standard_normal(shape) * 3 + rng.standard_normal()
         dy = rng.standard_normal(shape)
         x, w, b = (npnorm.tensor(a, requires_grad=True) for a in (x0, w0, b0))
-        out, grads = _grads(
-            lambda: F.batch_norm(x, rm, rv, w, b, training=training, momentum=momentum, eps=1e-3, impl=impl),
-            (x, w, b),
-            dy,
-        )
+        call = partial(F.batch_norm, x, rm, rv, w, b, training=training, momentum=momentum, eps=1e-3, impl=impl)
+        out, grads = _grads(call, (x, w, b), dy)
         t_out, t_grads = _torch_batch_norm(torch, x0, w0, b0, trm, trv, training, momentum, 1e-3, dy)
         np.testing.assert_allclose(out, t_out, rtol=1e-12, atol=1e-12)
         for g, tg in zip(grads, t_grads):
@@ -238,8 +241,9 @@ def test_hand_computed_values(impl):
     np.testing.assert_allclose(rm, [0.9 * 0 + 0.1 * 2, 0.9 * 0 + 0.1 * 4], rtol=1e-15)
     np.testing.assert_allclose(rv, [0.9 * 1 + 0.1 * 2, 0.9 * 1 + 0.1 * 8], rtol=1e-15)
     # evaluation uses those running statistics and leaves them alone
-    y = F.batch_norm(npnorm.tensor([[0.2, 1.4]]), rm, rv, weight=np.array([2.0, 1.0]), bias=np.array([0.5, 0.0]),
-                     eps=0.0, impl=impl)
+    y = F.batch_norm(
+        npnorm.tensor([[0.2, 1.4]]), rm, rv, weight=np.array([2.0, 1.0]), bias=np.array([0.5, 0.0]), eps=0.0, impl=impl
+    )
     np.testing.assert_allclose(y.data, [[0.5, (1.4 - 0.4) / np.sqrt(1.7)]], rtol=1e-14)
     np.testing.assert_allclose(rm, [0.2, 0.4], rtol=1e-15)
 
@@ -333,8 +337,9 @@ def test_failing_call_leaves_running_stats_untouched(case):
     rng = np.random.default_rng(12)
     rm, rv = _running(rng, 3)
     count = np.array([3], dtype=np.int64)
-    kwargs = dict(x=rng.standard_normal((4, 3)), running_mean=rm, running_var=rv, training=True,
-                  num_batches_tracked=count)
+    kwargs = dict(
+        x=rng.standard_normal((4, 3)), running_mean=rm, running_var=rv, training=True, num_batches_tracked=count
+    )
     kwargs.update(_bad_calls()[case])
     if case == "momentum None, no counter":
         kwargs["num_batches_tracked"] = None
@@ -373,8 +378,12 @@ def test_float32_matches_float64_reference(impl, mode):
     dy = rng.standard_normal((64, 6, 9))
     ref = _run_all_impls(x.data, w.data, b.data, dy, MODES[mode], np.float64)["numpy"]
     res = _run_all_impls(
-        x.data.astype(np.float32), w.data.astype(np.float32), b.data.astype(np.float32), dy.astype(np.float32),
-        MODES[mode], np.float32,
+        x.data.astype(np.float32),
+        w.data.astype(np.float32),
+        b.data.astype(np.float32),
+        dy.astype(np.float32),
+        MODES[mode],
+        np.float32,
     )[impl]
     assert res[0].dtype == np.float32 and res[1][0].dtype == np.float32 and res[2][0].dtype == np.float32
     np.testing.assert_allclose(res[0], ref[0], rtol=1e-5, atol=1e-5)

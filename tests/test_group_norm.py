@@ -4,6 +4,8 @@ per-channel affine); PyTorch; numerics and bad input."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -92,7 +94,7 @@ def _run_all_impls(x0, G, w0, b0, dy, dtype):
         x = npnorm.tensor(x0, requires_grad=True, dtype=dtype)
         w = None if w0 is None else npnorm.tensor(w0, requires_grad=True, dtype=dtype)
         b = None if b0 is None else npnorm.tensor(b0, requires_grad=True, dtype=dtype)
-        results[impl] = _grads(lambda: F.group_norm(x, G, w, b, impl=impl), (x, w, b), dy)
+        results[impl] = _grads(partial(F.group_norm, x, G, w, b, impl=impl), (x, w, b), dy)
     return results
 
 
@@ -136,6 +138,13 @@ def test_numba_equals_numpy_reference(N, G, per_group, S, scale, shift, affine, 
         _assert_close(g, rg, 1e-8, 1e-9 * (1 + (0 if rg is None else np.abs(rg).max(initial=0))), "grad")
 
 
+def _call_variant(variant, kernel, *args):
+    """Run one variant of a DualKernel; the parallel one only through call_parallel."""
+    if variant == "serial":
+        return kernel.serial(*args)
+    return _jit.call_parallel(kernel.parallel, *args)
+
+
 @pytest.mark.parametrize("shape", [(3000, 12), (6, 8, 900)])
 def test_serial_and_parallel_affine_kernels_are_bit_identical(shape):
     from npnorm.kernels import batch_norm as bn_kern
@@ -150,11 +159,7 @@ def test_serial_and_parallel_affine_kernels_are_bit_identical(shape):
     nchunks = bn_kern.num_chunks(N)
     out = {}
     for variant in ("serial", "parallel"):
-
-        def call(k, *args):
-            fn = getattr(k, variant)
-            return fn(*args) if variant == "serial" else _jit.call_parallel(fn, *args)
-
+        call = partial(_call_variant, variant)
         y = x.copy()
         call(kern._affine, y, w, b)
         g = np.empty_like(x)
@@ -239,7 +244,11 @@ def test_float32_matches_float64_reference(impl):
     dy = rng.standard_normal((16, 8, 30))
     ref = _run_all_impls(x.data, 4, w.data, b.data, dy, np.float64)["numpy"]
     out, grads = _run_all_impls(
-        x.data.astype(np.float32), 4, w.data.astype(np.float32), b.data.astype(np.float32), dy.astype(np.float32),
+        x.data.astype(np.float32),
+        4,
+        w.data.astype(np.float32),
+        b.data.astype(np.float32),
+        dy.astype(np.float32),
         np.float32,
     )[impl]
     assert out.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
@@ -294,7 +303,8 @@ def test_non_contiguous_input(impl):
 
 @pytest.mark.parametrize("num_groups", [4, 5])
 def test_channels_not_divisible_by_groups(num_groups):
-    with pytest.raises(ValueError, match=rf"the 6 channels of input shape \(2, 6, 3\) cannot be split into num_groups={num_groups}"):
+    message = rf"the 6 channels of input shape \(2, 6, 3\) cannot be split into num_groups={num_groups}"
+    with pytest.raises(ValueError, match=message):
         F.group_norm(np.zeros((2, 6, 3)), num_groups)
 
 

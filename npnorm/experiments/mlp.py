@@ -13,8 +13,10 @@ over the seeds.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .. import nn
-from ..data import load_digits
+from ..data import DigitsSplit, load_digits, stratified_split
 from ..progress import progress_bar
 from ._train import mean_and_spread, steps_per_epoch, strip_model, train_classifier
 
@@ -80,8 +82,8 @@ def run_batch_size(
     hidden = preset["hidden"] if hidden is None else hidden
     data = load_digits("flat")
     if preset["n_train"]:
-        data = _subset(data, preset["n_train"])
-    skipped = [n for n in norms if n == "batch" and not batch_size_ok()]
+        data = subset(data, preset["n_train"])
+    skipped = [n for n in norms if n == "batch" and not batch_norm_available()]
     norms = [n for n in norms if n not in skipped]
     runs = [(n, b, seed + s) for n in norms for b in batch_sizes for s in range(seeds)]
     total = sum(steps_per_epoch(len(data.x_train), b) * epochs for _, b, _ in runs)
@@ -121,12 +123,9 @@ def run_batch_size(
     return {"experiment": "batch_size", "config": config, "summary": summary, "runs": results, "skipped": skipped}
 
 
-def batch_size_ok() -> bool:
-    return batch_norm_available()
-
-
-def _subset(data, n_train: int):
-    """The first n_train training samples (already in a seeded, stratified order) and the full test set."""
-    from dataclasses import replace
-
-    return replace(data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train])
+def subset(data: DigitsSplit, n_train: int, seed: int = 0) -> DigitsSplit:
+    """A stratified subset of n_train training samples, and the full test set (for quick runs)."""
+    if n_train >= len(data.y_train):
+        return data
+    _, keep = stratified_split(data.y_train, n_train / len(data.y_train), seed)
+    return replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])

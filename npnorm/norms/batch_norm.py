@@ -84,7 +84,9 @@ def check_running_stats(who: str, running_mean, running_var, num_batches_tracked
         if stat is None:
             continue
         if not isinstance(stat, np.ndarray):
-            raise TypeError(f"{who}: {name} must be a numpy.ndarray (it is updated in place), got {type(stat).__name__}")
+            raise TypeError(
+                f"{who}: {name} must be a numpy.ndarray (it is updated in place), got {type(stat).__name__}"
+            )
         if stat.shape != (C,):
             raise ValueError(f"{who}: {name} has shape {stat.shape}, expected ({C},) for an input with {C} channels")
         if stat.dtype != dtype:
