@@ -14,6 +14,8 @@ import numpy as np
 from . import ops
 from ._random import default_generator
 from .norms import _checks, _dispatch
+from .norms import batch_norm as _batch_norm
+from .norms import group_norm as _group_norm
 from .norms import layer_norm as _layer_norm
 from .norms import rms_norm as _rms_norm
 from .norms.weight_norm import weight_norm  # noqa: F401  (F.weight_norm: checks and dispatch live with its math)
@@ -260,8 +262,6 @@ def batch_norm(
     the running statistics untouched. `impl` as in `layer_norm`. Math: npnorm/norms/batch_norm.py and
     docs/batch_norm.md.
     """
-    from .norms import batch_norm as _batch_norm
-
     who = "batch_norm"
     x = as_tensor(x, who)
     N, C, L = _batch_norm.check_input(who, x.shape)
@@ -287,8 +287,6 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, impl=None) ->
     num_groups = 1 is LayerNorm over (C, *) with a per-channel affine; num_groups = C is InstanceNorm.
     `impl` as in `layer_norm`. Math: npnorm/norms/group_norm.py and docs/group_norm.md.
     """
-    from .norms import group_norm as _group_norm
-
     who = "group_norm"
     x = as_tensor(x, who)
     G = _group_norm.check_groups(who, num_groups, x.shape)

@@ -305,12 +305,20 @@ def test_eval_gradient_is_direct_path_only(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_training_gradient_recentres_each_channel(impl):
-    """The path through μ makes Σ_{n,l} dx = 0 per channel, exactly, for any ε."""
+@pytest.mark.parametrize("eps", [0.0, 0.3])
+def test_training_gradient_identities(impl, eps):
+    """Per channel: Σ dx = 0 (the path through μ), Σ dx·x̂ = M·γ·rstd·mean(dy·x̂)·ε/(σ² + ε) (through σ)."""
     rng = np.random.default_rng(11)
     x, w, _ = _inputs(rng, (6, 3, 4), "gain_only")
-    F.batch_norm(x, None, None, w, training=True, eps=0.3, impl=impl).backward(rng.standard_normal((6, 3, 4)))
+    dy = rng.standard_normal((6, 3, 4))
+    F.batch_norm(x, None, None, w, training=True, eps=eps, impl=impl).backward(dy)
+    mean, var = bn.stats_reference(x.data)
+    rstd = 1 / np.sqrt(var + eps)
+    xhat = (x.data - mean[:, None]) * rstd[:, None]
+    M = 6 * 4
     np.testing.assert_allclose(x.grad.sum(axis=(0, 2)), 0, atol=1e-12)
+    expected = M * w.data * rstd * (dy * xhat).mean(axis=(0, 2)) * eps / (var + eps)
+    np.testing.assert_allclose((x.grad * xhat).sum(axis=(0, 2)), expected, atol=1e-12)
 
 
 # -------------------------------------------------------------------------------- failures change nothing

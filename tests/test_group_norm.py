@@ -279,12 +279,22 @@ def test_constant_input_gives_bias_and_finite_gradients(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_gradient_recentres_each_group(impl):
-    """The path through μ makes dx sum to 0 over every (sample, group), exactly, for any ε."""
+@pytest.mark.parametrize("eps", [0.0, 0.5])
+def test_gradient_identities_per_group(impl, eps):
+    """Per (sample, group) row: Σ dx = 0, Σ dx·x̂ = H·rstd·mean(g·x̂)·ε/(σ² + ε) with g = γ_c·dy."""
     rng = np.random.default_rng(9)
     x, w, _ = _inputs(rng, (3, 6, 4), "gain_only")
-    F.group_norm(x, 3, w, eps=0.5, impl=impl).backward(rng.standard_normal((3, 6, 4)))
-    np.testing.assert_allclose(x.grad.reshape(3, 3, -1).sum(axis=2), 0, atol=1e-12)
+    dy = rng.standard_normal((3, 6, 4))
+    F.group_norm(x, 3, w, eps=eps, impl=impl).backward(dy)
+    rows = x.data.reshape(9, 8)  # (N·G, H) with H = 2 channels · 4 positions
+    mean, var = rows.mean(axis=1, keepdims=True), rows.var(axis=1, keepdims=True)
+    rstd = 1 / np.sqrt(var + eps)
+    xhat = (rows - mean) * rstd
+    g = (dy * w.data[:, None]).reshape(9, 8)
+    dx = x.grad.reshape(9, 8)
+    np.testing.assert_allclose(dx.sum(axis=1), 0, atol=1e-12)
+    expected = 8 * rstd * (g * xhat).mean(axis=1, keepdims=True) * eps / (var + eps)
+    np.testing.assert_allclose((dx * xhat).sum(axis=1, keepdims=True), expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

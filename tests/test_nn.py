@@ -636,3 +636,41 @@ def test_linear_rejects_a_mixed_dtype_input():
     layer = nn.Linear(3, 2, rng=0)  # float32 parameters
     with pytest.raises(TypeError, match="linear: weight is float32 but the input is float64"):
         layer(npnorm.tensor(np.ones((1, 3))))
+
+
+@pytest.mark.parametrize("impl", ["numba", "numpy", "composed"])
+def test_batch_norm_module_matches_pytorch(impl):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    ours = nn.BatchNorm1d(4, momentum=0.2, dtype=np.float64, impl=impl)
+    theirs = torch.nn.BatchNorm1d(4, momentum=0.2, dtype=torch.float64)
+    ours.weight.data[...] = rng.standard_normal(4)
+    theirs.weight.data = torch.from_numpy(ours.weight.data.copy())
+    for step in range(3):
+        x0 = rng.standard_normal((6, 4, 3))
+        x = npnorm.tensor(x0, requires_grad=True)
+        tx = torch.tensor(x0, requires_grad=True)
+        y, ty = ours(x), theirs(tx)
+        dy = rng.standard_normal(y.shape)
+        y.backward(dy)
+        ty.backward(torch.from_numpy(dy))
+        np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(x.grad, tx.grad.numpy(), rtol=1e-9, atol=1e-11)
+    for name, value in theirs.state_dict().items():
+        np.testing.assert_allclose(ours.state_dict()[name], value.numpy(), rtol=1e-12, err_msg=name)
+    ours.eval()
+    theirs.eval()
+    x0 = rng.standard_normal((2, 4))
+    np.testing.assert_allclose(ours(npnorm.tensor(x0)).data, theirs(torch.tensor(x0)).detach().numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("impl", ["numba", "numpy", "composed"])
+def test_group_norm_module_matches_functional(impl):
+    rng = np.random.default_rng(6)
+    m = nn.GroupNorm(2, 6, dtype=np.float64, impl=impl)
+    m.weight.data[...] = rng.standard_normal(6)
+    x = npnorm.tensor(rng.standard_normal((3, 6, 5)), requires_grad=True)
+    np.testing.assert_array_equal(m(x).data, F.group_norm(x, 2, m.weight, m.bias, 1e-5, impl=impl).data)
+    assert npnorm.gradcheck(lambda t: m(t), (x,))
+    with pytest.raises(ValueError, match="divisible"):
+        nn.GroupNorm(4, 6)

@@ -13,6 +13,7 @@ import numpy as np
 from .. import functional as F
 from ..norms import IMPLS
 from ..norms import _checks as _norm_checks
+from ..norms import batch_norm as _batch_norm
 from ..tensor import Tensor
 from . import _checks, init
 from .module import Module, Parameter
@@ -161,6 +162,143 @@ class RMSNorm(Module):
 
     def extra_repr(self) -> str:
         s = f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        if self.impl is not None:
+            s += f", impl={self.impl!r}"
+        return s
+
+
+class BatchNorm1d(Module):
+    """y = γ ⊙ (x − μ)/√(σ² + ε) + β per channel over the batch (Ioffe & Szegedy 2015), as torch.nn.BatchNorm1d.
+
+    Input (N, C) or (N, C, L) with C = `num_features`. `weight` γ (ones) and `bias` β (zeros) have shape (C,);
+    `affine=False` drops both. With `track_running_stats=True` the buffers `running_mean` (zeros),
+    `running_var` (ones) and `num_batches_tracked` (0, int64, shape () as in PyTorch) are saved in
+    `state_dict()`: in training the layer normalizes with the batch's statistics and updates the buffers in
+    place (running ← (1 − momentum)·running + momentum·batch, unbiased variance; `momentum=None` is the
+    cumulative average), in evaluation it normalizes with the buffers. With `track_running_stats=False` there
+    are no buffers and batch statistics are used in both modes.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        dtype=np.float32,
+        impl=None,
+    ):
+        super().__init__()
+        who = "BatchNorm1d"
+        self.num_features = _checks.size(who, "num_features", num_features)
+        self.eps = _norm_checks.check_eps(who, eps)
+        self.momentum = _batch_norm.check_momentum(who, momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        self.impl = _check_impl(who, impl)
+        dtype = _checks.float_dtype(who, dtype)
+        C = self.num_features
+        if self.affine:
+            self.weight = Parameter(np.empty(C, dtype=dtype))
+            self.bias = Parameter(np.empty(C, dtype=dtype))
+        else:  # absent γ, β read None, as in PyTorch
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if self.track_running_stats:
+            self.register_buffer("running_mean", np.zeros(C, dtype=dtype))
+            self.register_buffer("running_var", np.ones(C, dtype=dtype))
+            self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        """running_mean = 0, running_var = 1, num_batches_tracked = 0 (in place: optimizers and views stay valid)."""
+        if self.track_running_stats:
+            self.running_mean.fill(0)
+            self.running_var.fill(1)
+            self.num_batches_tracked.fill(0)
+
+    def reset_parameters(self) -> None:
+        """Fresh running statistics, γ = 1, β = 0: the layer starts as pure normalization."""
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def forward(self, x) -> Tensor:
+        x = F.as_tensor(x, "BatchNorm1d")
+        if x.ndim not in (2, 3):
+            raise ValueError(f"BatchNorm1d: expected 2D or 3D input (N, C) or (N, C, L), got shape {x.shape}")
+        # As PyTorch: without running statistics the batch's own are used in evaluation too.
+        use_batch_stats = self.training or self.running_mean is None
+        return F.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            training=use_batch_stats,
+            momentum=self.momentum,
+            eps=self.eps,
+            num_batches_tracked=self.num_batches_tracked,
+            impl=self.impl,
+        )
+
+    def extra_repr(self) -> str:
+        s = (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
+        if self.impl is not None:
+            s += f", impl={self.impl!r}"
+        return s
+
+
+class GroupNorm(Module):
+    """y = γ_c · x̂ + β_c, x̂ normalized over each (sample, group of channels) (Wu & He 2018), as torch's GroupNorm.
+
+    Input (N, C, *) with C = `num_channels`, split into `num_groups` groups of consecutive channels.
+    `weight` γ (ones) and `bias` β (zeros) have shape (C,); `affine=False` drops both. num_groups = 1 is
+    LayerNorm over (C, *) with a per-channel affine; num_groups = C is InstanceNorm.
+    """
+
+    def __init__(
+        self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, *, dtype=np.float32, impl=None
+    ):
+        super().__init__()
+        who = "GroupNorm"
+        self.num_groups = _checks.size(who, "num_groups", num_groups)
+        self.num_channels = _checks.size(who, "num_channels", num_channels)
+        if self.num_channels % self.num_groups:
+            raise ValueError(f"{who}: num_channels={num_channels} must be divisible by num_groups={num_groups}")
+        self.eps = _norm_checks.check_eps(who, eps)
+        self.affine = bool(affine)
+        self.impl = _check_impl(who, impl)
+        dtype = _checks.float_dtype(who, dtype)
+        if self.affine:
+            self.weight = Parameter(np.empty(self.num_channels, dtype=dtype))
+            self.bias = Parameter(np.empty(self.num_channels, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """γ = 1, β = 0: the layer starts as pure normalization."""
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def forward(self, x) -> Tensor:
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps, impl=self.impl)
+
+    def extra_repr(self) -> str:
+        s = f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
         if self.impl is not None:
             s += f", impl={self.impl!r}"
         return s

@@ -73,7 +73,7 @@ def check_running_stats(who: str, running_mean, running_var, num_batches_tracked
     """Validate everything the running-statistics update needs, before anything is computed or written.
 
     Returns `momentum` as a float, or None for the cumulative average. Raises ValueError (TypeError for
-    arguments that are not arrays at all) naming the argument.
+    running statistics that are not arrays at all) naming the argument.
     """
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{who}: running_mean and running_var must either both be None or neither be None")
@@ -93,10 +93,7 @@ def check_running_stats(who: str, running_mean, running_var, num_batches_tracked
             raise ValueError(f"{who}: {name} is {stat.dtype} but the input is {dtype}; use one dtype for both")
         if updating and not stat.flags.writeable:
             raise ValueError(f"{who}: {name} is read-only, but training=True updates it in place")
-    if momentum is not None and (
-        isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1
-    ):
-        raise ValueError(f"{who}: momentum must be a number in [0, 1] or None, got {momentum!r}")
+    momentum = check_momentum(who, momentum)
     if num_batches_tracked is not None:
         nbt = num_batches_tracked
         if not isinstance(nbt, np.ndarray) or nbt.dtype != np.int64 or nbt.size != 1:
@@ -108,7 +105,16 @@ def check_running_stats(who: str, running_mean, running_var, num_batches_tracked
             f"{who}: momentum=None (a cumulative moving average) needs num_batches_tracked, "
             "a one-element int64 array that counts the batches"
         )
-    return None if momentum is None else float(momentum)
+    return momentum
+
+
+def check_momentum(who: str, momentum) -> float | None:
+    """`momentum` as a float in [0, 1], or None (the cumulative average)."""
+    if momentum is None:
+        return None
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
+        raise ValueError(f"{who}: momentum must be a number in [0, 1] or None, got {momentum!r}")
+    return float(momentum)
 
 
 # ------------------------------------------------------------------------------- NumPy reference
