@@ -341,6 +341,16 @@ def test_unwritable_cache_dir_warns_once_and_still_works(tmp_path):
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+def test_read_only_source_tree_caches_in_user_dir(monkeypatch):
+    """A read-only install (__pycache__ not writable) still caches, in numba's per-user directory."""
+    if _jit.numba.config.CACHE_DIR:
+        pytest.skip("NUMBA_CACHE_DIR is set")
+    monkeypatch.setattr(_jit, "_is_writable_dir", lambda path: not path.endswith("__pycache__"))
+    assert _jit._writable_cache_dir(K._layer_norm_forward.py_func) == _jit._user_cache_dir()
+    monkeypatch.setattr(_jit, "_is_writable_dir", lambda path: False)
+    assert _jit._writable_cache_dir(K._layer_norm_forward.py_func) is None
+
+
 def test_num_threads_wrappers():
     n = _jit.get_num_threads()
     assert n >= 1
