@@ -20,6 +20,8 @@ Three rules live here so that no kernel file has to repeat them:
   enter parallel kernels at the same time. ``call_parallel`` therefore holds a module-level lock around every
   parallel kernel call, until the first call has shown that a thread-safe layer ("tbb" or "omp") is running;
   numba can only tell which layer it picked after its thread pool has started. Serial kernels need no lock.
+  GNU OpenMP does not survive ``fork()``: a child forked after the parent ran an OpenMP parallel region
+  aborts when it enters one itself, so in such a child every kernel runs its serial twin.
 """
 
 from __future__ import annotations
@@ -176,7 +178,7 @@ class DualKernel:
         functools.update_wrapper(self, py_func)
 
     def launch(self, size: int, *args):
-        if size < SERIAL_BELOW:
+        if size < SERIAL_BELOW or _serial_only:
             return self.serial(*args)
         return call_parallel(self.parallel, *args)
 
@@ -197,24 +199,37 @@ def dual_kernel(fastmath=False):
 
 _parallel_entry = threading.Lock()
 _layer_is_thread_safe = False  # becomes True once numba reports "tbb" or "omp"
+_layer_in_use = None  # the threading layer numba started, once a parallel kernel has run
+_serial_only = False  # True in a child forked after GNU OpenMP started: it must not enter OpenMP again
+
+# Threading layers whose thread pool survives fork(): a child may start parallel kernels of its own.
+_FORK_SAFE_LAYERS = ("tbb", "workqueue")
 
 
-def _reset_lock_after_fork() -> None:
-    # A child forked while another thread held the lock would otherwise inherit it locked, forever.
-    global _parallel_entry
+def _reset_after_fork() -> None:
+    """In a forked child: a fresh lock, and serial kernels only if the parent had started GNU OpenMP.
+
+    A child forked while another thread held the lock would otherwise inherit it locked, forever. And GNU
+    OpenMP aborts a forked child that enters a parallel region after its parent had one running
+    ("fork() called from a process already using GNU OpenMP"), so such a child runs the serial twins.
+    """
+    global _parallel_entry, _serial_only
     _parallel_entry = threading.Lock()
+    if _layer_in_use is not None and _layer_in_use not in _FORK_SAFE_LAYERS:
+        _serial_only = True
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_lock_after_fork)
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _check_threading_layer() -> None:
-    global _layer_is_thread_safe
+    global _layer_is_thread_safe, _layer_in_use
     try:
         layer = numba.threading_layer()
     except ValueError:  # no thread pool started yet (e.g. NUMBA_DISABLE_JIT=1): keep locking
         return
+    _layer_in_use = layer
     _layer_is_thread_safe = layer in _THREAD_SAFE_LAYERS
 
 
