@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 
@@ -14,8 +15,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    demo = sub.add_parser("demo", help="the main job: gradcheck every norm on every impl")
-    demo.set_defaults(run=_run_demo)
+    _add_demo(sub)
+    _add_train(sub)
 
     check = sub.add_parser("check", help="gradcheck every op and norm; non-zero exit on any failure")
     check.add_argument("--norm", action="append", help="only this norm (repeatable)")
@@ -36,11 +37,317 @@ def _run_check(args) -> int:
     return 0 if run_checks(norms=args.norm, impls=args.impl) else 1
 
 
-def _run_demo(args) -> int:
-    from .checks import run_checks
+# ------------------------------------------------------------------------ demo and train: the experiments
 
-    print("npnorm demo: every norm's analytic gradient against finite differences (float64)\n")
-    return 0 if run_checks() else 1
+DEFAULT_OUT = "npnorm-out"
+
+
+class OutputError(OSError):
+    """A result file or folder that cannot be written."""
+
+
+def _one_line_errors() -> tuple:
+    """Errors whose message says everything: printed as one line, exit code 1, no traceback."""
+    from .data import MissingExtraError
+    from .experiments import NonFiniteLossError
+
+    return (MissingExtraError, NonFiniteLossError, OutputError)
+
+
+def _check_output(path: str | None, flag: str, *, folder: bool = False) -> None:
+    """Fail before a long run, not after it, when its result cannot be written (creating folders as needed)."""
+    import os
+
+    if path is None:
+        return
+    directory = path if folder else os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None
+    if not folder and os.path.isdir(path):
+        raise OutputError(f"cannot write {flag} {path}: it is a folder")
+    if not os.access(directory, os.W_OK):
+        raise OutputError(f"cannot write {flag} {path}: {directory} is not writable")
+
+
+@contextlib.contextmanager
+def _writing(path: str, flag: str):
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _add_demo(sub) -> None:
+    description = (
+        "The main job, in under a minute: gradcheck every norm on every implementation, then train a "
+        "LayerNorm MLP (64-256-256-10) on scikit-learn's digits with a progress bar, print its test accuracy "
+        "and write a loss-curve PNG. Exits 1 if a gradient check fails."
+    )
+    demo = sub.add_parser(
+        "demo", help="gradcheck every norm, then train a LayerNorm MLP on digits", description=description
+    )
+    demo.add_argument(
+        "--out", default=DEFAULT_OUT, metavar="DIR", help="folder for the loss-curve PNG (default: ./%(default)s)"
+    )
+    demo.add_argument("--seed", type=_seed, default=0, help="seed of the weights and batch order (default: 0)")
+    demo.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: 20)")
+    demo.add_argument("--skip-checks", action="store_true", help="skip the gradient-check table")
+    demo.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # a tiny model, for the tests
+    demo.set_defaults(run=_run_demo)
+
+
+def _run_demo(args) -> int:
+    import os
+    import time
+
+    from .checks import run_checks
+    from .data import require
+    from .experiments import run_demo
+    from .plots import plot_training
+
+    require("sklearn", "npnorm demo")  # fail now, not after the checks
+    require("matplotlib", "npnorm demo")
+    _check_output(args.out, "--out", folder=True)
+    checks_ok = True
+    if not args.skip_checks:
+        print("npnorm demo 1/2: every norm's analytic gradient against finite differences (float64)\n")
+        checks_ok = run_checks()
+        print()
+    print("npnorm demo 2/2: a LayerNorm MLP on scikit-learn's digits (LN on the hidden layers, Adam)")
+    start = time.perf_counter()
+    history = run_demo(seed=args.seed, epochs=args.epochs, quick=args.quick)
+    elapsed = time.perf_counter() - start
+    cfg = history["config"]
+    accuracy = 1 - history["test_error"][-1]
+    right = round(accuracy * cfg["n_test"])
+    print(
+        f"model 64-{cfg['hidden']}-{cfg['hidden']}-10, {cfg['n_train']} training images, batch {cfg['batch_size']}, "
+        f"{cfg['epochs']} epochs, seed {cfg['seed']}: {elapsed:.1f}s"
+    )
+    print(f"final training loss {history['train_loss'][-1]:.4f}, test loss {history['test_loss'][-1]:.4f}")
+    print(f"test accuracy: {100 * accuracy:.1f}% ({right}/{cfg['n_test']})")
+    title = f"LayerNorm MLP 64-{cfg['hidden']}-{cfg['hidden']}-10 on digits (seed {cfg['seed']})"
+    with _writing(args.out, "--out"):
+        path = plot_training(history, os.path.join(args.out, "demo_loss.png"), title=title)
+    print(f"loss curve: {path}")
+    if not checks_ok:
+        print("npnorm demo: error: some gradient checks FAILED (see the table above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_train(sub) -> None:
+    from .experiments import mlp as mlp_preset
+    from .experiments import variants as variants_preset
+    from .experiments.mlp import NORMS
+
+    train = sub.add_parser(
+        "train",
+        help="run an experiment: mlp (batch size, Ba et al.) or variants (Xu et al.)",
+        description="Run one of the reproducible experiments; --seed makes a run repeatable to the last digit.",
+    )
+    tasks = train.add_subparsers(dest="task", metavar="TASK")
+    tasks.required = True
+
+    mlp = tasks.add_parser(
+        "mlp",
+        help="Ba et al. 2016 §6.6: no norm / BatchNorm / LayerNorm at batch sizes 128 and 4",
+        description="Ba et al. 2016 §6.6 at toy scale: an MLP 64-H-H-10 on digits, the norm on the hidden layers "
+        "(not on the logits), Adam; training NLL and test error per epoch for each norm and batch size, "
+        "mean and min..max over several seeds.",
+    )
+    _train_arguments(mlp, NORMS, "none, batch and layer", mlp_preset.DEFAULTS)
+    mlp.add_argument(
+        "--batch-size", type=_positive_int, action="append", help="mini-batch size (repeatable; default: 128 and 4)"
+    )
+    mlp.add_argument("--hidden", type=_positive_int, default=None, help="width H of the hidden layers (default: 256)")
+    mlp.set_defaults(run=_run_train_mlp)
+
+    variants = tasks.add_parser(
+        "variants",
+        help="Xu et al. 2019: LayerNorm, LayerNorm-simple, DetachNorm, AdaNorm, no norm",
+        description="Xu et al. 2019 at toy scale: a 6-hidden-layer MLP on digits with each LayerNorm variant; "
+        "training vs test loss, and the mean and variance of dL/d(norm input) per layer.",
+    )
+    _train_arguments(variants, NORMS, ", ".join(variants_preset.VARIANTS), variants_preset.DEFAULTS)
+    variants.add_argument("--batch-size", type=_positive_int, default=32, help="mini-batch size (default: 32)")
+    variants.add_argument("--hidden", type=_positive_int, default=None, help="width of each hidden layer (default: 64)")
+    variants.set_defaults(run=_run_train_variants)
+
+    # `npnorm train rnn` (the recurrent experiments) will be registered here, next to mlp and variants.
+
+
+def _train_arguments(parser, norms, default_norms: str, defaults: dict) -> None:
+    parser.add_argument(
+        "--norm",
+        action="append",
+        choices=list(norms),
+        metavar="NORM",
+        help=f"normalization to train with (repeatable; one of {', '.join(norms)}; default: {default_norms})",
+    )
+    parser.add_argument(
+        "--epochs", type=_positive_int, default=None, help=f"epochs per run (default: {defaults['epochs']})"
+    )
+    parser.add_argument(
+        "--seeds", type=_positive_int, default=None, help=f"seeds per setting (default: {defaults['seeds']})"
+    )
+    parser.add_argument("--seed", type=_seed, default=0, help="the first seed (default: 0)")
+    parser.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate (default: 0.001)")
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG of the curves here")
+    parser.add_argument("--json", metavar="PATH", help="write every number as JSON here")
+    parser.add_argument("--quick", action="store_true", help="a tiny run that takes seconds (for a smoke test)")
+
+
+def _run_train_mlp(args) -> int:
+    from .experiments.mlp import batch_norm_available, run_batch_size
+
+    _check_outputs(args)
+    norms = args.norm or ["none", "batch", "layer"]
+    if "batch" in norms and not batch_norm_available():
+        if args.norm:  # asked for by name
+            return _no_batch_norm()
+        print("npnorm train: skipping norm 'batch' (npnorm.nn.BatchNorm1d is not available)", file=sys.stderr)
+        norms.remove("batch")
+    result = run_batch_size(
+        norms,
+        args.batch_size or [128, 4],
+        epochs=args.epochs,
+        seeds=args.seeds,
+        seed=args.seed,
+        hidden=args.hidden,
+        lr=args.lr,
+        quick=args.quick,
+    )
+    _print_batch_size(result)
+    return _write_outputs(args, result, "plot_batch_size")
+
+
+def _run_train_variants(args) -> int:
+    from .experiments.mlp import batch_norm_available
+    from .experiments.variants import VARIANTS, run_variants
+
+    if "batch" in (args.norm or ()) and not batch_norm_available():
+        return _no_batch_norm()
+    _check_outputs(args)
+    result = run_variants(
+        args.norm or VARIANTS,
+        epochs=args.epochs,
+        seeds=args.seeds,
+        seed=args.seed,
+        hidden=args.hidden,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        quick=args.quick,
+    )
+    _print_variants(result)
+    return _write_outputs(args, result, "plot_variants")
+
+
+def _no_batch_norm() -> int:
+    print("npnorm train: error: norm 'batch' needs npnorm.nn.BatchNorm1d, which is not available", file=sys.stderr)
+    return 1
+
+
+def _check_outputs(args) -> None:
+    from .data import require
+
+    if args.plot:
+        require("matplotlib", "--plot")
+    _check_output(args.json, "--json")
+    _check_output(args.plot, "--plot")
+
+
+def _write_outputs(args, result: dict, plot_name: str) -> int:
+    import json
+
+    from . import __version__, plots
+
+    if args.json:
+        payload = {"npnorm": __version__, **result}
+        with _writing(args.json, "--json"), open(args.json, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=1, allow_nan=False)
+            f.write("\n")
+        print(f"results: {args.json}")
+    if args.plot:
+        with _writing(args.plot, "--plot"):
+            print(f"plot: {getattr(plots, plot_name)(result, args.plot)}")
+    return 0
+
+
+def _spread(curve: dict, i: int, scale: float = 1.0, fmt: str = ".3f") -> str:
+    m, lo, hi = (scale * curve[k][i] for k in ("mean", "min", "max"))
+    return f"{m:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def _print_batch_size(result: dict) -> None:
+    cfg = result["config"]
+    print(
+        f"\n{cfg['model']}; {cfg['optimizer']}; {cfg['epochs']} epochs; seeds {cfg['seeds']}; "
+        f"{cfg['n_train']} training / {cfg['n_test']} test images. Mean [min, max] over seeds:"
+    )
+    print(
+        f"{'norm':<6} {'batch':>5}  {'training NLL, epoch 1':<24} {'training NLL, last':<24} {'test error %, last':<22}"
+    )
+    for s in result["summary"].values():
+        print(
+            f"{s['norm']:<6} {s['batch_size']:>5}  {_spread(s['train_loss'], 0):<24} "
+            f"{_spread(s['train_loss'], -1, fmt='.4f'):<24} {_spread(s['test_error'], -1, 100, '.1f'):<22}"
+        )
+
+
+def _print_variants(result: dict) -> None:
+    from .experiments.variants import LABELS
+
+    cfg = result["config"]
+    print(f"\n{cfg['model']}; {cfg['optimizer']}; {cfg['epochs']} epochs; seeds {cfg['seeds']}. Mean over seeds:")
+    print(
+        f"{'variant':<31} {'train loss':>10} {'test loss':>9} {'best test':>9} {'test err':>8}  "
+        f"{'max |mean dx|/rms':>17}  Var(dx) by layer (first..last)"
+    )
+    for variant, s in result["summary"].items():
+        f, g = s["final"], s["grad_stats"]
+        print(
+            f"{LABELS.get(variant, variant):<31} {f['train_loss']:>10.4f} {f['test_loss']:>9.4f} "
+            f"{f['best_test_loss']:>9.4f} {100 * f['test_error']:>7.1f}%  {max(x['rel_mean'] for x in g):>17.1e}  "
+            + " ".join(f"{x['var']:.1e}" for x in g)
+        )
+    if result["same_point"]:
+        print("\nThe trained LayerNorm model, same weights and batch, with backward terms switched off:")
+        print(f"{'backward':<12} {'max |mean dx|/rms':>17}  Var(dx) by layer (first..last)")
+        for name, g in result["same_point"].items():
+            print(f"{name:<12} {max(x['rel_mean'] for x in g):>17.1e}  " + " ".join(f"{x['var']:.1e}" for x in g))
 
 
 def _run_bench(args) -> int:
@@ -57,3 +364,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except _one_line_errors() as exc:  # a missing optional package, a diverged run: the message is the story
+        print(f"npnorm {args.command}: error: {exc}", file=sys.stderr)
+        return 1

@@ -101,9 +101,7 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
     return train, test
 
 
-def load_digits(
-    layout: str = "flat", *, seed: int = 0, test_fraction: float = 0.25, dtype=np.float32
-) -> DigitsSplit:
+def load_digits(layout: str = "flat", *, seed: int = 0, test_fraction: float = 0.25, dtype=np.float32) -> DigitsSplit:
     """scikit-learn's 8×8 digits, split (stratified, by `seed`), standardized with training statistics."""
     if layout not in LAYOUTS:
         raise ValueError(f"load_digits: layout must be one of {LAYOUTS}, got {layout!r}")

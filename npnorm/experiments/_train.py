@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 
 import numpy as np
 
@@ -27,20 +26,25 @@ from ..tensor import Tensor
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss (or gradient); `step` is the 1-based optimizer step."""
 
-    def __init__(self, what: str, value: float, step: int, epoch: int, lr: float):
-        self.what, self.value, self.step, self.epoch, self.lr = what, value, step, epoch, lr
+    def __init__(self, what: str, value: float, step: int, epoch: int, lr: float, run: str = ""):
+        self.what, self.value, self.step, self.epoch, self.lr, self.run = what, value, step, epoch, lr, run
+        if what == "training-set loss":  # measured after the epoch's last step
+            where = f"after step {step} (the end of epoch {epoch})"
+        else:  # measured before the step's update
+            where = f"at step {step} (epoch {epoch}), which was not applied"
         super().__init__(
-            f"training diverged: the {what} is {value} at step {step} (epoch {epoch}); "
-            f"the parameters were left as they were before that step; try a smaller learning rate than {lr:g}"
+            f"training diverged{f' ({run})' if run else ''}: the {what} is {value} {where}; "
+            f"try a smaller learning rate than {lr:g}"
         )
 
 
-def small_matrix_blas():
+def single_threaded_blas():
     """Single-threaded BLAS for the duration (via threadpoolctl, which scikit-learn brings along).
 
-    The matrices here are tiny (32 × 256): a multi-threaded BLAS spends more time waking and spinning its
-    threads than multiplying, and its threads fight Numba's for the same cores. Measured on 2 cores with
-    OpenBLAS: one training step of the demo MLP took 15-25 ms with the default threads, 2 ms with one.
+    The matrices here are tiny (32 × 128): a multi-threaded BLAS spends far more time handing the work to its
+    threads than multiplying. Measured on a 2-core VM with OpenBLAS (pthreads): (32, 128) @ (128, 128) took
+    ~1 ms with 2 threads and 13 µs with one; a training step of the demo MLP 15-25 ms against 2 ms, and
+    examples/train_mlp.py 17 s against 3 s. Setting OPENBLAS_NUM_THREADS=1 before starting Python does the same.
     """
     try:
         from threadpoolctl import threadpool_limits
@@ -66,9 +70,9 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> tupl
     return total_loss / len(x), wrong / len(x)
 
 
-def check_finite(what: str, value: float, step: int, epoch: int, lr: float) -> None:
+def check_finite(what: str, value: float, step: int, epoch: int, lr: float, run: str = "") -> None:
     if not math.isfinite(value):
-        raise NonFiniteLossError(what, value, step, epoch, lr)
+        raise NonFiniteLossError(what, value, step, epoch, lr, run)
 
 
 def train_classifier(
@@ -83,6 +87,7 @@ def train_classifier(
     bar=None,
     record_steps: bool = False,
     after_training=None,
+    name: str = "",
 ) -> dict:
     """Seed, build, train with Adam, evaluate after every epoch; the history as a dict of plain lists.
 
@@ -90,37 +95,39 @@ def train_classifier(
     weights, the same batch order and (the kernels being deterministic) the same numbers to the last digit.
     `bar` (from `npnorm.progress.progress_bar`) advances once per step. `record_steps` keeps every step's
     loss. `after_training(model)` may add entries measured on the trained model (returned under "extra").
+    `name` describes the run in the error raised if it diverges.
     """
     manual_seed(seed)
     model = build_model()
     optimizer = optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     # drop_last: every step sees exactly `batch_size` samples (a batch of 1 would break BatchNorm's statistics)
     batches = Batches(data.x_train, data.y_train, batch_size, seed=seed, drop_last=len(data.x_train) > batch_size)
-    history = {"epoch": [], "train_loss": [], "train_error": [], "test_loss": [], "test_error": [], "seconds": []}
+    # No wall-clock times in here: the same seed must give the same history, to the last digit.
+    history = {"epoch": [], "train_loss": [], "train_error": [], "test_loss": [], "test_error": []}
     if record_steps:
         history["step_loss"] = []
-    with small_matrix_blas():
-        _loop(model, optimizer, batches, data, epochs, lr, bar, history)
+    # Overflow shows up as inf/NaN in the loss, which the loop turns into one clear error: no NumPy warnings.
+    with single_threaded_blas(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        _loop(model, optimizer, batches, data, epochs, lr, bar, history, name)
     if after_training is not None:
         history["extra"] = after_training(model)
     history["model"] = model  # for the caller; removed before anything is serialized
     return history
 
 
-def _loop(model, optimizer, batches, data, epochs, lr, bar, history) -> None:
+def _loop(model, optimizer, batches, data, epochs, lr, bar, history, name) -> None:
     step = 0
-    start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
         for xb, yb in batches:
             step += 1
             loss = F.cross_entropy(model(Tensor(xb)), yb)
             value = loss.item()
-            check_finite("loss", value, step, epoch, lr)
+            check_finite("loss", value, step, epoch, lr, name)
             optimizer.zero_grad()
             loss.backward()
             grad_sq = sum(float(np.vdot(p.grad, p.grad)) for p in model.parameters() if p.grad is not None)
-            check_finite("gradient norm", math.sqrt(grad_sq), step, epoch, lr)
+            check_finite("gradient norm", math.sqrt(grad_sq), step, epoch, lr, name)
             optimizer.step()
             if "step_loss" in history:
                 history["step_loss"].append(value)
@@ -130,13 +137,12 @@ def _loop(model, optimizer, batches, data, epochs, lr, bar, history) -> None:
                     bar.set_postfix_str(f"loss {value:.3f}")
         train_loss, train_error = evaluate(model, data.x_train, data.y_train)
         test_loss, test_error = evaluate(model, data.x_test, data.y_test)
-        check_finite("training-set loss", train_loss, step, epoch, lr)
+        check_finite("training-set loss", train_loss, step, epoch, lr, name)
         history["epoch"].append(epoch)
         history["train_loss"].append(train_loss)
         history["train_error"].append(train_error)
         history["test_loss"].append(test_loss)
         history["test_error"].append(test_error)
-        history["seconds"].append(time.perf_counter() - start)
 
 
 def strip_model(history: dict) -> dict:
