@@ -19,17 +19,17 @@ from .norms import group_norm as _group_norm
 from .norms import layer_norm as _layer_norm
 from .norms import rms_norm as _rms_norm
 from .norms.weight_norm import weight_norm  # noqa: F401  (F.weight_norm: checks and dispatch live with its math)
-from .tensor import Tensor
+from .tensor import Tensor, _as_float_array
 
 
-def as_tensor(x, who: str) -> Tensor:
-    """`x` itself if it is a Tensor, else a new constant Tensor (arrays, lists and scalars are accepted)."""
+def as_tensor(x, who: str, name: str = "input") -> Tensor:
+    """`x` itself if it is a Tensor, else a new constant Tensor (arrays, lists and scalars are accepted).
+
+    Errors name the function (`who`) and the argument (`name`), e.g. "layer_norm: input must hold real numbers".
+    """
     if isinstance(x, Tensor):
         return x
-    try:
-        return Tensor(x)
-    except TypeError as exc:
-        raise TypeError(f"{who}: {exc}") from None
+    return Tensor._wrap(_as_float_array(x, copy=False, who=who, what=name))
 
 
 # ---------------------------------------------------------------------------------- layers and activations
@@ -37,8 +37,8 @@ def as_tensor(x, who: str) -> Tensor:
 
 def linear(x, weight, bias=None) -> Tensor:
     """y = x Wᵀ + b, with W of shape (out_features, in_features) as in PyTorch."""
-    x, weight = as_tensor(x, "linear"), as_tensor(weight, "linear")
-    bias = None if bias is None else as_tensor(bias, "linear")
+    x, weight = as_tensor(x, "linear"), as_tensor(weight, "linear", "weight")
+    bias = None if bias is None else as_tensor(bias, "linear", "bias")
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.dtype != x.dtype:
             # As in PyTorch: silently promoting would give float64 outputs with float32 gradients.
@@ -122,7 +122,7 @@ def cross_entropy(logits, target, reduction: str = "mean") -> Tensor:
     shape (N,) or (N, d1, ...). A single sample is logits (C,) with a 0-d target.
     """
     _check_reduction("cross_entropy", reduction)
-    logits = as_tensor(logits, "cross_entropy")
+    logits = as_tensor(logits, "cross_entropy", "logits")
     if logits.ndim == 1:
         out = cross_entropy(logits.reshape(1, -1), np.reshape(_raw(target), (1,)), reduction)
         return out.reshape(()) if reduction == "none" else out
@@ -141,7 +141,7 @@ def _raw(x):
 def mse_loss(input, target, reduction: str = "mean") -> Tensor:
     """Mean (or sum, or elementwise) of (input - target)^2; shapes must match."""
     _check_reduction("mse_loss", reduction)
-    input, target = as_tensor(input, "mse_loss"), as_tensor(target, "mse_loss")
+    input, target = as_tensor(input, "mse_loss"), as_tensor(target, "mse_loss", "target")
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: input shape {input.shape} and target shape {target.shape} differ")
     sq = (input - target) ** 2

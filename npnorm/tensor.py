@@ -16,7 +16,7 @@ from . import autograd, ops
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _as_float_array(data, dtype=None, *, copy: bool, who: str = "Tensor") -> np.ndarray:
+def _as_float_array(data, dtype=None, *, copy: bool, who: str = "Tensor", what: str = "data") -> np.ndarray:
     """Validate and convert user data to a float32/float64 array.
 
     Integers and booleans become float64 (as NumPy would promote them), float16 becomes float32; complex,
@@ -29,10 +29,10 @@ def _as_float_array(data, dtype=None, *, copy: bool, who: str = "Tensor") -> np.
     try:
         array = np.asarray(data)
     except (ValueError, TypeError) as exc:  # ragged nested lists and the like
-        raise TypeError(f"{who}: cannot convert data of type {type(data).__name__} to an array: {exc}") from None
+        raise TypeError(f"{who}: cannot convert {what} of type {type(data).__name__} to an array: {exc}") from None
     kind = array.dtype.kind
     if kind not in "fiub":
-        raise TypeError(f"{who}: data must be real numbers, got an array of dtype {array.dtype}")
+        raise TypeError(f"{who}: {what} must hold real numbers, got an array of dtype {array.dtype}")
     if dtype is None:
         if array.dtype in _FLOAT_DTYPES:
             dtype = array.dtype
@@ -151,7 +151,9 @@ class Tensor:
                 )
             grad = np.ones_like(self.data)
         else:
-            grad = _as_float_array(grad.data if isinstance(grad, Tensor) else grad, copy=False, who="backward")
+            grad = _as_float_array(
+                grad.data if isinstance(grad, Tensor) else grad, copy=False, who="backward", what="grad"
+            )
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward: grad has shape {grad.shape} but the output has shape {self.shape}")
             grad = grad.astype(self.data.dtype, copy=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from ..tensor import Tensor
+from ..tensor import Tensor, _as_float_array
 
 
 def check_eps(who: str, eps) -> float:
@@ -40,7 +40,7 @@ def check_param(who: str, name: str, p, shape: tuple, dtype) -> Tensor | None:
     if p is None:
         return None
     if not isinstance(p, Tensor):
-        p = Tensor(p)
+        p = Tensor._wrap(_as_float_array(p, copy=False, who=who, what=name))
     if p.shape != shape:
         raise ValueError(f"{who}: {name} has shape {p.shape}, expected {shape}")
     if p.dtype != dtype:

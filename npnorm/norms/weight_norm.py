@@ -53,7 +53,7 @@ import numbers
 import numpy as np
 
 from ..autograd import Function
-from ..tensor import Tensor
+from ..tensor import Tensor, _as_float_array
 from . import _dispatch
 
 # ------------------------------------------------------------------------------------------ rows
@@ -200,8 +200,8 @@ def weight_norm(v, g, dim=0, *, impl=None) -> Tensor:
     docs/weight_norm.md.
     """
     who = "weight_norm"
-    v = v if isinstance(v, Tensor) else Tensor(v)
-    g = g if isinstance(g, Tensor) else Tensor(g)
+    v = v if isinstance(v, Tensor) else Tensor._wrap(_as_float_array(v, copy=False, who=who, what="v"))
+    g = g if isinstance(g, Tensor) else Tensor._wrap(_as_float_array(g, copy=False, who=who, what="g"))
     if v.ndim == 0:
         raise ValueError(f"{who}: v must have at least one dimension, got a 0-d tensor")
     dim = _check_dim(who, dim, v.ndim)
