@@ -226,16 +226,20 @@ class BatchNormFunction(Function):
 
 
 def batch_norm_composed(x: Tensor, weight, bias, eps, training, running_mean, running_var):
-    """BatchNorm from mean, sub, mul and pow; returns y and, in training, the batch's (mean, biased var)."""
+    """BatchNorm from mean, sub, mul and pow; returns y and, in training, the batch's (mean, biased var).
+
+    Statistics are formed in float64 whatever x's dtype, like the other implementations.
+    """
     C = x.shape[1]
     axes = (0,) + tuple(range(2, x.ndim))  # every axis but the channels
     per_channel = (1, C) + (1,) * (x.ndim - 2)  # (C,) parameters broadcast along axis 1
     stats = None
     if training:
-        mean = x.mean(axis=axes, keepdims=True)
-        centered = x - mean
+        x64 = x.astype(np.float64)
+        mean = x64.mean(axis=axes, keepdims=True)
+        centered = x64 - mean
         var = (centered * centered).mean(axis=axes, keepdims=True)
-        y = centered * (var + eps) ** -0.5
+        y = (centered * (var + eps) ** -0.5).astype(x.dtype)
         stats = mean.data.reshape(C).astype(np.float64), var.data.reshape(C).astype(np.float64)
     else:  # running statistics: constants, so the engine sees no path through them
         mean = Tensor(running_mean.reshape(per_channel))
