@@ -45,9 +45,9 @@ def test_numbers_are_positive_finite_and_consistent(quick_run):
     meta, records = result["meta"], result["records"]
     copy_gbps = meta["copy_gbps"]
     assert math.isfinite(copy_gbps) and copy_gbps > 0
-    numba_median = {(r["norm"], r["op"], tuple(r["shape"])): r["median_ms"] for r in records if r["impl"] == "numba"}
+    numba = {(r["norm"], r["op"], tuple(r["shape"])): r for r in records if r["impl"] == "numba"}
     for r in records:
-        for key in ("median_ms", "min_ms", "gbps", "share_of_copy", "numba_speedup"):
+        for key in ("median_ms", "min_ms", "gbps", "share_of_copy", "numba_speedup", "numba_speedup_min"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
         assert r["min_ms"] <= r["median_ms"]
         assert 1 <= r["reps"] <= bench.QUICK_REPS
@@ -55,17 +55,20 @@ def test_numbers_are_positive_finite_and_consistent(quick_run):
         assert r["bytes"] == {"forward": 2, "forward_backward": 5}[r["op"]] * N * H * 4
         assert r["gbps"] == pytest.approx(r["bytes"] / (r["min_ms"] * 1e-3) / 1e9)
         assert r["share_of_copy"] == pytest.approx(r["gbps"] / copy_gbps)
-        assert r["numba_speedup"] == pytest.approx(r["median_ms"] / numba_median[r["norm"], r["op"], tuple(r["shape"])])
+        reference = numba[r["norm"], r["op"], tuple(r["shape"])]
+        assert r["numba_speedup"] == pytest.approx(r["median_ms"] / reference["median_ms"])
+        assert r["numba_speedup_min"] == pytest.approx(r["min_ms"] / reference["min_ms"])
         if r["impl"] == "numba":
-            assert r["numba_speedup"] == 1.0
+            assert r["numba_speedup"] == r["numba_speedup_min"] == 1.0
 
 
 def test_metadata(quick_run):
     _, result = quick_run
     meta = result["meta"]
-    for key in ("numpy", "numba", "numba_threads", "cpu_count", "copy_gbps", "copy_new_gbps"):
+    for key in ("numpy", "numba", "numba_threads", "cpu_count", "copy_gbps", "copy_1thread_gbps", "copy_new_gbps"):
         assert meta[key], key
     assert meta["dtype"] == "float32"
+    assert meta["copy_gbps"] == max(meta["copy_1thread_gbps"], meta["copy_threaded_gbps"])
     if bench.torch_available():
         assert meta["torch"] and meta["torch_threads"] >= 1
     else:
