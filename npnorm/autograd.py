@@ -84,6 +84,11 @@ class Node:
 class Function:
     """Base class of every differentiable operation (see the module docstring)."""
 
+    # Set True on a Function whose backward always returns new arrays (or views of new arrays) that nothing
+    # else refers to: no inputs, saved arrays or pass-through of `grad`. The engine may then hand them to
+    # leaves as `.grad` without a copy (for a large LayerNorm that copy costs as much as the kernel).
+    returns_fresh_grads = False
+
     @staticmethod
     def forward(ctx, *args, **kwargs):
         raise NotImplementedError
@@ -109,16 +114,22 @@ class Function:
 
 
 def backward(root, grad: np.ndarray) -> None:
-    """Accumulate d(root)/d(leaf) · grad into `.grad` of every leaf that requires grad."""
+    """Accumulate d(root)/d(leaf) · grad into `.grad` of every leaf that requires grad.
+
+    Each pending gradient travels with a flag saying whether the engine owns it outright (a fresh array
+    that nothing else refers to). A leaf's first gradient is stored without a copy only when it is owned;
+    anything else (the caller's `grad`, views, an array handed to two inputs) is copied, because `.grad`
+    is later accumulated in place.
+    """
     order = _topological_order(root)
-    grads = {id(root): grad}
+    grads = {id(root): (grad, False)}
     for tensor in reversed(order):
-        g = grads.pop(id(tensor), None)
+        g, owned = grads.pop(id(tensor), (None, False))
         if g is None:
             continue
         node = tensor._node
         if node is None:
-            _accumulate_leaf(tensor, g)
+            _accumulate_leaf(tensor, g, owned)
             continue
         input_grads = node.fn.backward(node.ctx, g)
         if not isinstance(input_grads, tuple):
@@ -128,6 +139,7 @@ def backward(root, grad: np.ndarray) -> None:
                 f"{node.fn.__name__}.backward returned {len(input_grads)} gradients "
                 f"for {len(node.parents)} inputs"
             )
+        fresh = getattr(node.fn, "returns_fresh_grads", False)
         for parent, pg in zip(node.parents, input_grads):
             if parent is None or pg is None:
                 continue
@@ -139,9 +151,9 @@ def backward(root, grad: np.ndarray) -> None:
             key = id(parent)
             if key in grads:
                 # Out of place: the stored array may alias another node's gradient (Add returns `grad` twice).
-                grads[key] = grads[key] + pg
+                grads[key] = (grads[key][0] + pg, True)
             else:
-                grads[key] = pg
+                grads[key] = (pg, fresh and pg.flags.writeable)
 
 
 def _topological_order(root) -> list:
@@ -170,11 +182,12 @@ def _topological_order(root) -> list:
     return order
 
 
-def _accumulate_leaf(tensor, g: np.ndarray) -> None:
+def _accumulate_leaf(tensor, g: np.ndarray, owned: bool) -> None:
     if g.dtype != tensor.data.dtype:
-        g = g.astype(tensor.data.dtype)
+        g, owned = g.astype(tensor.data.dtype), True
     if tensor.grad is None:
-        # Own the array: `g` may be a view of, or the same object as, another gradient or a user's array.
-        tensor.grad = np.array(g, copy=True)
+        # Unless the engine owns `g`, it may be a view of, or the same object as, another gradient or a
+        # user's array: copy it, since later backward calls add into `.grad` in place.
+        tensor.grad = g if owned else np.array(g, copy=True)
     else:
         tensor.grad += g

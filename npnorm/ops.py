@@ -190,6 +190,8 @@ class MatMul(Function):
     matrix whose added axis is removed from the result; batch axes are summed back by `unbroadcast`.
     """
 
+    returns_fresh_grads = True
+
     @staticmethod
     def forward(ctx, a, b):
         if a.ndim == 0 or b.ndim == 0:
@@ -234,6 +236,8 @@ class Linear(Function):
 
     dx = g @ W,  dW = gᵀ x (rows flattened),  db = Σ_rows g.
     """
+
+    returns_fresh_grads = True
 
     @staticmethod
     def forward(ctx, x, weight, bias):

@@ -125,6 +125,8 @@ class LayerNormFunction(Function):
     backward returns dx, dweight, dbias as derived in the module docstring.
     """
 
+    returns_fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, weight, bias, *, H, eps, detach_mean, detach_var, backend):
         x2 = _as_rows(x, H)  # (N, H)
@@ -166,6 +168,8 @@ class LayerNormFunction(Function):
 
 class AdaNormFunction(Function):
     """z = AdaNorm(x) over the trailing H features (Xu et al. 2019); `backend` is "numba" or "numpy"."""
+
+    returns_fresh_grads = True
 
     @staticmethod
     def forward(ctx, x, *, H, C, k, eps, backend):

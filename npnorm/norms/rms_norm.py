@@ -91,6 +91,8 @@ class RMSNormFunction(Function):
     backward returns dx, dweight as derived in the module docstring.
     """
 
+    returns_fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, weight, *, H, eps, backend):
         x2 = _as_rows(x, H)  # (N, H)
