@@ -414,3 +414,19 @@ def test_integer_input_becomes_float64():
 def test_normalized_shape_must_be_integers(bad):
     with pytest.raises(TypeError, match="normalized_shape must be an int or a tuple of ints"):
         F.layer_norm(npnorm.tensor(np.zeros((2, 12))), bad)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gradients_accumulate_across_backward_calls(impl):
+    """Leaves adopt LayerNorm's fresh gradients without a copy; a second backward must still add, not alias."""
+    rng = np.random.default_rng(15)
+    x, w, b = _inputs(rng, (4, 6), (6,), "affine")
+    y = F.layer_norm(x, 6, w, b, impl=impl)
+    dy = rng.standard_normal((4, 6))
+    dy_before = dy.copy()
+    y.backward(dy)
+    first = [t.grad.copy() for t in (x, w, b)]
+    y.backward(dy)
+    for t, g in zip((x, w, b), first):
+        np.testing.assert_allclose(t.grad, 2 * g, rtol=1e-14)
+    np.testing.assert_array_equal(dy, dy_before)  # the caller's upstream gradient is never adopted or changed
