@@ -7,6 +7,7 @@ functional (alias F), nn and optim. Importing npnorm compiles nothing; Numba ker
 from . import functional, nn, optim
 from . import functional as F
 from ._random import manual_seed
+from ._threads import get_num_threads, set_num_threads
 from .autograd import Function, is_grad_enabled, no_grad
 from .functional import cat, stack
 from .gradcheck import GradcheckError, gradcheck
@@ -22,6 +23,7 @@ __all__ = [
     "Tensor",
     "cat",
     "functional",
+    "get_num_threads",
     "gradcheck",
     "is_grad_enabled",
     "load",
@@ -30,6 +32,7 @@ __all__ = [
     "no_grad",
     "optim",
     "save",
+    "set_num_threads",
     "stack",
     "tensor",
 ]

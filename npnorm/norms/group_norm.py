@@ -68,7 +68,10 @@ def forward_reference(x, G, weight, bias, eps):
     """y, mean, rstd for x of shape (N, C, S); mean and rstd are (N·G,) float64, one per LayerNorm row."""
     N, C, S = x.shape
     rows = x.reshape(N * G, C // G * S).astype(np.float64)  # (N·G, C/G·S)
-    xhat, mean, rstd = _layer_norm.forward_reference(rows, None, None, eps)  # LayerNorm-simple, float64
+    if rows.shape[1] == 0:  # an empty spatial size: rows of no values, nothing to normalize (like N = 0)
+        xhat, mean, rstd = rows, np.zeros(N * G), np.zeros(N * G)
+    else:
+        xhat, mean, rstd = _layer_norm.forward_reference(rows, None, None, eps)  # LayerNorm-simple, float64
     y = xhat.reshape(N, C, S)  # (N, C, S)
     if weight is not None:
         y *= weight[:, None]
@@ -84,7 +87,10 @@ def backward_reference(dy, x, G, mean, rstd, weight):
     rows = x.reshape(N * G, H)  # (N·G, H)
     dy64 = dy.astype(np.float64, copy=False)  # (N, C, S)
     g = dy64 * weight[:, None] if weight is not None else dy64  # (N, C, S)  the gradient at x̂
-    dx, _, _ = _layer_norm.backward_reference(g.reshape(N * G, H), rows, mean, rstd, None)  # (N·G, H)
+    if H == 0:  # rows of no values (see forward_reference)
+        dx = np.zeros((N * G, 0))
+    else:
+        dx, _, _ = _layer_norm.backward_reference(g.reshape(N * G, H), rows, mean, rstd, None)  # (N·G, H)
     xhat = ((rows - mean[:, None]) * rstd[:, None]).reshape(N, C, S)  # (N, C, S) float64, recomputed
     dweight = None if weight is None else (dy64 * xhat).sum(axis=(0, 2)).astype(x.dtype)  # (C,)
     dbias = dy64.sum(axis=(0, 2)).astype(x.dtype)  # (C,)
@@ -157,7 +163,10 @@ def group_norm_composed(x: Tensor, G: int, weight, bias, eps) -> Tensor:
     """GroupNorm from primitives: LayerNorm-simple of x.reshape(N, G, -1), then γ_c, β_c broadcast per channel."""
     N, C = x.shape[:2]
     rows = x.reshape(N, G, C // G * math.prod(x.shape[2:]))  # (N, G, C/G·S)
-    y = _layer_norm.layer_norm_composed(rows, 1, None, None, eps).reshape(x.shape)
+    if rows.shape[2] == 0:  # rows of no values: nothing to normalize, an empty output (like N = 0)
+        y = x * 0.0
+    else:
+        y = _layer_norm.layer_norm_composed(rows, 1, None, None, eps).reshape(x.shape)
     per_channel = (1, C) + (1,) * (x.ndim - 2)
     if weight is not None:
         y = y * weight.reshape(per_channel)
