@@ -38,13 +38,34 @@ Tensors with ``requires_grad=True`` (forward + backward is ``y.backward(dy)``, w
 ``.grad = None`` before each call), and, when torch can be imported, ``torch.nn.functional.layer_norm``
 with autograd on the CPU.
 
+**Engine rows** measure the engine around the norms, against PyTorch's on the CPU: a whole training step
+of a LayerNorm MLP (64-256-256-10, batch 128) and of Ba et al.'s LN-LSTM (28 steps, batch 32, hidden 128),
+each zero_grad, forward, cross-entropy, backward and Adam step, and the cost of one tiny op (``a + b`` on
+4×4 leaves, forward; a 3-op chain, forward + backward) in µs per op, which is mostly bookkeeping: wrapping
+arrays, recording graph nodes, walking the graph. Both sides are written the same way, as a user would
+(npnorm's ``nn``/``optim`` against ``torch.nn``/``torch.optim``; the LN-LSTM, which torch lacks, as a loop
+over time of two bias-free Linears, three LayerNorms and a bias, npnorm/nn/rnn.py's equations line by
+line); torch's model starts from npnorm's weights and sees the same batch, so both compute the same numbers
+(the tests check the first loss). npnorm runs its default impl (``NPNORM_IMPL``, else numba).
+
+The engine rows run with **one thread each**, for everything: BLAS (through threadpoolctl, when it can be
+imported), npnorm's Numba kernels (``npnorm.set_num_threads(1)``) and torch (``torch.set_num_threads(1)``,
+its intra-op pool, which also runs its matrix products), all restored afterwards and reported in the
+metadata as ``engine_threads``. Equal budgets make the comparison about the engines rather than about
+thread pools; these matrices are small, so threads mostly add hand-off costs; and on few cores a threaded
+BLAS next to Numba's OpenMP pool oversubscribes them: measured on a 2-core VM, npnorm's MLP step took
+40-125 ms with both at 2 threads against about 1.1 ms with one thread each. The norm rows keep every
+library's default threads.
+
 **Adding a norm** is one entry in :data:`NORMS`: its npnorm call, its torch call (or None) and the
-names of its affine parameters.
+names of its affine parameters. **Adding an engine workload** is one entry in :data:`ENGINE`: a function
+that builds the npnorm and the torch runner on the same weights and data.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -115,6 +136,52 @@ TARGET_SAMPLE_S = 2e-3  # one timed sample: enough calls to dwarf the timer's ow
 MIN_REPS = 5
 QUICK_REPS = 3
 COPY_PROBE_BYTES = 64 * 2**20
+ENGINE_CELL_S = 1.0  # an engine cell (case × impl): its steps allocate, so its samples spread more
+
+# The engine workloads (float32 throughout, as DTYPE).
+MLP_SIZES = (64, 256, 256, 10)  # input, hidden, hidden, classes
+MLP_BATCH = 128
+LSTM_STEPS, LSTM_BATCH, LSTM_INPUT, LSTM_HIDDEN, LSTM_CLASSES = 28, 32, 28, 128, 10
+TINY_SHAPE = (4, 4)
+ENGINE_LR = 1e-3
+
+
+@dataclass(frozen=True)
+class EngineCase:
+    """One engine workload, written once with npnorm and once with torch (see "Engine rows" above)."""
+
+    label: str  # the table's first column
+    what: str  # one line for the footnotes and the JSON
+    ops_per_call: int | None  # engine ops in one call, for µs per op; None for a whole training step
+    runners: Callable  # (with_torch: bool) -> {"npnorm": fn, "torch": fn}, zero-argument callables
+
+
+ENGINE: dict[str, EngineCase] = {
+    "mlp_step": EngineCase(
+        label="MLP train step",
+        what="64-256-256-10, Linear -> LayerNorm -> ReLU per hidden layer, cross-entropy, Adam; batch 128",
+        ops_per_call=None,
+        runners=lambda with_torch: mlp_step_runners(with_torch),
+    ),
+    "ln_lstm_step": EngineCase(
+        label="LN-LSTM train step",
+        what="LSTM(28, 128, layer_norm=True) over 28 steps of batch 32, Linear head on h_n, cross-entropy, Adam",
+        ops_per_call=None,
+        runners=lambda with_torch: ln_lstm_step_runners(with_torch),
+    ),
+    "add_forward": EngineCase(
+        label="a + b, forward",
+        what="a + b on (4, 4) float32 leaves that require grad: one op, its graph node recorded",
+        ops_per_call=1,
+        runners=lambda with_torch: tiny_op_runners(with_torch, backward=False),
+    ),
+    "chain_forward_backward": EngineCase(
+        label="(a*b + a).sum(), fwd+bwd",
+        what="the same leaves, gradients cleared, then 3 ops forward and backward: us/op = time / 3",
+        ops_per_call=3,
+        runners=lambda with_torch: tiny_op_runners(with_torch, backward=True),
+    ),
+}
 
 # ------------------------------------------------------------------------------------------ timing
 
@@ -138,12 +205,12 @@ def warm_up(fn: Callable[[], object], min_calls: int = 3, min_seconds: float = 0
     return elapsed / calls
 
 
-def plan_reps(seconds_per_call: float, quick: bool) -> tuple[int, int]:
-    """(number, reps): calls per timed sample, and samples per cell."""
+def plan_reps(seconds_per_call: float, quick: bool, cell_seconds: float = TARGET_CELL_S) -> tuple[int, int]:
+    """(number, reps): calls per timed sample, and samples per cell (lasting about `cell_seconds` in all)."""
     number = max(1, math.ceil(TARGET_SAMPLE_S / seconds_per_call))
     if quick:
         return number, QUICK_REPS
-    reps = max(MIN_REPS, round(TARGET_CELL_S / (number * seconds_per_call)))
+    reps = max(MIN_REPS, round(cell_seconds / (number * seconds_per_call)))
     return number, reps
 
 
@@ -276,6 +343,212 @@ def make_runner(case: NormCase, data: dict, op: str, impl: str) -> Callable[[], 
     return npnorm_runner(case, data, op, impl)
 
 
+# ------------------------------------------------------------------------------------------ engine runners
+
+
+def _leaf_data(seed: int, *shapes) -> list[np.ndarray]:
+    """Standard normal float32 arrays of the given shapes, the same for every run with this seed."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape, dtype=DTYPE) for shape in shapes]
+
+
+def _copy_into_torch(torch_module, state: dict[str, np.ndarray]) -> None:
+    """Load npnorm's state dict (same keys) into a torch module, so both start from the same weights."""
+    import torch
+
+    torch_module.load_state_dict({name: torch.from_numpy(array) for name, array in state.items()})
+
+
+def mlp_step_runners(with_torch: bool, seed: int = 0) -> dict[str, Callable[[], object]]:
+    """One training step of the LayerNorm MLP, in npnorm and (with_torch) in torch; each returns its loss.
+
+    Linear -> LayerNorm -> ReLU for each hidden layer, then a Linear to the logits (MLP_SIZES), cross-entropy
+    on a fixed batch of MLP_BATCH, Adam. A step is what a training loop does: zero_grad, forward, loss,
+    backward, optimizer step.
+    """
+    import npnorm
+    import npnorm.functional as F
+    from npnorm import nn, optim
+
+    (x,) = _leaf_data(seed, (MLP_BATCH, MLP_SIZES[0]))  # (B, 64)
+    target = np.random.default_rng(seed + 1).integers(0, MLP_SIZES[-1], MLP_BATCH)  # (B,) classes
+    d_in, h1, h2, d_out = MLP_SIZES
+    gen = np.random.default_rng(seed)  # not npnorm.manual_seed: a benchmark leaves global state alone
+    model = nn.Sequential(
+        nn.Linear(d_in, h1, rng=gen),
+        nn.LayerNorm(h1),
+        nn.ReLU(),
+        nn.Linear(h1, h2, rng=gen),
+        nn.LayerNorm(h2),
+        nn.ReLU(),
+        nn.Linear(h2, d_out, rng=gen),
+    )
+    optimizer = optim.Adam(model.parameters(), lr=ENGINE_LR)
+    x_t = npnorm.Tensor(x)
+
+    def npnorm_step():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x_t), target)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    runners = {"npnorm": npnorm_step}
+    if not with_torch:
+        return runners
+
+    import torch
+    import torch.nn.functional as tF
+    from torch import nn as tnn
+
+    t_model = tnn.Sequential(
+        tnn.Linear(d_in, h1),
+        tnn.LayerNorm(h1),
+        tnn.ReLU(),
+        tnn.Linear(h1, h2),
+        tnn.LayerNorm(h2),
+        tnn.ReLU(),
+        tnn.Linear(h2, d_out),
+    )
+    _copy_into_torch(t_model, model.state_dict())  # same keys: "0.weight", "1.bias", ...
+    t_optimizer = torch.optim.Adam(t_model.parameters(), lr=ENGINE_LR)
+    t_x, t_target = torch.from_numpy(x), torch.from_numpy(target)
+
+    def torch_step():
+        t_optimizer.zero_grad()
+        loss = tF.cross_entropy(t_model(t_x), t_target)
+        loss.backward()
+        t_optimizer.step()
+        return loss
+
+    runners["torch"] = torch_step
+    return runners
+
+
+def torch_ln_lstm(input_size: int, hidden_size: int):
+    """Ba et al.'s LN-LSTM layer in torch, written as npnorm/nn/rnn.py's `_lstm_step`, one step at a time.
+
+    gates = LN(W_hh h) + LN(W_ih x) + b     (two LNs over all 4H, the bias after them; gate order i, f, g, o)
+    c' = σ(f) ⊙ c + σ(i) ⊙ tanh(g);   h' = σ(o) ⊙ tanh(LN(c'))
+    `forward(x (T, B, input_size))` returns (output (T, B, H), (h_n, c_n) (1, B, H)), as nn.LSTM does.
+    """
+    import torch
+    from torch import nn as tnn
+
+    class LNLSTM(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            H = hidden_size
+            self.hidden_size = H
+            self.ih = tnn.Linear(input_size, 4 * H, bias=False)  # W_ih
+            self.hh = tnn.Linear(H, 4 * H, bias=False)  # W_hh
+            self.ln_ih, self.ln_hh, self.ln_cell = tnn.LayerNorm(4 * H), tnn.LayerNorm(4 * H), tnn.LayerNorm(H)
+            self.bias = tnn.Parameter(torch.zeros(4 * H))  # b
+
+        def forward(self, x):
+            B, H = x.shape[1], self.hidden_size
+            h = c = torch.zeros(B, H, dtype=x.dtype)  # (B, H) each
+            outputs = []
+            for x_t in x:  # (B, input_size)
+                gates = self.ln_hh(self.hh(h)) + self.ln_ih(self.ih(x_t)) + self.bias  # (B, 4H)
+                i, f, g, o = gates.chunk(4, dim=1)  # (B, H) each
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(self.ln_cell(c))
+                outputs.append(h)
+            return torch.stack(outputs), (h[None], c[None])
+
+    return LNLSTM()
+
+
+def ln_lstm_step_runners(with_torch: bool, seed: int = 0) -> dict[str, Callable[[], object]]:
+    """One training step of an LN-LSTM classifier, in npnorm and (with_torch) in torch; each returns its loss.
+
+    npnorm's `nn.LSTM(layer_norm=True)` over LSTM_STEPS time steps of a (T, B, input) batch, a Linear head
+    on the last hidden state, cross-entropy, Adam; torch runs `torch_ln_lstm` with the same weights.
+    """
+    import npnorm
+    import npnorm.functional as F
+    from npnorm import nn, optim
+
+    (x,) = _leaf_data(seed, (LSTM_STEPS, LSTM_BATCH, LSTM_INPUT))  # (T, B, input)
+    target = np.random.default_rng(seed + 1).integers(0, LSTM_CLASSES, LSTM_BATCH)  # (B,)
+    gen = np.random.default_rng(seed)
+    lstm = nn.LSTM(LSTM_INPUT, LSTM_HIDDEN, layer_norm=True, rng=gen)
+    head = nn.Linear(LSTM_HIDDEN, LSTM_CLASSES, rng=gen)
+    optimizer = optim.Adam([*lstm.parameters(), *head.parameters()], lr=ENGINE_LR)
+    x_t = npnorm.Tensor(x)
+
+    def npnorm_step():
+        optimizer.zero_grad()
+        _, (h_n, _) = lstm(x_t)  # h_n (1, B, H)
+        loss = F.cross_entropy(head(h_n[0]), target)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    runners = {"npnorm": npnorm_step}
+    if not with_torch:
+        return runners
+
+    import torch
+    import torch.nn.functional as tF
+    from torch import nn as tnn
+
+    t_lstm = torch_ln_lstm(LSTM_INPUT, LSTM_HIDDEN)
+    state = lstm.state_dict()
+    _copy_into_torch(
+        t_lstm,
+        {
+            "ih.weight": state["weight_ih_l0"],
+            "hh.weight": state["weight_hh_l0"],
+            "bias": state["bias_l0"],
+            **{f"{ln}.{p}": state[f"{ln}_l0.{p}"] for ln in ("ln_ih", "ln_hh", "ln_cell") for p in ("weight", "bias")},
+        },
+    )
+    t_head = tnn.Linear(LSTM_HIDDEN, LSTM_CLASSES)
+    _copy_into_torch(t_head, head.state_dict())
+    t_optimizer = torch.optim.Adam([*t_lstm.parameters(), *t_head.parameters()], lr=ENGINE_LR)
+    t_x, t_target = torch.from_numpy(x), torch.from_numpy(target)
+
+    def torch_step():
+        t_optimizer.zero_grad()
+        _, (h_n, _) = t_lstm(t_x)
+        loss = tF.cross_entropy(t_head(h_n[0]), t_target)
+        loss.backward()
+        t_optimizer.step()
+        return loss
+
+    runners["torch"] = torch_step
+    return runners
+
+
+def tiny_op_runners(with_torch: bool, backward: bool, seed: int = 0) -> dict[str, Callable[[], object]]:
+    """The engine's cost per op, on (4, 4) leaves that require grad, where the arithmetic is nothing:
+    `a + b` forward only, or (backward) clear the gradients, then `(a * b + a).sum()` forward and backward."""
+    import npnorm
+
+    a_data, b_data = _leaf_data(seed, TINY_SHAPE, TINY_SHAPE)
+
+    def runner(a, b):
+        def add_forward():
+            return a + b
+
+        def chain_forward_backward():
+            a.grad = b.grad = None
+            (a * b + a).sum().backward()
+
+        return chain_forward_backward if backward else add_forward
+
+    runners = {"npnorm": runner(npnorm.Tensor(a_data, requires_grad=True), npnorm.Tensor(b_data, requires_grad=True))}
+    if with_torch:
+        import torch
+
+        runners["torch"] = runner(
+            torch.from_numpy(a_data).requires_grad_(True), torch.from_numpy(b_data).requires_grad_(True)
+        )
+    return runners
+
+
 # ------------------------------------------------------------------------------------------ the run
 
 
@@ -290,13 +563,11 @@ class Cell:
     samples: list[float] = field(default_factory=list)  # seconds per call, one per sample
 
 
-def measure(norm: str, shape: tuple[int, int], op: str, impls: list[str], quick: bool) -> list[dict]:
-    """Records for every impl on one norm, shape and op, measured interleaved."""
-    case = NORMS[norm]
-    data = make_data(case, shape)
-    cells = [Cell(impl, make_runner(case, data, op, impl)) for impl in impls]
+def time_interleaved(cells: list[Cell], quick: bool, cell_seconds: float = TARGET_CELL_S) -> None:
+    """Warm up every cell and size its samples, then fill `cell.samples`, the cells interleaved sample by sample."""
     for cell in cells:
-        cell.number, cell.reps = plan_reps(warm_up(cell.fn, min_seconds=0.01 if quick else 0.05), quick)
+        seconds_per_call = warm_up(cell.fn, min_seconds=0.01 if quick else 0.05)
+        cell.number, cell.reps = plan_reps(seconds_per_call, quick, cell_seconds)
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as timeit does: a collection inside one sample would be charged to whoever triggered it
@@ -309,12 +580,21 @@ def measure(norm: str, shape: tuple[int, int], op: str, impls: list[str], quick:
         if gc_was_enabled:
             gc.enable()
 
+
+def measure(norm: str, shape: tuple[int, int], op: str, impls: list[str], quick: bool) -> list[dict]:
+    """Records for every impl on one norm, shape and op, measured interleaved."""
+    case = NORMS[norm]
+    data = make_data(case, shape)
+    cells = [Cell(impl, make_runner(case, data, op, impl)) for impl in impls]
+    time_interleaved(cells, quick)
+
     nbytes = OPS[op] * data["x"].nbytes
     records = []
     for cell in cells:
         best = min(cell.samples)
         records.append(
             {
+                "kind": "norm",
                 "norm": norm,
                 "op": op,
                 "shape": list(shape),
@@ -341,6 +621,84 @@ def add_ratios(records: list[dict], copy_gbps: float) -> None:
         r["numba_speedup_min"] = None if reference is None else r["min_ms"] / reference["min_ms"]
 
 
+def measure_engine(name: str, impls: list[str], quick: bool) -> list[dict]:
+    """Records for npnorm and (if "torch" in impls) torch on one engine case, measured interleaved."""
+    case = ENGINE[name]
+    runners = case.runners("torch" in impls)
+    cells = [Cell(impl, fn) for impl, fn in runners.items()]
+    time_interleaved(cells, quick, ENGINE_CELL_S)
+    records = []
+    for cell in cells:
+        median = statistics.median(cell.samples)
+        records.append(
+            {
+                "kind": "engine",
+                "op": name,
+                "impl": cell.impl,
+                "what": case.what,
+                "median_ms": median * 1e3,
+                "min_ms": min(cell.samples) * 1e3,
+                "reps": cell.reps,
+                "calls_per_rep": cell.number,
+                "ops_per_call": case.ops_per_call,
+                "us_per_op": None if case.ops_per_call is None else median * 1e6 / case.ops_per_call,
+            }
+        )
+    return records
+
+
+def add_engine_ratios(records: list[dict]) -> None:
+    """Fill in npnorm's speed-up over each impl, as numba's over the others in the norm rows (>1: npnorm is
+    faster): npnorm_speedup = median(impl) / median(npnorm), npnorm_speedup_min likewise of the minima; and
+    its inverse npnorm_time_ratio = median(npnorm) / median(impl), how many times impl's time npnorm takes."""
+    npnorm = {r["op"]: r for r in records if r["impl"] == "npnorm"}
+    for r in records:
+        reference = npnorm[r["op"]]
+        r["npnorm_speedup"] = r["median_ms"] / reference["median_ms"]
+        r["npnorm_speedup_min"] = r["min_ms"] / reference["min_ms"]
+        r["npnorm_time_ratio"] = reference["median_ms"] / r["median_ms"]
+
+
+@contextlib.contextmanager
+def one_thread_each(with_torch: bool):
+    """One thread for BLAS, for npnorm's Numba kernels and (with_torch) for torch, restored on exit; yields
+    the settings, {"blas": 1 or None, "numba": 1, "torch": 1 or None} (None: left alone).
+
+    BLAS is limited through threadpoolctl when it can be imported (scikit-learn brings it along); without it
+    BLAS keeps its threads (set OPENBLAS_NUM_THREADS=1 before starting Python to do the same by hand).
+    `torch.set_num_threads` sizes torch's intra-op pool, which also runs its matrix products.
+    """
+    from . import get_num_threads, set_num_threads
+
+    threads = {"blas": None, "numba": 1, "torch": None}
+    with contextlib.ExitStack() as restore:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            pass
+        else:
+            restore.enter_context(threadpool_limits(limits=1, user_api="blas"))
+            threads["blas"] = 1
+        restore.callback(set_num_threads, get_num_threads())
+        set_num_threads(1)
+        if with_torch:
+            import torch
+
+            restore.callback(torch.set_num_threads, torch.get_num_threads())
+            torch.set_num_threads(1)
+            threads["torch"] = 1
+        yield threads
+
+
+def blas_threads() -> int | None:
+    """How many threads BLAS uses by default (the most of any BLAS loaded), or None without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"), default=None)
+
+
 def torch_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -349,7 +707,10 @@ def torch_available() -> bool:
     return True
 
 
-def metadata(impls: list[str], copy: dict, competing: dict) -> dict:
+def metadata(impls: list[str], copy: dict, competing: dict, engine_threads: dict | None = None) -> dict:
+    """The run's conditions. `copy` is empty when no norm row ran; `engine_threads` None when no engine row
+    ran. The `*_threads` entries are the defaults, which the norm rows use; `engine_threads` what the
+    engine rows used."""
     import numba
 
     from . import __version__
@@ -363,12 +724,15 @@ def metadata(impls: list[str], copy: dict, competing: dict) -> dict:
         "numba": numba.__version__,
         "numba_threads": numba.get_num_threads(),
         "numba_kernels": _dispatch.kernels("layer_norm") is not None,
+        "blas_threads": blas_threads(),
         "cpu_count": os.cpu_count(),
         **competing,
         "dtype": np.dtype(DTYPE).name,
         **copy,
         "torch": None,
         "torch_threads": None,
+        "engine_threads": engine_threads,
+        "engine_npnorm_impl": None if engine_threads is None else _dispatch.resolve_impl(None, "npnorm bench"),
     }
     try:
         meta["numba_threading_layer"] = numba.threading_layer()
@@ -384,42 +748,61 @@ def metadata(impls: list[str], copy: dict, competing: dict) -> dict:
     return meta
 
 
-def run(norms: list[str], shapes: list[tuple[int, int]], ops: list[str], impls: list[str], quick: bool = False) -> dict:
-    """Measure everything asked for; returns {"meta": {...}, "records": [...]}."""
+def run(
+    norms: list[str],
+    shapes: list[tuple[int, int]],
+    ops: list[str],
+    impls: list[str],
+    quick: bool = False,
+    engine: list[str] = (),
+) -> dict:
+    """Measure everything asked for: the norm rows, then the engine cases named in `engine` (npnorm, and torch
+    if "torch" is in `impls`, with one thread each); returns {"meta": {...}, "records": [...]}."""
     import numba  # here, not at the top: `npnorm --help` should not pay for importing it
 
     before = CompetingLoad()
     time.sleep(0.2 if quick else 1.0)  # idle, so that only other processes are counted
     competing = {"other_busy_cpus_before": before.cpus()}
     during = CompetingLoad()
-    copy = copy_bandwidth(threads=numba.get_num_threads(), reps=QUICK_REPS if quick else 10)
-    records = []
-    for norm in norms:
-        for op in ops:
-            for shape in shapes:
-                records += measure(norm, shape, op, impls, quick)
+    records, copy = [], {}
+    if norms:
+        copy = copy_bandwidth(threads=numba.get_num_threads(), reps=QUICK_REPS if quick else 10)
+        for norm in norms:
+            for op in ops:
+                for shape in shapes:
+                    records += measure(norm, shape, op, impls, quick)
+        add_ratios(records, copy["copy_gbps"])
+    engine_records, engine_threads = [], None
+    if engine:
+        with one_thread_each("torch" in impls) as engine_threads:
+            for name in engine:
+                engine_records += measure_engine(name, impls, quick)
+        add_engine_ratios(engine_records)
     competing["other_busy_cpus_during"] = during.cpus()
-    add_ratios(records, copy["copy_gbps"])
-    return {"meta": metadata(impls, copy, competing), "records": records}
+    return {"meta": metadata(impls, copy, competing, engine_threads), "records": records + engine_records}
 
 
 # ------------------------------------------------------------------------------------------ report
 
 
 def format_table(result: dict) -> str:
-    """The plain-text report: one line per record, grouped by norm, op and shape."""
+    """The plain-text report: the run's conditions, the norm rows grouped by norm, op and shape, then the
+    engine rows."""
     meta, records = result["meta"], result["records"]
     threads = f"numba {meta['numba']} ({meta['numba_threads']} threads, layer {meta['numba_threading_layer']})"
     if meta["torch"]:
         threads += f", torch {meta['torch']} ({meta['torch_threads']} threads)"
-    lines = [
-        f"npnorm bench: {meta['dtype']}, numpy {meta['numpy']}, {threads}, {meta['cpu_count']} CPUs",
-        f"copy bandwidth, {meta['copy_probe_bytes'] // 2**20} MiB float32, read + write "
-        f"(the better of the first two is 100% in '% copy'):",
-        f"  {meta['copy_1thread_gbps']:6.1f} GB/s  np.copyto into an existing array, 1 thread",
-        f"  {meta['copy_threaded_gbps']:6.1f} GB/s  the same, {meta['copy_threads']} threads",
-        f"  {meta['copy_new_gbps']:6.1f} GB/s  x.copy() into a new array, 1 thread (page faults included)",
-    ]
+    if meta["blas_threads"] is not None:
+        threads += f", BLAS {meta['blas_threads']} threads"
+    lines = [f"npnorm bench: {meta['dtype']}, numpy {meta['numpy']}, {threads}, {meta['cpu_count']} CPUs"]
+    if "copy_gbps" in meta:
+        lines += [
+            f"copy bandwidth, {meta['copy_probe_bytes'] // 2**20} MiB float32, read + write "
+            f"(the better of the first two is 100% in '% copy'):",
+            f"  {meta['copy_1thread_gbps']:6.1f} GB/s  np.copyto into an existing array, 1 thread",
+            f"  {meta['copy_threaded_gbps']:6.1f} GB/s  the same, {meta['copy_threads']} threads",
+            f"  {meta['copy_new_gbps']:6.1f} GB/s  x.copy() into a new array, 1 thread (page faults included)",
+        ]
     for when in ("before", "during"):
         busy = meta[f"other_busy_cpus_{when}"]
         if busy is not None and busy > 0.2:
@@ -429,11 +812,22 @@ def format_table(result: dict) -> str:
             )
     if not meta["numba_kernels"]:
         lines.append("WARNING: numba cannot be imported; impl 'numba' ran the NumPy reference")
+    norm_records = [r for r in records if r["kind"] == "norm"]
+    engine_records = [r for r in records if r["kind"] == "engine"]
+    if norm_records:
+        lines += _norm_table(norm_records)
+    if engine_records:
+        lines += _engine_table(meta, engine_records)
+    return "\n".join(lines)
+
+
+def _norm_table(records: list[dict]) -> list[str]:
     header = [
         f"{'':<26} {'':>11}  {'':<6} {'':>10} {'':>10} {'':>7} {'':>7}   {'numba speed-up':^17}",
         f"{'op':<26} {'shape':>11}  {'impl':<6} {'median ms':>10} {'min ms':>10} "
         f"{'GB/s':>7} {'% copy':>7}   {'median':>8} {'min':>8}",
     ]
+    lines = []
     previous = None
     for r in records:
         group = (r["norm"], r["op"])
@@ -450,13 +844,49 @@ def format_table(result: dict) -> str:
             f"{name:<26} {shape:>11}  {r['impl']:<6} {r['median_ms']:>10.3f} {r['min_ms']:>10.3f} "
             f"{r['gbps']:>7.1f} {100 * r['share_of_copy']:>6.0f}%   {speedups[0]:>8} {speedups[1]:>8}"
         )
-    lines += [
+    return lines + [
         "",
         "GB/s: bytes that must move (forward 2, forward+backward 5 arrays of N x H) / min time;",
         "% copy: that as a share of the copy bandwidth above (cache-resident shapes can exceed 100%);",
         "numba speed-up: time(impl) / time(numba), of the medians and of the minima; above 1 numba is faster.",
     ]
-    return "\n".join(lines)
+
+
+def _engine_table(meta: dict, records: list[dict]) -> list[str]:
+    threads = meta["engine_threads"]
+    blas = "BLAS 1" if threads["blas"] else "BLAS not limited (no threadpoolctl)"
+    torch = f", torch {threads['torch']}" if threads["torch"] else ""
+    header = [
+        f"{'':<26} {'':<6} {'':>10} {'':>10} {'':>9} {'':>12}   {'npnorm speed-up':^17}",
+        f"{'engine':<26} {'impl':<6} {'median ms':>10} {'min ms':>10} {'us/op':>9} {'npnorm/torch':>12}   "
+        f"{'median':>8} {'min':>8}",
+    ]
+    lines = [
+        "",
+        f"engine rows: npnorm (impl {meta['engine_npnorm_impl']}){' vs torch' if threads['torch'] else ''}, "
+        "one thread each "
+        f"({blas}, numba {threads['numba']}{torch})",
+        *header,
+        "-" * len(header[1]),
+    ]
+    for r in records:
+        us_per_op = "-" if r["us_per_op"] is None else f"{r['us_per_op']:.2f}"
+        ratios = [
+            "-" if r["impl"] == "npnorm" else f"{r[key]:.2f}x"
+            for key in ("npnorm_time_ratio", "npnorm_speedup", "npnorm_speedup_min")
+        ]
+        lines.append(
+            f"{ENGINE[r['op']].label:<26} {r['impl']:<6} {r['median_ms']:>10.3f} {r['min_ms']:>10.3f} "
+            f"{us_per_op:>9} {ratios[0]:>12}   {ratios[1]:>8} {ratios[2]:>8}"
+        )
+    lines.append("")
+    for name in dict.fromkeys(r["op"] for r in records):
+        lines.append(f"{ENGINE[name].label}: {ENGINE[name].what}")
+    return lines + [
+        "us/op: median time per call / ops per call, in microseconds;",
+        "npnorm/torch: time(npnorm) / time(torch), of the medians; above 1 npnorm takes longer;",
+        "npnorm speed-up: time(torch) / time(npnorm), of the medians and of the minima; above 1 npnorm is faster.",
+    ]
 
 
 # ------------------------------------------------------------------------------------------ command line
@@ -488,7 +918,10 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
     return list(dict.fromkeys(shapes))
 
 
-DESCRIPTION = "time the norms (numba, numpy, torch) side by side, as ms and as a share of copy bandwidth"
+DESCRIPTION = (
+    "time the norms (numba, numpy, torch) side by side, as ms and as a share of copy bandwidth, "
+    "then the engine (training steps and per-op overhead, npnorm vs torch)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -511,6 +944,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--norms", type=_comma_list(tuple(NORMS), "norm"), default=list(NORMS), help=f"of {','.join(NORMS)}"
     )
+    rows = parser.add_mutually_exclusive_group()
+    rows.add_argument(
+        "--engine",
+        nargs="?",
+        const=list(ENGINE),
+        type=_comma_list(tuple(ENGINE), "engine case"),
+        metavar="CASES",
+        help=f"only the engine rows: all, or CASES of {','.join(ENGINE)} (the norm options are then ignored)",
+    )
+    rows.add_argument("--no-engine", action="store_true", help="only the norm rows")
     parser.add_argument("--json", metavar="PATH", help="also write the records and metadata as JSON")
 
 
@@ -521,10 +964,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         if args.impls:  # asked for by name: say why it is missing
             print("npnorm bench: torch cannot be imported; skipping impl torch", file=sys.stderr)
         impls = [impl for impl in impls if impl != "torch"]
-    if not impls:
+    norms = [] if args.engine else args.norms
+    engine = args.engine or ([] if args.no_engine else list(ENGINE))
+    if not impls and norms:
         print("npnorm bench: no implementation left to run", file=sys.stderr)
         return 2
-    result = run(args.norms, shapes, args.ops, impls, quick=args.quick)
+    result = run(norms, shapes, args.ops, impls, quick=args.quick, engine=engine)
     print(format_table(result))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

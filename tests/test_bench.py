@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 
+import npnorm
 import npnorm.cli
 from npnorm import bench
 
 QUICK_SHAPES = [[256, 256], [64, 64]]
 OPS = ["forward", "forward_backward"]
+ENGINE_CASES = ["mlp_step", "ln_lstm_step", "add_forward", "chain_forward_backward"]
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One `--quick` run for the whole module: (exit code, the JSON it wrote)."""
+    """One `--quick` run for the whole module (norm rows, then engine rows): (exit code, the JSON it wrote)."""
     path = tmp_path_factory.mktemp("bench") / "b.json"
     code = bench.main(["--quick", "--json", str(path)])
     return code, json.loads(path.read_text())
@@ -26,10 +29,19 @@ def expected_impls():
     return ["numba", "numpy"] + (["torch"] if bench.torch_available() else [])
 
 
+def expected_engine_impls():
+    return ["npnorm"] + (["torch"] if bench.torch_available() else [])
+
+
+def records_of(result, kind):
+    return [r for r in result["records"] if r["kind"] == kind]
+
+
 def test_quick_run_has_one_record_per_shape_op_impl(quick_run):
     code, result = quick_run
     assert code == 0
-    keys = sorted((r["norm"], r["op"], tuple(r["shape"]), r["impl"]) for r in result["records"])
+    assert {r["kind"] for r in result["records"]} == {"norm", "engine"}
+    keys = sorted((r["norm"], r["op"], tuple(r["shape"]), r["impl"]) for r in records_of(result, "norm"))
     wanted = sorted(
         (norm, op, tuple(s), impl)
         for norm in bench.NORMS
@@ -42,7 +54,7 @@ def test_quick_run_has_one_record_per_shape_op_impl(quick_run):
 
 def test_numbers_are_positive_finite_and_consistent(quick_run):
     _, result = quick_run
-    meta, records = result["meta"], result["records"]
+    meta, records = result["meta"], records_of(result, "norm")
     copy_gbps = meta["copy_gbps"]
     assert math.isfinite(copy_gbps) and copy_gbps > 0
     numba = {(r["norm"], r["op"], tuple(r["shape"])): r for r in records if r["impl"] == "numba"}
@@ -62,6 +74,36 @@ def test_numbers_are_positive_finite_and_consistent(quick_run):
             assert r["numba_speedup"] == r["numba_speedup_min"] == 1.0
 
 
+def test_quick_run_has_one_engine_record_per_case_and_impl(quick_run):
+    _, result = quick_run
+    keys = [(r["op"], r["impl"]) for r in records_of(result, "engine")]
+    assert list(bench.ENGINE) == ENGINE_CASES
+    assert keys == [(case, impl) for case in ENGINE_CASES for impl in expected_engine_impls()]
+
+
+def test_engine_numbers_are_positive_finite_and_consistent(quick_run):
+    _, result = quick_run
+    records = records_of(result, "engine")
+    npnorm_rows = {r["op"]: r for r in records if r["impl"] == "npnorm"}
+    for r in records:
+        for key in ("median_ms", "min_ms", "npnorm_speedup", "npnorm_speedup_min", "npnorm_time_ratio"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r)
+        assert r["min_ms"] <= r["median_ms"]
+        assert 1 <= r["reps"] <= bench.QUICK_REPS and r["calls_per_rep"] >= 1
+        assert r["what"] == bench.ENGINE[r["op"]].what
+        assert r["ops_per_call"] == bench.ENGINE[r["op"]].ops_per_call
+        if r["ops_per_call"] is None:  # a whole training step
+            assert r["us_per_op"] is None
+        else:
+            assert r["us_per_op"] == pytest.approx(r["median_ms"] * 1e3 / r["ops_per_call"])
+        reference = npnorm_rows[r["op"]]
+        assert r["npnorm_speedup"] == pytest.approx(r["median_ms"] / reference["median_ms"])
+        assert r["npnorm_speedup_min"] == pytest.approx(r["min_ms"] / reference["min_ms"])
+        assert r["npnorm_time_ratio"] == pytest.approx(1 / r["npnorm_speedup"])
+        if r["impl"] == "npnorm":
+            assert r["npnorm_speedup"] == r["npnorm_speedup_min"] == r["npnorm_time_ratio"] == 1.0
+
+
 def test_metadata(quick_run):
     _, result = quick_run
     meta = result["meta"]
@@ -73,6 +115,46 @@ def test_metadata(quick_run):
         assert meta["torch"] and meta["torch_threads"] >= 1
     else:
         assert meta["torch"] is None
+    assert meta["engine_npnorm_impl"] in ("numba", "numpy", "composed")
+    threads = meta["engine_threads"]
+    assert threads["numba"] == 1 and threads["blas"] in (1, None)
+    assert threads["torch"] == (1 if bench.torch_available() else None)
+
+
+def test_engine_threads_are_one_each_and_restored_afterwards():
+    def settings():
+        torch_threads = None
+        if bench.torch_available():
+            import torch
+
+            torch_threads = torch.get_num_threads()
+        return npnorm.get_num_threads(), torch_threads, bench.blas_threads()
+
+    before = settings()
+    with bench.one_thread_each(with_torch=bench.torch_available()) as threads:
+        numba_threads, torch_threads, blas_threads = settings()
+        assert numba_threads == 1
+        assert torch_threads == threads["torch"]  # 1, or None without torch
+        if threads["blas"] is not None:
+            assert blas_threads == 1
+    assert settings() == before
+
+
+def test_engine_threads_without_threadpoolctl_leave_blas_alone(monkeypatch):
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # `import threadpoolctl` now raises ImportError
+    assert bench.blas_threads() is None
+    with bench.one_thread_each(with_torch=False) as threads:
+        assert threads == {"blas": None, "numba": 1, "torch": None}
+
+
+@pytest.mark.skipif(not bench.torch_available(), reason="needs torch")
+@pytest.mark.parametrize("make_runners", [bench.mlp_step_runners, bench.ln_lstm_step_runners])
+def test_engine_steps_compute_the_same_numbers_in_npnorm_and_torch(make_runners):
+    """Same weights, batch and optimizer: the losses agree, before and after an Adam step."""
+    runners = make_runners(with_torch=True)
+    with bench.one_thread_each(with_torch=True):  # as the bench runs them (threaded BLAS can be ~35x slower)
+        for _ in range(2):
+            assert runners["npnorm"]().item() == pytest.approx(runners["torch"]().item(), rel=1e-5)
 
 
 def test_cli_prints_a_table(capsys):
@@ -87,12 +169,22 @@ def test_cli_prints_a_table(capsys):
         "forward",
         "--impls",
         "numpy,numba",
+        "--no-engine",
     ]
     assert npnorm.cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "copy bandwidth" in out
+    assert "copy bandwidth" in out and "engine rows" not in out
     rows = [line.split() for line in out.splitlines() if line.startswith("LayerNorm forward")]
     assert [(row[2], row[3]) for row in rows] == [("64x64", "numpy"), ("64x64", "numba")]
+
+
+def test_cli_engine_prints_only_the_engine_rows_asked_for(capsys):
+    assert npnorm.cli.main(["bench", "--quick", "--engine", "add_forward"]) == 0
+    out = capsys.readouterr().out
+    assert "engine rows" in out and "copy bandwidth" not in out and "LayerNorm" not in out
+    label = bench.ENGINE["add_forward"].label + " "  # a table row; its footnote has a colon after the label
+    impls = [line[len(label) :].split()[0] for line in out.splitlines() if line.startswith(label)]
+    assert impls == expected_engine_impls()
 
 
 def test_parse_shapes():
@@ -110,6 +202,8 @@ def test_parse_shapes():
         ["--shapes", "2x3x4"],
         ["--ops", "backward"],
         ["--impls", "numba,jax"],
+        ["--engine", "mlp"],
+        ["--engine", "--no-engine"],
     ],
 )
 def test_garbage_arguments_exit_2_with_one_line(argv, capsys):
