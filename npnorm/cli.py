@@ -17,6 +17,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_demo(sub)
     _add_train(sub)
+    _add_reproduce(sub)
 
     check = sub.add_parser("check", help="gradcheck every op and norm; non-zero exit on any failure")
     check.add_argument("--norm", action="append", help="only this norm (repeatable)")
@@ -205,7 +206,7 @@ def _add_train(sub) -> None:
     variants.add_argument("--hidden", type=_positive_int, default=None, help="width of each hidden layer (default: 64)")
     variants.set_defaults(run=_run_train_variants)
 
-    # `npnorm train rnn` (the recurrent experiments) will be registered here, next to mlp and variants.
+    _add_train_rnn(tasks)
 
 
 def _train_arguments(parser, norms, default_norms: str, defaults: dict) -> None:
@@ -274,6 +275,102 @@ def _run_train_variants(args) -> int:
     return _write_outputs(args, result, "plot_variants")
 
 
+def _add_train_rnn(tasks) -> None:
+    from .experiments import recurrent as rnn_preset
+
+    rnn = tasks.add_parser(
+        "rnn",
+        help="Ba et al. 2016: LSTM/GRU vs LN-LSTM/LN-GRU on digit rows, permuted pixels, the adding problem",
+        description="Ba et al. 2016 §3 and §6 at toy scale: one-layer LSTMs and GRUs with and without layer "
+        "normalization on digits by rows (8 steps), permuted pixel digits (64 steps) and the adding problem; "
+        "Adam, clipped gradients; the training loss per step, steps to a target, the final test accuracy or "
+        "MSE, over several seeds.",
+    )
+    rnn_defaults = rnn_preset.DEFAULTS
+    # dest "tasks", not "task": the subparsers above keep the chosen experiment under "task"
+    rnn.add_argument(
+        "--task", dest="tasks", action="append", choices=rnn_preset.TASKS, help="task (repeatable; default: all)"
+    )
+    rnn.add_argument(
+        "--model", dest="models", action="append", choices=rnn_preset.MODELS, help="model (repeatable; default: all)"
+    )
+    rnn.add_argument(
+        "--steps", type=_positive_int, default=None, help=f"Adam steps per run (default: {rnn_defaults['steps']})"
+    )
+    rnn.add_argument(
+        "--seeds", type=_positive_int, default=None, help=f"seeds per setting (default: {rnn_defaults['seeds']})"
+    )
+    rnn.add_argument("--seed", type=_seed, default=0, help="the first seed (default: 0)")
+    rnn.add_argument(
+        "--hidden", type=_positive_int, default=None, help=f"hidden units H (default: {rnn_defaults['hidden']})"
+    )
+    rnn.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help=f"mini-batch size (default: {rnn_defaults['batch_size']})",
+    )
+    rnn.add_argument(
+        "--length",
+        type=_int_at_least(2, "an integer >= 2"),
+        default=None,
+        help=f"length T of the adding problem's sequences (default: {rnn_defaults['adding_length']})",
+    )
+    rnn.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate (default: 0.001)")
+    rnn.add_argument("--plot", metavar="PATH", help="write a PNG of the curves here")
+    rnn.add_argument("--json", metavar="PATH", help="write every number as JSON here")
+    rnn.add_argument("--quick", action="store_true", help="a tiny run that takes seconds (for a smoke test)")
+    rnn.set_defaults(run=_run_train_rnn)
+
+
+def _run_train_rnn(args) -> int:
+    from .experiments.recurrent import MODELS, TASKS, format_summary, plot_recurrent, run_recurrent
+
+    _check_outputs(args)
+    result = run_recurrent(
+        args.tasks or TASKS,
+        args.models or MODELS,
+        steps=args.steps,
+        seeds=args.seeds,
+        seed=args.seed,
+        hidden=args.hidden,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        adding_length=args.length,
+        quick=args.quick,
+    )
+    print(format_summary(result))
+    return _write_outputs(args, result, plot_recurrent)
+
+
+def _add_reproduce(sub) -> None:
+    description = (
+        "Run the three experiments (batch size and recurrent, Ba et al. 2016; variants, Xu et al. 2019) and write "
+        "DIR/results.md with tables, verdicts against the papers and PNG plots in DIR/img. About 5 minutes on 2 cores."
+    )
+    repro = sub.add_parser(
+        "reproduce", help="run every experiment; write results.md and its plots", description=description
+    )
+    repro.add_argument("--out", default="docs", metavar="DIR", help="folder for results.md and img/ (default: ./docs)")
+    repro.add_argument("--quick", action="store_true", help="a tiny run that takes seconds (its numbers judge nothing)")
+    repro.set_defaults(run=_run_reproduce)
+
+
+def _run_reproduce(args) -> int:
+    from .data import require
+    from .experiments.reproduce import reproduce
+
+    require("sklearn", "npnorm reproduce")  # fail now, not after minutes of training
+    require("matplotlib", "npnorm reproduce")
+    _check_output(args.out, "--out", folder=True)
+    command = "npnorm reproduce" + (" --quick" if args.quick else "") + (f" --out {args.out}" * (args.out != "docs"))
+    with _writing(args.out, "--out"):
+        out = reproduce(quick=args.quick, out_dir=args.out, command=command)
+    print(f"results: {out['markdown']} ({sum(out['seconds'].values()) / 60:.1f} min)")
+    print(f"plots: {', '.join(out['images'].values())}")
+    return 0
+
+
 def _no_batch_norm() -> int:
     print("npnorm train: error: norm 'batch' needs npnorm.nn.BatchNorm1d, which is not available", file=sys.stderr)
     return 1
@@ -288,7 +385,7 @@ def _check_outputs(args) -> None:
     _check_output(args.plot, "--plot")
 
 
-def _write_outputs(args, result: dict, plot_name: str) -> int:
+def _write_outputs(args, result: dict, plot_name) -> int:
     import json
 
     from . import __version__, plots
@@ -301,7 +398,8 @@ def _write_outputs(args, result: dict, plot_name: str) -> int:
         print(f"results: {args.json}")
     if args.plot:
         with _writing(args.plot, "--plot"):
-            print(f"plot: {getattr(plots, plot_name)(result, args.plot)}")
+            plot = getattr(plots, plot_name) if isinstance(plot_name, str) else plot_name  # a name or a function
+            print(f"plot: {plot(result, args.plot)}")
     return 0
 
 

@@ -41,11 +41,13 @@ def assert_small_png(path) -> None:
 def test_python_m_npnorm_help():
     out = subprocess.run([sys.executable, "-m", "npnorm", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
-    for command in ("demo", "train", "check", "bench"):
+    for command in ("demo", "train", "check", "bench", "reproduce"):
         assert command in out.stdout
 
 
-@pytest.mark.parametrize("argv", [["demo"], ["train"], ["train", "mlp"], ["train", "variants"]])
+@pytest.mark.parametrize(
+    "argv", [["demo"], ["train"], ["train", "mlp"], ["train", "variants"], ["train", "rnn"], ["reproduce"]]
+)
 def test_every_subcommand_has_help(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main([*argv, "--help"])
@@ -212,3 +214,31 @@ def test_an_unwritable_output_fails_before_training(tmp_path, monkeypatch, capsy
     assert main(["train", "mlp", "--quick", "--plot", str(tmp_path)]) == 1  # a folder, not a file
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot write --plot" in err
+
+
+# ------------------------------------------------------------------------------------- rnn, reproduce
+
+
+def test_train_rnn_quick_writes_json_and_plot(tmp_path, capsys):
+    out_json, out_png = tmp_path / "rnn.json", tmp_path / "rnn.png"
+    argv = ["train", "rnn", "--quick", "--task", "adding", "--model", "lstm", "--model", "ln_lstm"]
+    assert main([*argv, "--json", str(out_json), "--plot", str(out_png)]) == 0
+    result = strict_json(out_json)
+    assert set(result["summary"]["adding"]) == {"lstm", "ln_lstm"}
+    assert_small_png(out_png)
+    assert "LN-LSTM" in capsys.readouterr().out
+
+
+def test_train_rnn_rejects_a_short_adding_sequence(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "rnn", "--length", "1"])
+    assert info.value.code == 2
+    assert "expected an integer >= 2" in capsys.readouterr().err
+
+
+def test_reproduce_quick_writes_results_and_plots(tmp_path, capsys):
+    assert main(["reproduce", "--quick", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "results.md").read_text()
+    assert "npnorm reproduce --quick" in text
+    for name in ("batch_size", "recurrent", "variants"):
+        assert_small_png(tmp_path / "img" / f"{name}.png")
