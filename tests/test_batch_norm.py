@@ -176,7 +176,7 @@ def test_serial_and_parallel_kernels_are_bit_identical(shape):
     out = {}
     for variant in ("serial", "parallel"):
         call = partial(_call_variant, variant)
-        part_m, part_v = np.zeros((kern.num_chunks(shape[0]), C)), np.zeros((kern.num_chunks(shape[0]), C))
+        part_m, part_v = np.zeros((kern.num_chunks(shape[0], C), C)), np.zeros((kern.num_chunks(shape[0], C), C))
         call(kern._chunk_stats, part_m, part_v, x)
         y = np.empty_like(x)
         call(kern._apply, y, x, mean, scale, None)

@@ -646,7 +646,7 @@ def test_batch_norm_module_matches_pytorch(impl):
     theirs = torch.nn.BatchNorm1d(4, momentum=0.2, dtype=torch.float64)
     ours.weight.data[...] = rng.standard_normal(4)
     theirs.weight.data = torch.from_numpy(ours.weight.data.copy())
-    for step in range(3):
+    for _ in range(3):
         x0 = rng.standard_normal((6, 4, 3))
         x = npnorm.tensor(x0, requires_grad=True)
         tx = torch.tensor(x0, requires_grad=True)

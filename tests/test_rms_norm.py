@@ -150,14 +150,14 @@ def test_parallel_kernels_equal_serial_bit_for_bit(dtype, affine):
     """prange over rows and over fixed row blocks: thread count and scheduling cannot change a bit."""
     from npnorm.kernels import _jit
     from npnorm.kernels import rms_norm as kern
-    from npnorm.kernels.layer_norm import _num_chunks
+    from npnorm.kernels._jit import num_chunks
 
     rng = np.random.default_rng(4)
     N, H = 203, 37  # neither divides evenly into the row blocks
     x = rng.standard_normal((N, H)).astype(dtype)
     dy = rng.standard_normal((N, H)).astype(dtype)
     w = rng.standard_normal(H).astype(dtype) if affine else None
-    nchunks = _num_chunks(N)
+    nchunks = num_chunks(N, H)
     assert nchunks > 1
     results = []
     for run in (kern._rms_norm_forward.serial, lambda *a: _jit.call_parallel(kern._rms_norm_forward.parallel, *a)):

@@ -61,7 +61,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel
+from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks
 
 __all__ = [
     "batch_norm_backward",
@@ -71,16 +71,8 @@ __all__ = [
     "num_chunks",
 ]
 
-# Sums over samples go through (nchunks, C) partial buffers, as in kernels/layer_norm.py: at most
-# _MAX_CHUNKS chunks (enough for the cores of a workstation; the partials stay small next to x) of at
-# least _MIN_ROWS_PER_CHUNK samples.
-_MAX_CHUNKS = 64
-_MIN_ROWS_PER_CHUNK = 4
-
-
-def num_chunks(N: int) -> int:
-    """Number of sample chunks for N samples: a function of N alone, so any thread count gives the same sums."""
-    return min(_MAX_CHUNKS, max(1, N // _MIN_ROWS_PER_CHUNK))
+# Sums over samples go through (nchunks, C) partial buffers, with the chunk count of every npnorm kernel
+# (kernels/_jit.py: a function of the shape alone, so any thread count gives the same sums).
 
 
 def chunk_bounds(N: int, nchunks: int) -> np.ndarray:
@@ -135,7 +127,7 @@ def batch_norm_stats(mean, var, x):
     ``x`` is (N, C, L) C-contiguous float32/float64 with N·L > 0.
     """
     N, C, L = x.shape
-    nchunks = num_chunks(N)
+    nchunks = num_chunks(N, C)
     # np.full touches the pages here, not in the pool threads (see kernels/layer_norm.py).
     part_mean = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
     part_m2 = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
@@ -255,7 +247,7 @@ def batch_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, training)
     """
     N, C, L = x.shape
     if training or dweight is not None or dbias is not None:
-        nchunks = num_chunks(N)
+        nchunks = num_chunks(N, C)
         part_dy = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
         part_dyxhat = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
         _chunk_grad_sums.launch(x.size, part_dy, part_dyxhat, dy, x, mean, rstd)

@@ -24,8 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel
-from .batch_norm import num_chunks
+from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks
 
 __all__ = ["group_norm_affine_backward", "group_norm_affine_forward"]
 
@@ -109,7 +108,7 @@ def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
     the LayerNorm rows; ``weight`` is (C,) and must be given when ``g`` is.
     """
     N, C, S = x.shape
-    nchunks = num_chunks(N)
+    nchunks = num_chunks(N, C)
     # One specialisation computes both parameter gradients, one neither (as in kernels/layer_norm.py).
     if dweight is None and dbias is None:
         part_dy = part_dyxhat = None

@@ -62,7 +62,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel, kernel
+from ._jit import FASTMATH_REASSOC, dual_kernel, kernel, num_chunks
 
 __all__ = [
     "ada_norm_backward",
@@ -70,19 +70,6 @@ __all__ = [
     "layer_norm_backward",
     "layer_norm_forward",
 ]
-
-# Cross-row sums (dweight, dbias) go through per-chunk partial buffers of shape (nchunks, H) float64.
-# A chunk holds at least _MIN_ROWS_PER_CHUNK rows (so the partials stay small next to x when N is small)
-# and there are at most _MAX_CHUNKS chunks (enough to keep all cores of a workstation busy, while the final
-# reduction over the partials, nchunks * H additions, stays small next to the N * H work of the kernel).
-_MAX_CHUNKS = 64
-_MIN_ROWS_PER_CHUNK = 4
-
-
-def _num_chunks(N: int) -> int:
-    """Number of row blocks for N rows: a function of N alone, so any thread count gives the same sums."""
-    return min(_MAX_CHUNKS, max(1, N // _MIN_ROWS_PER_CHUNK))
-
 
 # --- LayerNorm -----------------------------------------------------------------------------------------
 
@@ -173,7 +160,7 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
     (H,) gain or None. ``detach_mean``/``detach_var`` drop the gradient through the mean / the std.
     """
     N, H = x.shape
-    nchunks = _num_chunks(N)
+    nchunks = num_chunks(N, H)
     # One specialisation for "no parameter gradients" and one for "both": if only one of dweight and dbias
     # is wanted, the other is computed too (one extra add per element) and thrown away.
     if dweight is None and dbias is None:

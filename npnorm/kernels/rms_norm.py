@@ -37,8 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel
-from .layer_norm import _num_chunks  # the same row blocks as LayerNorm: a function of N alone
+from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks
 
 __all__ = ["rms_norm_backward", "rms_norm_forward"]
 
@@ -104,7 +103,7 @@ def rms_norm_backward(dx, dweight, dy, x, rrms, weight):
     ``rrms`` is the float64 statistic saved by :func:`rms_norm_forward`; ``weight`` is the (H,) gain or None.
     """
     N, H = x.shape
-    nchunks = _num_chunks(N)
+    nchunks = num_chunks(N, H)
     # np.full, not np.zeros: pages first touched by the pool threads cost more than the reduction
     # (measured for LayerNorm, see kernels/layer_norm.py).
     dweight_part = None if dweight is None else np.full((nchunks, H), 0.0)  # (nchunks, H) float64
