@@ -25,8 +25,8 @@ class WeightNormLinear(Module):
     drawn as Linear draws its weight and bias (uniform in ±1/√in_features, v first), so the same `rng` gives
     v equal to a Linear's weight; g starts as the row norms ‖v_i‖, so w starts equal to v, as in PyTorch.
     The attribute `weight` is w, recomputed (with its graph) on every read. A zero row of v raises
-    ValueError in forward (PyTorch returns NaN). `impl`: "numpy" (hand-derived backward; "numba" is the same)
-    or "composed"; None reads NPNORM_IMPL.
+    ValueError in forward (PyTorch returns NaN). `impl`: "numba" (fused kernels), "numpy" (hand-derived
+    reference) or "composed"; None reads NPNORM_IMPL.
     """
 
     def __init__(

@@ -37,10 +37,12 @@ A zero row of v has no direction: v/‖v‖ is 0/0. PyTorch returns NaN there (i
 and carries on; npnorm raises a ValueError that names the row, because a NaN weight row silently poisons
 every later step of training. (g = 0 is fine: that row of w is zero, and dv = 0.)
 
-Two implementations, which must agree:
-* `forward_reference` / `backward_reference` bound to the engine by `WeightNormFunction` (impl "numpy";
-  impl "numba" uses the same code, because there is no kernel to write: the cost is one pass over the
-  weights per forward, which the matmul that follows dwarfs);
+Three implementations, which must agree (tests/test_weight_norm.py):
+* `forward_reference` / `backward_reference`: the formulas above in vectorised NumPy, bound to the engine
+  by `WeightNormFunction` (impl "numpy");
+* the Numba kernels of npnorm.kernels.weight_norm (the default, impl "numba"), bound by the same
+  `WeightNormFunction`: one fused pass per row each way, rows in parallel on large weights. A zero row is
+  caught after the kernel, from its saved 1/‖v‖ = inf, with the same ValueError as the reference;
 * `weight_norm_composed` (impl "composed"): w from the primitives sum, sqrt, div and mul, whose gradient the
   engine derives.
 """
@@ -121,18 +123,33 @@ def backward_reference(dw, v, g, rnorm):
 
 
 class WeightNormFunction(Function):
-    """w = g · v/‖v‖ row by row along `dim` (module docstring); forward(v, g) -> w of v's shape.
+    """w = g · v/‖v‖ row by row along `dim` (module docstring); `backend` is "numba" or "numpy".
+
+    forward(v, g) -> w of v's shape; backward returns dv, dg as derived in the module docstring.
 
     g has R = v.shape[dim] elements (1 when dim is None), in any shape that holds them; dg comes back in it.
     """
 
     @staticmethod
-    def forward(ctx, v, g, *, dim):
+    def forward(ctx, v, g, *, dim, backend):
         v2 = np.ascontiguousarray(_to_rows(v, dim))  # (R, F)
-        g2 = g.reshape(-1, 1)  # (R, 1)
-        w2, rnorm = forward_reference(v2, g2)
+        kern = _dispatch.kernels("weight_norm") if backend == "numba" else None
+        if kern is not None:
+            g2 = np.ascontiguousarray(g.reshape(-1))  # (R,)
+            w2 = np.empty_like(v2)  # (R, F)
+            rnorm = np.empty(v2.shape[0], dtype=np.float64)  # (R,)
+            # A zero row leaves rnorm = inf (and NaN in w2, discarded): raise as the reference does. 1/rnorm is
+            # the norm again; an infinite row has rnorm = 0, whose 1/0 = inf is no zero. (errstate silences
+            # the 1/0 and inf·0 of a zero row also when NUMBA_DISABLE_JIT=1 runs the kernel as NumPy scalars.)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                kern.weight_norm_forward(w2, rnorm, v2, g2)
+                check_row_norms("weight_norm", 1.0 / rnorm)
+        else:
+            g2 = g.reshape(-1, 1)  # (R, 1)
+            w2, rnorm = forward_reference(v2, g2)
         ctx.save_for_backward(v2, g2, rnorm)
         ctx.shapes = v.shape, g.shape, dim
+        ctx.kern = kern
         return _from_rows(w2, v.shape, dim)
 
     @staticmethod
@@ -140,7 +157,12 @@ class WeightNormFunction(Function):
         v2, g2, rnorm = ctx.saved
         v_shape, g_shape, dim = ctx.shapes
         need_v, need_g = ctx.needs_input_grad
-        dv, dg = backward_reference(_to_rows(grad, dim), v2, g2, rnorm)
+        dw2 = _to_rows(grad, dim)  # (R, F)
+        if ctx.kern is not None:
+            dv, dg = np.empty_like(v2), np.empty_like(g2)  # (R, F), (R,)
+            ctx.kern.weight_norm_backward(dv, dg, np.ascontiguousarray(dw2), v2, g2, rnorm)
+        else:
+            dv, dg = backward_reference(dw2, v2, g2, rnorm)
         return (
             _from_rows(dv, v_shape, dim) if need_v else None,
             dg.reshape(g_shape) if need_g else None,
@@ -195,8 +217,8 @@ def weight_norm(v, g, dim=0, *, impl=None) -> Tensor:
     """w = g · v/‖v‖, each slice of v along `dim` normed over its other axes (dim=None: the whole of v).
 
     For a Linear weight v (out, in) and dim=0, g is (out, 1) as PyTorch stores it, or (out,). `impl` is
-    "numpy" (the hand-derived backward; "numba" means the same here), or "composed" (built from
-    primitives); None reads NPNORM_IMPL. A zero row of v raises ValueError. Math: the module docstring and
+    "numba" (fused kernels), "numpy" (the hand-derived reference) or "composed" (built from primitives);
+    None reads NPNORM_IMPL. A zero row of v raises ValueError. Math: the module docstring and
     docs/weight_norm.md.
     """
     who = "weight_norm"
@@ -211,4 +233,4 @@ def weight_norm(v, g, dim=0, *, impl=None) -> Tensor:
     impl = _dispatch.resolve_impl(impl, who)
     if impl == "composed":
         return weight_norm_composed(v, g, dim)
-    return WeightNormFunction.apply(v, g, dim=dim)
+    return WeightNormFunction.apply(v, g, dim=dim, backend=impl)
