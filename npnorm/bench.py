@@ -57,6 +57,10 @@ BLAS next to Numba's OpenMP pool oversubscribes them: measured on a 2-core VM, n
 40-125 ms with both at 2 threads against about 1.1 ms with one thread each. The norm rows keep every
 library's default threads.
 
+**Start-up rows** (full run, or ``--startup``) time fresh interpreters: ``import npnorm`` and a first
+LayerNorm forward+backward with the kernels already in the on-disk cache (median of 5 processes each), and
+``npnorm warmup`` compiling every kernel into an empty ``NUMBA_CACHE_DIR`` (once; left out with ``--quick``).
+
 **Adding a norm** is one entry in :data:`NORMS`: its npnorm call, its torch call (or None) and the
 names of its affine parameters. **Adding an engine workload** is one entry in :data:`ENGINE`: a function
 that builds the npnorm and the torch runner on the same weights and data.
@@ -755,9 +759,11 @@ def run(
     impls: list[str],
     quick: bool = False,
     engine: list[str] = (),
+    startup: str | None = None,
 ) -> dict:
     """Measure everything asked for: the norm rows, then the engine cases named in `engine` (npnorm, and torch
-    if "torch" is in `impls`, with one thread each); returns {"meta": {...}, "records": [...]}."""
+    if "torch" is in `impls`, with one thread each), then the start-up rows if `startup` is "warm" (import
+    and first call) or "all" (also the cold compile); returns {"meta": {...}, "records": [...]}."""
     import numba  # here, not at the top: `npnorm --help` should not pay for importing it
 
     before = CompetingLoad()
@@ -778,8 +784,100 @@ def run(
             for name in engine:
                 engine_records += measure_engine(name, impls, quick)
         add_engine_ratios(engine_records)
+    startup_records = measure_startup(cold=startup == "all") if startup else []
     competing["other_busy_cpus_during"] = during.cpus()
-    return {"meta": metadata(impls, copy, competing, engine_threads), "records": records + engine_records}
+    meta = metadata(impls, copy, competing, engine_threads)
+    return {"meta": meta, "records": records + engine_records + startup_records}
+
+
+# ------------------------------------------------------------------------------------------ startup
+
+STARTUP_RUNS = 5  # fresh processes per warm startup row (median); the cold compile runs once
+
+# Each script prints the seconds it measured, in a fresh interpreter.
+_IMPORT_SCRIPT = """
+import time
+start = time.perf_counter()
+import npnorm
+print(time.perf_counter() - start)
+"""
+_FIRST_CALL_SCRIPT = """
+import time
+import numpy as np
+import npnorm
+from npnorm import functional as F
+x = npnorm.Tensor(np.ones((64, 64), np.float32), requires_grad=True)
+weight = npnorm.Tensor(np.ones(64, np.float32), requires_grad=True)
+bias = npnorm.Tensor(np.zeros(64, np.float32), requires_grad=True)
+start = time.perf_counter()
+y = F.layer_norm(x, 64, weight, bias, impl="numba")
+y.backward(np.ones_like(y.data))
+print(time.perf_counter() - start)
+"""
+_COLD_SCRIPT = """
+from npnorm.warmup import warmup
+print(warmup(progress=None)["seconds"])
+"""
+
+# name -> (label, script, target in seconds from the performance issue)
+STARTUP: dict[str, tuple[str, str, float]] = {
+    "import": ("import npnorm", _IMPORT_SCRIPT, 0.3),
+    "first_call": ("first LayerNorm fwd+bwd, warm cache", _FIRST_CALL_SCRIPT, 0.5),
+    "cold_compile": ("npnorm warmup, empty cache", _COLD_SCRIPT, 10.0),
+}
+
+
+def _seconds_in_fresh_process(script: str, env: dict | None = None) -> float:
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def measure_startup(cold: bool) -> list[dict]:
+    """Start-up costs, each in fresh interpreters: ``import npnorm`` and a first LayerNorm forward+backward
+    (numba import plus loading the kernels from the on-disk cache, which an untimed run fills first), median
+    of STARTUP_RUNS; with ``cold``, also compiling every kernel (``npnorm.warmup``) into an empty cache."""
+    import tempfile
+
+    _seconds_in_fresh_process(_FIRST_CALL_SCRIPT)  # fills the cache if it is empty; not timed
+    names = ["import", "first_call"] + (["cold_compile"] if cold else [])
+    records = []
+    for name in names:
+        label, script, target = STARTUP[name]
+        if name == "cold_compile":
+            with tempfile.TemporaryDirectory(prefix="npnorm-cold-cache-") as cache:
+                times = [_seconds_in_fresh_process(script, env={**os.environ, "NUMBA_CACHE_DIR": cache})]
+        else:
+            times = [_seconds_in_fresh_process(script) for _ in range(STARTUP_RUNS)]
+        records.append(
+            {
+                "kind": "startup",
+                "op": name,
+                "label": label,
+                "median_s": statistics.median(times),
+                "min_s": min(times),
+                "runs": len(times),
+                "target_s": target,
+            }
+        )
+    return records
+
+
+def _startup_table(records: list[dict]) -> list[str]:
+    header = f"{'startup (fresh processes)':<38} {'median s':>9} {'min s':>8} {'runs':>5} {'target s':>9}  met"
+    lines = ["", header, "-" * len(header)]
+    for r in records:
+        met = "yes" if r["median_s"] <= r["target_s"] else "no"
+        lines.append(
+            f"{r['label']:<38} {r['median_s']:>9.3f} {r['min_s']:>8.3f} {r['runs']:>5} {r['target_s']:>9.1f}  {met}"
+        )
+    return lines + [
+        "",
+        "import: `import npnorm` timed inside the process (interpreter start-up excluded);",
+        "first call: numba import plus loading the kernels from the on-disk cache, after an untimed run filled it;",
+        "empty cache: every kernel compiled with NUMBA_CACHE_DIR set to a new temporary folder.",
+    ]
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -818,6 +916,9 @@ def format_table(result: dict) -> str:
         lines += _norm_table(norm_records)
     if engine_records:
         lines += _engine_table(meta, engine_records)
+    startup_records = [r for r in records if r["kind"] == "startup"]
+    if startup_records:
+        lines += _startup_table(startup_records)
     return "\n".join(lines)
 
 
@@ -920,7 +1021,8 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
 
 DESCRIPTION = (
     "time the norms (numba, numpy, torch) side by side, as ms and as a share of copy bandwidth, "
-    "then the engine (training steps and per-op overhead, npnorm vs torch)"
+    "then the engine (training steps and per-op overhead, npnorm vs torch), then start-up (import, first call, "
+    "cold compile)"
 )
 
 
@@ -954,6 +1056,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"only the engine rows: all, or CASES of {','.join(ENGINE)} (the norm options are then ignored)",
     )
     rows.add_argument("--no-engine", action="store_true", help="only the norm rows")
+    rows.add_argument(
+        "--startup",
+        action="store_true",
+        help="only the start-up rows: import time, first call with a warm cache and, unless --quick, compiling "
+        "every kernel into an empty cache (the full run includes them; --quick leaves them out)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the records and metadata as JSON")
 
 
@@ -964,12 +1072,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         if args.impls:  # asked for by name: say why it is missing
             print("npnorm bench: torch cannot be imported; skipping impl torch", file=sys.stderr)
         impls = [impl for impl in impls if impl != "torch"]
-    norms = [] if args.engine else args.norms
-    engine = args.engine or ([] if args.no_engine else list(ENGINE))
+    norms = [] if args.engine or args.startup else args.norms
+    engine = [] if args.startup else args.engine or ([] if args.no_engine else list(ENGINE))
+    everything = not (args.quick or args.engine or args.no_engine)
+    startup = ("warm" if args.quick else "all") if args.startup or everything else None
     if not impls and norms:
         print("npnorm bench: no implementation left to run", file=sys.stderr)
         return 2
-    result = run(norms, shapes, args.ops, impls, quick=args.quick, engine=engine)
+    result = run(norms, shapes, args.ops, impls, quick=args.quick, engine=engine, startup=startup)
     print(format_table(result))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -24,6 +24,18 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--impl", action="append", choices=["numba", "numpy", "composed"], help="only this impl")
     check.set_defaults(run=_run_check)
 
+    warmup = sub.add_parser(
+        "warmup",
+        help="compile every Numba kernel now, into the on-disk cache",
+        description="Call every norm forward and backward with impl='numba' on small inputs that reach the serial "
+        "and the parallel kernels, in float32 and float64, so that every kernel is compiled and cached on disk; "
+        "later processes then load them instead of compiling on their first call.",
+    )
+    warmup.add_argument(
+        "--dtype", action="append", choices=["float32", "float64"], help="only this dtype (repeatable; default: both)"
+    )
+    warmup.set_defaults(run=_run_warmup)
+
     from . import bench  # cheap: numba and torch are imported only when the benchmark runs
 
     bench_parser = sub.add_parser("bench", help=bench.DESCRIPTION, description=bench.DESCRIPTION)
@@ -36,6 +48,16 @@ def _run_check(args) -> int:
     from .checks import run_checks
 
     return 0 if run_checks(norms=args.norm, impls=args.impl) else 1
+
+
+def _run_warmup(args) -> int:
+    from .warmup import DTYPES, warmup
+
+    dtypes = args.dtype or DTYPES
+    print(f"npnorm warmup: compiling every kernel for {', '.join(dtypes)} (loaded from the cache if already there)")
+    result = warmup(dtypes=dtypes)
+    print(f"done in {result['seconds']:.1f} s")
+    return 0
 
 
 # ------------------------------------------------------------------------ demo and train: the experiments

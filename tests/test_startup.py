@@ -1,0 +1,86 @@
+"""Start-up: `import npnorm` stays light, `npnorm warmup` fills the kernel cache, the bench reports start-up rows.
+
+Asserts behaviour (which modules are imported, which kernels come from the cache), never timings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+import npnorm.cli
+from npnorm import bench, warmup
+
+HEAVY_MODULES = ["numba", "scipy", "matplotlib", "sklearn", "tqdm", "torch"]
+
+# Run in a fresh interpreter after `npnorm warmup`: every specialisation the warm-up reaches, then the cache
+# statistics of each kernel variant (numba counts a specialisation loaded from disk as a hit, one it had to
+# compile as a miss). Only the kernel modules whose source is stable here are counted.
+_CACHE_PROBE = """
+import json
+from npnorm.warmup import warmup
+from npnorm.kernels import batch_norm, group_norm, layer_norm, rms_norm
+from npnorm.kernels._jit import DualKernel
+
+warmup(progress=None)
+hits = misses = 0
+for module in (batch_norm, group_norm, layer_norm, rms_norm):
+    for kernel in vars(module).values():
+        if isinstance(kernel, DualKernel):
+            for variant in (kernel.serial, kernel.parallel):
+                hits += sum(variant.stats.cache_hits.values())
+                misses += sum(variant.stats.cache_misses.values())
+print(json.dumps({"hits": hits, "misses": misses}))
+"""
+
+
+def _run(script: str) -> str:
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+
+
+def test_import_npnorm_imports_no_heavy_module():
+    script = f"import sys, npnorm; print([m for m in {HEAVY_MODULES!r} if m in sys.modules])"
+    assert _run(script).strip() == "[]"
+
+
+def test_warmup_names_every_norm_and_both_variants():
+    result = warmup.warmup(dtypes=("float32",), progress=None)
+    assert set(result["norms"]) == {"layer_norm", "ada_norm", "rms_norm", "batch_norm", "group_norm", "weight_norm"}
+    assert result["dtypes"] == ["float32"]
+    (n_small, h_small), (n_large, h_large) = result["shapes"]["serial"], result["shapes"]["parallel"]
+    from npnorm.kernels._jit import SERIAL_BELOW
+
+    assert n_small * h_small < SERIAL_BELOW <= n_large * h_large
+    assert all(math.isfinite(s) and s >= 0 for s in result["norms"].values())
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled kernels to cache")
+def test_warmup_command_fills_the_cache_for_a_fresh_process(capsys):
+    assert npnorm.cli.main(["warmup"]) == 0
+    out = capsys.readouterr().out
+    for norm in warmup.NORMS:
+        assert f"  {norm} " in out
+    assert "done in" in out
+    stats = json.loads(_run(_CACHE_PROBE).strip().splitlines()[-1])
+    assert stats["hits"] > 0
+    assert stats["misses"] == 0, "a fresh process had to compile kernels that `npnorm warmup` should have cached"
+
+
+def test_bench_startup_rows_are_well_formed(tmp_path, capsys):
+    path = tmp_path / "startup.json"
+    assert bench.main(["--quick", "--startup", "--json", str(path)]) == 0
+    records = json.loads(path.read_text())["records"]
+    assert [r["kind"] for r in records] == ["startup", "startup"]  # --quick: no cold compile
+    assert [r["op"] for r in records] == ["import", "first_call"]
+    for r in records:
+        assert math.isfinite(r["median_s"]) and 0 < r["min_s"] <= r["median_s"]
+        assert r["runs"] == bench.STARTUP_RUNS
+        assert r["label"] == bench.STARTUP[r["op"]][0] and r["target_s"] == bench.STARTUP[r["op"]][2]
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("import npnorm ", "first LayerNorm"))]
+    assert len(rows) == 2 and "copy bandwidth" not in out and "engine rows" not in out
