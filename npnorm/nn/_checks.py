@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from .._random import default_generator
+from ..norms import IMPLS
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -49,3 +50,10 @@ def generator(who: str, rng) -> np.random.Generator:
     if isinstance(rng, numbers.Integral) and not isinstance(rng, bool) and rng >= 0:
         return np.random.default_rng(int(rng))
     raise TypeError(f"{who}: rng must be a numpy.random.Generator, a non-negative int seed or None, got {rng!r}")
+
+
+def impl(who: str, value):
+    """None (decide at each call: NPNORM_IMPL, else "numba") or one of "numba", "numpy", "composed"."""
+    if value is not None and value not in IMPLS:
+        raise ValueError(f"{who}: impl must be None or one of {IMPLS}, got {value!r}")
+    return value

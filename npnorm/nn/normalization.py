@@ -11,18 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..norms import IMPLS
 from ..norms import _checks as _norm_checks
 from ..norms import batch_norm as _batch_norm
 from ..tensor import Tensor
 from . import _checks, init
 from .module import Module, Parameter
-
-
-def _check_impl(who: str, impl):
-    if impl is not None and impl not in IMPLS:
-        raise ValueError(f"{who}: impl must be None or one of {IMPLS}, got {impl!r}")
-    return impl
 
 
 class LayerNorm(Module):
@@ -52,7 +45,7 @@ class LayerNorm(Module):
         self.elementwise_affine = bool(elementwise_affine)
         self.detach_mean = bool(detach_mean)
         self.detach_var = bool(detach_var)
-        self.impl = _check_impl(who, impl)
+        self.impl = _checks.impl(who, impl)
         dtype = _checks.float_dtype(who, dtype)
         # An absent γ or β is registered as None (as in PyTorch), so `self.bias` reads None.
         if self.elementwise_affine:
@@ -111,7 +104,7 @@ class AdaNorm(Module):
         self.C = _norm_checks.check_real(who, "C", C)
         self.k = _norm_checks.check_real(who, "k", k)
         self.eps = _norm_checks.check_eps(who, eps)
-        self.impl = _check_impl(who, impl)
+        self.impl = _checks.impl(who, impl)
 
     def forward(self, x) -> Tensor:
         return F.ada_norm(x, self.normalized_shape, self.C, self.k, self.eps, impl=self.impl)
@@ -144,7 +137,7 @@ class RMSNorm(Module):
         self.normalized_shape = _checks.shape(who, normalized_shape)
         self.eps = None if eps is None else _norm_checks.check_eps(who, eps)
         self.elementwise_affine = bool(elementwise_affine)
-        self.impl = _check_impl(who, impl)
+        self.impl = _checks.impl(who, impl)
         dtype = _checks.float_dtype(who, dtype)
         if self.elementwise_affine:
             self.weight = Parameter(np.empty(self.normalized_shape, dtype=dtype))
@@ -197,7 +190,7 @@ class BatchNorm1d(Module):
         self.momentum = _batch_norm.check_momentum(who, momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        self.impl = _check_impl(who, impl)
+        self.impl = _checks.impl(who, impl)
         dtype = _checks.float_dtype(who, dtype)
         C = self.num_features
         if self.affine:
@@ -278,7 +271,7 @@ class GroupNorm(Module):
             raise ValueError(f"{who}: num_channels={num_channels} must be divisible by num_groups={num_groups}")
         self.eps = _norm_checks.check_eps(who, eps)
         self.affine = bool(affine)
-        self.impl = _check_impl(who, impl)
+        self.impl = _checks.impl(who, impl)
         dtype = _checks.float_dtype(who, dtype)
         if self.affine:
             self.weight = Parameter(np.empty(self.num_channels, dtype=dtype))

@@ -77,7 +77,7 @@ from ..norms import _checks as _norm_checks
 from ..tensor import Tensor
 from . import _checks, init
 from .module import Module, Parameter
-from .normalization import LayerNorm, _check_impl
+from .normalization import LayerNorm
 
 # Blocks of H rows in weight_ih and weight_hh: one per gate.
 _GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
@@ -182,7 +182,7 @@ class _Recurrent(Module):
             raise ValueError(f"{who}: nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self.dtype = _checks.float_dtype(who, dtype)
-        self.impl = _check_impl(who, impl)
+        self.impl = _checks.impl(who, impl)
         self._suffixes = []  # one per layer, in order: "" for a cell, "_l0", "_l1", ... for a sequence model
 
     def _add_layer(self, suffix: str, input_size: int) -> None:

@@ -11,7 +11,6 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..norms import IMPLS
 from ..tensor import Tensor
 from . import _checks, init
 from .module import Module, Parameter
@@ -37,9 +36,7 @@ class WeightNormLinear(Module):
         # in_features = 0 would make every row of v empty, with norm 0 and no direction.
         self.in_features = _checks.size(who, "in_features", in_features, minimum=1)
         self.out_features = _checks.size(who, "out_features", out_features, minimum=0)
-        if impl is not None and impl not in IMPLS:
-            raise ValueError(f"{who}: impl must be None or one of {IMPLS}, got {impl!r}")
-        self.impl = impl
+        self.impl = _checks.impl(who, impl)
         dtype = _checks.float_dtype(who, dtype)
         self.weight_g = Parameter(np.empty((self.out_features, 1), dtype=dtype))
         self.weight_v = Parameter(np.empty((self.out_features, self.in_features), dtype=dtype))
