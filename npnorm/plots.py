@@ -138,7 +138,7 @@ def plot_variants(result: dict, path) -> str:
         yscale="log",
         xlabel="hidden layer",
         ylabel="Var(dL/dx) per sample",
-        title="trained LayerNorm, terms switched off",
+        title="trained LN, backward terms off",
     )
     if same_point:
         ax_grad.legend(fontsize="small")
