@@ -42,6 +42,7 @@ import numpy as np
 from ..autograd import Function
 from ..tensor import Tensor
 from . import _dispatch
+from .layer_norm import _as_rows, _flat  # the same (rows, H) view of the input and (H,) view of γ
 
 # ------------------------------------------------------------------------------- NumPy reference
 
@@ -80,10 +81,6 @@ def backward_reference(dy, x, rrms, weight):
 # ------------------------------------------------------------------------------------ engine binding
 
 
-def _as_rows(a: np.ndarray, H: int) -> np.ndarray:
-    return np.ascontiguousarray(a.reshape(-1, H))  # (N, H)
-
-
 class RMSNormFunction(Function):
     """y = RMSNorm(x) over the trailing H features; `backend` is "numba" or "numpy".
 
@@ -96,7 +93,7 @@ class RMSNormFunction(Function):
     @staticmethod
     def forward(ctx, x, weight, *, H, eps, backend):
         x2 = _as_rows(x, H)  # (N, H)
-        w = None if weight is None else np.ascontiguousarray(weight.reshape(-1))  # (H,)
+        w = _flat(weight)  # (H,)
         kern = _dispatch.kernels("rms_norm") if backend == "numba" else None
         if kern is not None:
             y = np.empty_like(x2)  # (N, H)
