@@ -253,17 +253,11 @@ def _train_arguments(parser, norms, default_norms: str, defaults: dict) -> None:
 
 
 def _run_train_mlp(args) -> int:
-    from .experiments.mlp import batch_norm_available, run_batch_size
+    from .experiments.mlp import run_batch_size
 
     _check_outputs(args)
-    norms = args.norm or ["none", "batch", "layer"]
-    if "batch" in norms and not batch_norm_available():
-        if args.norm:  # asked for by name
-            return _no_batch_norm()
-        print("npnorm train: skipping norm 'batch' (npnorm.nn.BatchNorm1d is not available)", file=sys.stderr)
-        norms.remove("batch")
     result = run_batch_size(
-        norms,
+        args.norm or ["none", "batch", "layer"],
         args.batch_size or [128, 4],
         epochs=args.epochs,
         seeds=args.seeds,
@@ -277,11 +271,8 @@ def _run_train_mlp(args) -> int:
 
 
 def _run_train_variants(args) -> int:
-    from .experiments.mlp import batch_norm_available
     from .experiments.variants import VARIANTS, run_variants
 
-    if "batch" in (args.norm or ()) and not batch_norm_available():
-        return _no_batch_norm()
     _check_outputs(args)
     result = run_variants(
         args.norm or VARIANTS,
@@ -391,11 +382,6 @@ def _run_reproduce(args) -> int:
     print(f"results: {out['markdown']} ({sum(out['seconds'].values()) / 60:.1f} min)")
     print(f"plots: {', '.join(out['images'].values())}")
     return 0
-
-
-def _no_batch_norm() -> int:
-    print("npnorm train: error: norm 'batch' needs npnorm.nn.BatchNorm1d, which is not available", file=sys.stderr)
-    return 1
 
 
 def _check_outputs(args) -> None:

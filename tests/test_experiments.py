@@ -116,10 +116,8 @@ def test_batch_size_experiment_quick():
 
 
 def test_batch_size_experiment_batch_norm_arm():
-    if not hasattr(nn, "BatchNorm1d"):
-        pytest.skip("npnorm.nn.BatchNorm1d is not available yet")
     result = run_batch_size(("batch",), (4,), quick=True, progress=False)
-    assert result["skipped"] == [] and math.isfinite(result["summary"]["batch/4"]["train_loss"]["mean"][-1])
+    assert math.isfinite(result["summary"]["batch/4"]["train_loss"]["mean"][-1])
 
 
 def test_variants_experiment_measures_re_centring():

@@ -20,10 +20,10 @@ from ..data import DigitsSplit, load_digits, stratified_split
 from ..progress import progress_bar
 from ._train import mean_and_spread, steps_per_epoch, strip_model, train_classifier
 
-# name -> how to build the norm for H features. "batch" needs nn.BatchNorm1d.
+# name -> how to build the norm for H features.
 NORMS = {
     "none": lambda H: nn.Identity(),
-    "batch": lambda H: _batch_norm(H),
+    "batch": lambda H: nn.BatchNorm1d(H),
     "layer": lambda H: nn.LayerNorm(H),
     "simple": lambda H: nn.LayerNorm(H, elementwise_affine=False),
     "detach_mean": lambda H: nn.LayerNorm(H, detach_mean=True),
@@ -32,16 +32,6 @@ NORMS = {
     "adanorm": lambda H: nn.AdaNorm(H, C=2.0, k=0.1),
     "rms": lambda H: nn.RMSNorm(H),
 }
-
-
-def _batch_norm(H: int):
-    if not hasattr(nn, "BatchNorm1d"):
-        raise NotImplementedError("norm 'batch' needs npnorm.nn.BatchNorm1d, which this version does not have")
-    return nn.BatchNorm1d(H)
-
-
-def batch_norm_available() -> bool:
-    return hasattr(nn, "BatchNorm1d")
 
 
 def make_mlp(norm: str, in_features: int = 64, hidden: int = 128, depth: int = 2, num_classes: int = 10):
@@ -75,7 +65,6 @@ def run_batch_size(
     """Train every (norm, batch size) for seeds seed, seed+1, ...; the curves as mean/min/max over seeds.
 
     `quick` shrinks everything (a training subset, 2 epochs, 1 seed, H = 32) so that it runs in seconds.
-    A "batch" arm without nn.BatchNorm1d is skipped and listed under "skipped".
     """
     preset = QUICK if quick else DEFAULTS
     epochs = preset["epochs"] if epochs is None else epochs
@@ -84,8 +73,6 @@ def run_batch_size(
     data = load_digits("flat")
     if preset["n_train"]:
         data = subset(data, preset["n_train"])
-    skipped = [n for n in norms if n == "batch" and not batch_norm_available()]
-    norms = [n for n in norms if n not in skipped]
     runs = [(n, b, seed + s) for n in norms for b in batch_sizes for s in range(seeds)]
     total = sum(steps_per_epoch(len(data.x_train), b) * epochs for _, b, _ in runs)
     results = {}
@@ -121,7 +108,7 @@ def run_batch_size(
         "n_test": len(data.x_test),
         "quick": quick,
     }
-    return {"experiment": "batch_size", "config": config, "summary": summary, "runs": results, "skipped": skipped}
+    return {"experiment": "batch_size", "config": config, "summary": summary, "runs": results}
 
 
 def subset(data: DigitsSplit, n_train: int, seed: int = 0) -> DigitsSplit:

@@ -204,8 +204,6 @@ def _batch_size_section(result: dict) -> list[str]:
             f"{last[0]:.4f} vs {last[1]:.4f} at the end; final test error {err[0]:.2f}% vs {err[1]:.2f}%. "
             + _verdict(faster, partly=first[0] < first[1] or last[0] < last[1])
         )
-    if result.get("skipped"):
-        lines.append(f"- Skipped (not available in this build): {', '.join(result['skipped'])}.")
     return lines + [""]
 
 
