@@ -33,6 +33,10 @@ AFFINE = [(True, True), (True, False), (False, True), (False, False)]  # (weight
 DETACH = [(False, False), (True, False), (False, True), (True, True)]  # (detach_mean, detach_var)
 # N * H at or above _jit.SERIAL_BELOW: these run the parallel kernels through the public functions
 BIG_SHAPES = [(1, 40_000), (3000, 17), (257, 300)]
+# H ≥ K.SWEEP_FROM_H = 2048 and chunks of more than K.SWEEP_ROWS = 8 rows that are not multiples of 8 (16
+# chunks of 16-17 rows; 15 chunks of 9-10 rows): the backward adds the dweight/dbias shares of 8 rows at a
+# time, then the leftover rows one by one
+WIDE_SHAPES = [(261, 2048), (137, 2055)]
 EXAMPLES = max(40, settings.default.max_examples)
 
 
@@ -166,7 +170,7 @@ def test_ada_norm_matches_reference(shape, dtype, C, k, eps, seed):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("N,H", BIG_SHAPES)
+@pytest.mark.parametrize("N,H", BIG_SHAPES + WIDE_SHAPES)
 def test_big_shapes_match_reference(N, H, dtype, rng):
     x, weight, bias, dy = make_case(rng, N, H, dtype, offset=1.5, scale=2.0)
     check_layer_norm(x, weight, bias, dy)
@@ -178,7 +182,7 @@ def test_big_shapes_match_reference(N, H, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("N,H", [(1, 33), (7, 5), (130, 64), (3000, 17)])
+@pytest.mark.parametrize("N,H", [(1, 33), (7, 5), (130, 64), (3000, 17)] + WIDE_SHAPES)
 def test_parallel_equals_serial(N, H, dtype, rng, monkeypatch):
     x, weight, bias, dy = make_case(rng, N, H, dtype, offset=-4.0, scale=3.0)
     results = {}
@@ -237,16 +241,17 @@ def test_no_rows(dtype, variant):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_nan_stays_in_its_row(dtype, variant, rng):
-    x, weight, bias, dy = make_case(rng, 9, 12, dtype)
+@pytest.mark.parametrize("N,H", [(9, 12), WIDE_SHAPES[1]])
+def test_nan_stays_in_its_row(N, H, dtype, variant, rng):
+    x, weight, bias, dy = make_case(rng, N, H, dtype)
     x[4, 7] = np.nan
     y, mean, rstd = kernel_forward(x, weight, bias)
     dx, dweight, dbias = kernel_backward(dy, x, mean, rstd, weight)
-    z, ada_mean, ada_rstd = np.empty_like(x), np.empty(9), np.empty(9)
+    z, ada_mean, ada_rstd = np.empty_like(x), np.empty(N), np.empty(N)
     K.ada_norm_forward(z, ada_mean, ada_rstd, x, 1.0, 0.1, 1e-5)
     dxa = np.empty_like(x)
     K.ada_norm_backward(dxa, dy, x, ada_mean, ada_rstd, 1.0, 0.1)
-    others = np.arange(9) != 4
+    others = np.arange(N) != 4
     for name, out in [("y", y), ("dx", dx), ("z", z), ("ada dx", dxa)]:
         assert np.isnan(out[4]).all(), name
         assert np.isfinite(out[others]).all(), name
@@ -254,6 +259,14 @@ def test_nan_stays_in_its_row(dtype, variant, rng):
     assert np.isfinite(dbias).all()  # Σ dy does not involve x
     # the clean rows are exactly what they would be without the NaN row
     check_layer_norm(x[others], weight, bias, dy[others])
+
+
+def test_wide_shapes_take_the_row_block_path():
+    for N, H in WIDE_SHAPES:
+        n = _jit.num_chunks(N, H)
+        chunk_sizes = [(c + 1) * N // n - c * N // n for c in range(n)]  # as the kernel splits the rows
+        assert H >= K.SWEEP_FROM_H and min(chunk_sizes) > K.SWEEP_ROWS
+        assert any(size % K.SWEEP_ROWS for size in chunk_sizes)
 
 
 def test_large_mean_small_std_float32(rng):

@@ -45,6 +45,9 @@ How the kernels are written, and why:
   updates. Instead each block of rows (a "chunk") sums into its own row of a partial buffer of shape
   (nchunks, H), and the partials are added up afterwards. The chunks depend only on N, not on the number of
   threads, so serial and parallel runs add the same numbers in the same order.
+* **Wide rows.** For H ≥ ``SWEEP_FROM_H`` the two float64 partial rows no longer fit in L1 beside the data
+  row, and updating them once per row dominated the backward; there each chunk first adds the shares of
+  ``SWEEP_ROWS`` rows per column, then computes dx row by row (measurements in ``_add_block_params``).
 * **Serial below a threshold.** Each kernel is compiled twice (``_jit.DualKernel``); inputs smaller than
   ``_jit.SERIAL_BELOW`` elements run the serial variant because waking the thread pool costs more than the
   work. The measurement is written down next to that constant.
@@ -109,39 +112,89 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
             y[i, j] = out
 
 
+@kernel(parallel=False, fastmath=FASTMATH_REASSOC)
+def _backward_row(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, a, b, i):
+    """dx of row i; adds the row's share of dweight and dbias to the given partial rows unless they are None."""
+    H = x.shape[1]
+    m = mean[i]
+    r = rstd[i]
+    # pass 1: the row sums Σ g and Σ g * xhat, and this row's share of dweight and dbias
+    sum_g = np.float64(0.0)
+    sum_gxhat = np.float64(0.0)
+    for j in range(H):
+        xhat = (np.float64(x[i, j]) - m) * r
+        g = np.float64(dy[i, j])
+        if dbias_part is not None:  # resolved at compile time
+            dbias_part[j] += g
+        if dweight_part is not None:
+            dweight_part[j] += g * xhat
+        if weight is not None:
+            g = g * weight[j]
+        sum_g += g
+        sum_gxhat += g * xhat
+    mean_g = a * (sum_g / H)
+    mean_gxhat = b * (sum_gxhat / H)
+    # pass 2: dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat))
+    for j in range(H):
+        xhat = (np.float64(x[i, j]) - m) * r
+        g = np.float64(dy[i, j])
+        if weight is not None:
+            g = g * weight[j]
+        dx[i, j] = r * (g - mean_g - xhat * mean_gxhat)
+
+
+# Wide rows: rows are swept this many at a time into the dweight/dbias partials (see _add_block_params).
+SWEEP_ROWS = 8
+# ... from this row length on. Below it the partial rows stay in L1 next to the data row and the fused
+# single-row loop is faster; measured in the comment of _add_block_params.
+SWEEP_FROM_H = 2048
+
+
+@kernel(parallel=False, fastmath=FASTMATH_REASSOC)
+def _add_block_params(dweight_part, dbias_part, dy, x, mean, rstd, i0):
+    """Add rows i0 .. i0+SWEEP_ROWS-1's shares of dweight and dbias to the partial rows, in one visit.
+
+    Per row, the single-row loop reads and writes both float64 partial rows (16 bytes per element each).
+    For H ≥ 2048 those 2·8·H bytes (32 KiB and more) no longer fit in L1 beside the row itself, and the
+    read-modify-write from L2 dominated the backward. Summing 8 rows per column first (in float64, in a fixed
+    order) cuts that traffic eightfold. Measured, backward only, float32, 2 cores, interleaved, lower
+    quartile of 120 calls: 1024x4096 1.85 → 1.46 ms, 2048x2048 1.85 → 1.48 ms (without dweight/dbias at all:
+    1.13 and 1.02 ms); at H = 1024 and below it was 5-40% slower, hence SWEEP_FROM_H.
+    """
+    H = x.shape[1]
+    for j in range(H):
+        s_b = np.float64(0.0)
+        s_w = np.float64(0.0)
+        for k in range(SWEEP_ROWS):  # a constant trip count: unrolled, the j loop vectorises
+            g = np.float64(dy[i0 + k, j])
+            s_b += g
+            s_w += g * ((np.float64(x[i0 + k, j]) - mean[i0 + k]) * rstd[i0 + k])
+        dbias_part[j] += s_b
+        dweight_part[j] += s_w
+
+
 @dual_kernel(fastmath=FASTMATH_REASSOC)
 def _layer_norm_backward(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, detach_mean, detach_var, nchunks):
     N, H = x.shape
     a = 0.0 if detach_mean else 1.0  # keep the gradient through mean?
     b = 0.0 if detach_var else 1.0  # keep the gradient through rstd?
     for c in prange(nchunks):
-        # chunk c owns rows [c*N//nchunks, (c+1)*N//nchunks) and writes only row c of the partials
-        for i in range(c * N // nchunks, (c + 1) * N // nchunks):
-            m = mean[i]
-            r = rstd[i]
-            # pass 1: the row sums Σ g and Σ g * xhat, and this row's share of dweight and dbias
-            sum_g = np.float64(0.0)
-            sum_gxhat = np.float64(0.0)
-            for j in range(H):
-                xhat = (np.float64(x[i, j]) - m) * r
-                g = np.float64(dy[i, j])
-                if dbias_part is not None:
-                    dbias_part[c, j] += g
-                if dweight_part is not None:
-                    dweight_part[c, j] += g * xhat
-                if weight is not None:
-                    g = g * weight[j]
-                sum_g += g
-                sum_gxhat += g * xhat
-            mean_g = a * (sum_g / H)
-            mean_gxhat = b * (sum_gxhat / H)
-            # pass 2: dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat))
-            for j in range(H):
-                xhat = (np.float64(x[i, j]) - m) * r
-                g = np.float64(dy[i, j])
-                if weight is not None:
-                    g = g * weight[j]
-                dx[i, j] = r * (g - mean_g - xhat * mean_gxhat)
+        # chunk c owns rows [lo, hi) and writes only row c of the partials
+        lo = c * N // nchunks
+        hi = (c + 1) * N // nchunks
+        if dweight_part is None:  # no parameter gradients wanted (resolved at compile time)
+            for i in range(lo, hi):
+                _backward_row(dx, None, None, dy, x, mean, rstd, weight, a, b, i)
+        else:
+            i = lo
+            if H >= SWEEP_FROM_H:  # wide rows: parameter shares 8 rows at a time, then dx row by row
+                while i + SWEEP_ROWS <= hi:
+                    _add_block_params(dweight_part[c], dbias_part[c], dy, x, mean, rstd, i)
+                    for k in range(i, i + SWEEP_ROWS):
+                        _backward_row(dx, None, None, dy, x, mean, rstd, weight, a, b, k)
+                    i += SWEEP_ROWS
+            for k in range(i, hi):  # one fused loop per row (all rows when H < SWEEP_FROM_H)
+                _backward_row(dx, dweight_part[c], dbias_part[c], dy, x, mean, rstd, weight, a, b, k)
 
 
 def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
