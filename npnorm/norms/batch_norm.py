@@ -49,6 +49,7 @@ import numbers
 
 import numpy as np
 
+from .. import _buffers
 from ..autograd import Function
 from ..tensor import Tensor
 from . import _dispatch
@@ -193,7 +194,7 @@ class BatchNormFunction(Function):
         x3 = _as_ncl(x, N, C, L)  # (N, C, L)
         kern = _dispatch.kernels("batch_norm") if backend == "numba" else None
         if kern is not None:
-            y = np.empty_like(x3)  # (N, C, L)
+            y = _buffers.empty_like(x3)  # (N, C, L)
             kern.batch_norm_forward(y, x3, mean, rstd, weight, bias)
         else:
             y = forward_reference(x3, mean, rstd, weight, bias)
@@ -209,7 +210,7 @@ class BatchNormFunction(Function):
         dy = _as_ncl(grad, *x3.shape)  # (N, C, L)
         C = x3.shape[1]
         if kern is not None:
-            dx = np.empty_like(x3) if need_x else None  # (N, C, L)
+            dx = _buffers.empty_like(x3) if need_x else None  # (N, C, L)
             dw = np.empty(C, dtype=x3.dtype) if need_w else None  # (C,)
             db = np.empty(C, dtype=x3.dtype) if need_b else None  # (C,)
             kern.batch_norm_backward(dx, dw, db, dy, x3, mean, rstd, w, training)

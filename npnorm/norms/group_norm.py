@@ -38,6 +38,7 @@ import numbers
 
 import numpy as np
 
+from .. import _buffers
 from ..autograd import Function
 from ..tensor import Tensor
 from . import _dispatch
@@ -116,7 +117,7 @@ class GroupNormFunction(Function):
         ln = _dispatch.kernels("layer_norm") if backend == "numba" else None
         gn = _dispatch.kernels("group_norm") if ln is not None else None
         if ln is not None:
-            y = np.empty_like(x3)  # (N, C, S)
+            y = _buffers.empty_like(x3)  # (N, C, S)
             mean = np.empty(N * G)  # (N·G,) float64
             rstd = np.empty(N * G)  # (N·G,) float64
             ln.layer_norm_forward(y.reshape(N * G, H), mean, rstd, x3.reshape(N * G, H), None, None, eps)
@@ -141,12 +142,12 @@ class GroupNormFunction(Function):
         else:
             dw = np.empty(C, dtype=x3.dtype) if need_w else None  # (C,)
             db = np.empty(C, dtype=x3.dtype) if need_b else None  # (C,)
-            g = np.empty_like(x3) if (w is not None and need_x) else None  # (N, C, S)  γ_c · dy
+            g = _buffers.empty_like(x3) if (w is not None and need_x) else None  # (N, C, S)  γ_c · dy
             if g is not None or dw is not None or db is not None:
                 gn.group_norm_affine_backward(g, dw, db, dy, x3, mean.reshape(N, G), rstd.reshape(N, G), w)
             dx = None
             if need_x:
-                dx = np.empty_like(x3)  # (N, C, S)
+                dx = _buffers.empty_like(x3)  # (N, C, S)
                 g_rows = (dy if w is None else g).reshape(N * G, H)  # (N·G, H)
                 ln.layer_norm_backward(dx.reshape(N * G, H), None, None, g_rows, x3.reshape(N * G, H), mean, rstd, None)
         return (

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _buffers
 from ..autograd import Function
 from ..tensor import Tensor
 from . import _dispatch
@@ -133,7 +134,7 @@ class LayerNormFunction(Function):
         w, b = _flat(weight), _flat(bias)
         kern = _dispatch.kernels("layer_norm") if backend == "numba" else None
         if kern is not None:
-            y = np.empty_like(x2)  # (N, H)
+            y = _buffers.empty_like(x2)  # (N, H)
             mean = np.empty(x2.shape[0], dtype=np.float64)  # (N,)
             rstd = np.empty(x2.shape[0], dtype=np.float64)  # (N,)
             kern.layer_norm_forward(y, mean, rstd, x2, w, b, eps)
@@ -153,7 +154,7 @@ class LayerNormFunction(Function):
         need_x, need_w, need_b = ctx.needs_input_grad
         dy = _as_rows(grad, H)  # (N, H)
         if kern is not None:
-            dx = np.empty_like(x2)  # (N, H)
+            dx = _buffers.empty_like(x2)  # (N, H)
             dw = np.empty(H, dtype=x2.dtype) if need_w else None  # (H,)
             db = np.empty(H, dtype=x2.dtype) if need_b else None  # (H,)
             kern.layer_norm_backward(dx, dw, db, dy, x2, mean, rstd, w, detach_mean, detach_var)
@@ -176,7 +177,7 @@ class AdaNormFunction(Function):
         x2 = _as_rows(x, H)  # (N, H)
         kern = _dispatch.kernels("layer_norm") if backend == "numba" else None
         if kern is not None:
-            z = np.empty_like(x2)
+            z = _buffers.empty_like(x2)  # (N, H)
             mean = np.empty(x2.shape[0], dtype=np.float64)
             rstd = np.empty(x2.shape[0], dtype=np.float64)
             kern.ada_norm_forward(z, mean, rstd, x2, C, k, eps)
@@ -192,7 +193,7 @@ class AdaNormFunction(Function):
         x_shape, H, C, k, kern = ctx.params
         dz = _as_rows(grad, H)
         if kern is not None:
-            dx = np.empty_like(x2)
+            dx = _buffers.empty_like(x2)  # (N, H)
             kern.ada_norm_backward(dx, dz, x2, mean, rstd, C, k)
         else:
             dx = ada_backward_reference(dz, x2, mean, rstd, C, k)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _buffers
 from ..autograd import Function
 from ..tensor import Tensor
 from . import _dispatch
@@ -96,7 +97,7 @@ class RMSNormFunction(Function):
         w = _flat(weight)  # (H,)
         kern = _dispatch.kernels("rms_norm") if backend == "numba" else None
         if kern is not None:
-            y = np.empty_like(x2)  # (N, H)
+            y = _buffers.empty_like(x2)  # (N, H)
             rrms = np.empty(x2.shape[0], dtype=np.float64)  # (N,)
             kern.rms_norm_forward(y, rrms, x2, w, eps)
         else:
@@ -114,7 +115,7 @@ class RMSNormFunction(Function):
         need_x, need_w = ctx.needs_input_grad
         dy = _as_rows(grad, H)  # (N, H)
         if kern is not None:
-            dx = np.empty_like(x2)  # (N, H)
+            dx = _buffers.empty_like(x2)  # (N, H)
             dw = np.empty(H, dtype=x2.dtype) if need_w else None  # (H,)
             kern.rms_norm_backward(dx, dw, dy, x2, rrms, w)
         else:
