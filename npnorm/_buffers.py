@@ -63,6 +63,8 @@ def empty(shape, dtype) -> np.ndarray:
 
 def empty_like(a: np.ndarray) -> np.ndarray:
     """``empty(a.shape, a.dtype)``."""
+    if a.nbytes < MIN_BYTES:
+        return np.empty(a.shape, a.dtype)
     return empty(a.shape, a.dtype)
 
 

@@ -156,7 +156,7 @@ def test_serial_and_parallel_affine_kernels_are_bit_identical(shape):
     dy = rng.standard_normal(x.shape)
     w, b = rng.standard_normal(C), rng.standard_normal(C)
     mean, rstd = rng.standard_normal((N, 4)), 1 + rng.random((N, 4))  # G = 4
-    nchunks = bn_kern.num_chunks(N, C)
+    nchunks = bn_kern.num_chunks(N, C, size=_jit.SERIAL_BELOW)  # the blocks of a parallel-sized input
     out = {}
     for variant in ("serial", "parallel"):
         call = partial(_call_variant, variant)

@@ -157,7 +157,7 @@ def test_parallel_kernels_equal_serial_bit_for_bit(dtype, affine):
     x = rng.standard_normal((N, H)).astype(dtype)
     dy = rng.standard_normal((N, H)).astype(dtype)
     w = rng.standard_normal(H).astype(dtype) if affine else None
-    nchunks = num_chunks(N, H)
+    nchunks = num_chunks(N, H, size=_jit.SERIAL_BELOW)  # the blocks of an input big enough to run in parallel
     assert nchunks > 1
     results = []
     for run in (kern._rms_norm_forward.serial, lambda *a: _jit.call_parallel(kern._rms_norm_forward.parallel, *a)):

@@ -127,7 +127,7 @@ def batch_norm_stats(mean, var, x):
     ``x`` is (N, C, L) C-contiguous float32/float64 with N·L > 0.
     """
     N, C, L = x.shape
-    nchunks = num_chunks(N, C)
+    nchunks = num_chunks(N, C, size=x.size)
     # np.full touches the pages here, not in the pool threads (see kernels/layer_norm.py).
     part_mean = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
     part_m2 = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
@@ -247,7 +247,7 @@ def batch_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, training)
     """
     N, C, L = x.shape
     if training or dweight is not None or dbias is not None:
-        nchunks = num_chunks(N, C)
+        nchunks = num_chunks(N, C, size=x.size)
         part_dy = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
         part_dyxhat = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
         _chunk_grad_sums.launch(x.size, part_dy, part_dyxhat, dy, x, mean, rstd)

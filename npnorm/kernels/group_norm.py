@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks
+from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks, reduce_chunks
 
 __all__ = ["group_norm_affine_backward", "group_norm_affine_forward"]
 
@@ -108,7 +108,7 @@ def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
     the LayerNorm rows; ``weight`` is (C,) and must be given when ``g`` is.
     """
     N, C, S = x.shape
-    nchunks = num_chunks(N, C)
+    nchunks = num_chunks(N, C, size=x.size)
     # One specialisation computes both parameter gradients, one neither (as in kernels/layer_norm.py).
     if dweight is None and dbias is None:
         part_dy = part_dyxhat = None
@@ -117,6 +117,6 @@ def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
         part_dyxhat = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
     _affine_backward.launch(x.size, g, part_dy, part_dyxhat, dy, x, mean, rstd, weight, nchunks)
     if dweight is not None:
-        dweight[...] = part_dyxhat.sum(axis=0)
+        reduce_chunks(dweight, part_dyxhat)
     if dbias is not None:
-        dbias[...] = part_dy.sum(axis=0)
+        reduce_chunks(dbias, part_dy)

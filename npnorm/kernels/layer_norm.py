@@ -65,7 +65,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel, kernel, num_chunks
+from ._jit import FASTMATH_REASSOC, dual_kernel, kernel, num_chunks, reduce_chunks
 
 __all__ = [
     "ada_norm_backward",
@@ -228,9 +228,9 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
     )
     # Reduce the partials over chunks (serially, in NumPy), then round once to x.dtype.
     if dweight is not None:
-        dweight[...] = dweight_part.sum(axis=0)
+        reduce_chunks(dweight, dweight_part)
     if dbias is not None:
-        dbias[...] = dbias_part.sum(axis=0)
+        reduce_chunks(dbias, dbias_part)
 
 
 # --- AdaNorm -------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks
+from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks, reduce_chunks
 
 __all__ = ["rms_norm_backward", "rms_norm_forward"]
 
@@ -110,4 +110,4 @@ def rms_norm_backward(dx, dweight, dy, x, rrms, weight):
     _rms_norm_backward.launch(x.size, dx, dweight_part, dy, x, rrms, weight, nchunks)
     # Reduce the partials over chunks (serially, in NumPy), then round once to x.dtype.
     if dweight is not None:
-        dweight[...] = dweight_part.sum(axis=0)
+        reduce_chunks(dweight, dweight_part)

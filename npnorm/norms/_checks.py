@@ -9,6 +9,8 @@ from ..tensor import Tensor, _as_float_array
 
 
 def check_eps(who: str, eps) -> float:
+    if type(eps) is float and eps >= 0:  # the usual case, first (NaN fails the comparison)
+        return eps
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or math.isnan(eps) or eps < 0:
         raise ValueError(f"{who}: eps must be a number >= 0, got {eps!r}")
     return float(eps)
@@ -16,6 +18,16 @@ def check_eps(who: str, eps) -> float:
 
 def check_normalized_shape(who: str, normalized_shape, input_shape: tuple) -> tuple:
     """`normalized_shape` as a tuple that equals the last dims of `input_shape`."""
+    # The usual cases, first: an int or a tuple of ints equal to the trailing dims (these run on every
+    # call, and the general checks below cost more than a small LayerNorm kernel).
+    if type(normalized_shape) is int:
+        if normalized_shape > 0 and input_shape and input_shape[-1] == normalized_shape:
+            return (normalized_shape,)
+    elif type(normalized_shape) is tuple and 0 < len(normalized_shape) <= len(input_shape):
+        if input_shape[len(input_shape) - len(normalized_shape) :] == normalized_shape and all(
+            type(n) is int and n > 0 for n in normalized_shape
+        ):
+            return normalized_shape
     if isinstance(normalized_shape, numbers.Integral):
         normalized_shape = (int(normalized_shape),)
     items = _items(normalized_shape)
