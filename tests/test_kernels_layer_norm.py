@@ -33,9 +33,9 @@ AFFINE = [(True, True), (True, False), (False, True), (False, False)]  # (weight
 DETACH = [(False, False), (True, False), (False, True), (True, True)]  # (detach_mean, detach_var)
 # N * H at or above _jit.SERIAL_BELOW: these run the parallel kernels through the public functions
 BIG_SHAPES = [(1, 40_000), (3000, 17), (257, 300)]
-# H ≥ K.SWEEP_FROM_H = 2048 and chunks of more than K.SWEEP_ROWS = 8 rows that are not multiples of 8 (16
-# chunks of 16-17 rows; 15 chunks of 9-10 rows): the backward adds the dweight/dbias shares of 8 rows at a
-# time, then the leftover rows one by one
+# H ≥ K.BLOCK_FROM_H = 2048 and chunks of more than K.BLOCK_ROWS = 4 rows that are not all multiples of 4
+# (16 chunks of 16-17 rows; 15 chunks of 9-10 rows): the backward runs blocks of 4 rows, then the leftover
+# rows one by one
 WIDE_SHAPES = [(261, 2048), (137, 2055)]
 EXAMPLES = max(40, settings.default.max_examples)
 
@@ -185,6 +185,10 @@ def test_big_shapes_match_reference(N, H, dtype, rng):
 @pytest.mark.parametrize("N,H", [(1, 33), (7, 5), (130, 64), (3000, 17)] + WIDE_SHAPES)
 def test_parallel_equals_serial(N, H, dtype, rng, monkeypatch):
     x, weight, bias, dy = make_case(rng, N, H, dtype, offset=-4.0, scale=3.0)
+    # Both variants get the row blocks of a parallel-sized input (a small input run serially has one block,
+    # and the 4-row blocks of wide rows start at block boundaries: other blocks, other rounding).
+    chunks = _jit.num_chunks
+    monkeypatch.setattr(K, "num_chunks", lambda N, H, size=None: chunks(N, H, size=2**62))
     results = {}
     for name, threshold in [("serial", 2**62), ("parallel", 0)]:
         monkeypatch.setattr(_jit, "SERIAL_BELOW", threshold)
@@ -261,12 +265,20 @@ def test_nan_stays_in_its_row(N, H, dtype, variant, rng):
     check_layer_norm(x[others], weight, bias, dy[others])
 
 
+@pytest.mark.parametrize("detach", DETACH)
+@pytest.mark.parametrize("affine", AFFINE)
+def test_wide_rows_with_and_without_weight_and_detached(affine, detach, rng):
+    """The 4-row blocks with every specialisation: weight or not, dbias only, DetachNorm's flags."""
+    x, weight, bias, dy = make_case(rng, *WIDE_SHAPES[1], np.float64, affine, offset=1.5, scale=2.0)
+    check_layer_norm(x, weight, bias, dy, detach=detach)
+
+
 def test_wide_shapes_take_the_row_block_path():
     for N, H in WIDE_SHAPES:
         n = _jit.num_chunks(N, H)
         chunk_sizes = [(c + 1) * N // n - c * N // n for c in range(n)]  # as the kernel splits the rows
-        assert H >= K.SWEEP_FROM_H and min(chunk_sizes) > K.SWEEP_ROWS
-        assert any(size % K.SWEEP_ROWS for size in chunk_sizes)
+        assert H >= K.BLOCK_FROM_H and min(chunk_sizes) > K.BLOCK_ROWS
+        assert any(size % K.BLOCK_ROWS for size in chunk_sizes)
 
 
 def test_large_mean_small_std_float32(rng):

@@ -45,9 +45,9 @@ How the kernels are written, and why:
   updates. Instead each block of rows (a "chunk") sums into its own row of a partial buffer of shape
   (nchunks, H), and the partials are added up afterwards. The chunks depend only on N, not on the number of
   threads, so serial and parallel runs add the same numbers in the same order.
-* **Wide rows.** For H ≥ ``SWEEP_FROM_H`` the two float64 partial rows no longer fit in L1 beside the data
-  row, and updating them once per row dominated the backward; there each chunk first adds the shares of
-  ``SWEEP_ROWS`` rows per column, then computes dx row by row (measurements in ``_add_block_params``).
+* **Wide rows.** For H ≥ ``BLOCK_FROM_H`` the two float64 partial rows no longer fit in L1 beside the data
+  row, and updating them once per row dominated the backward; there pass 1 runs over ``BLOCK_ROWS`` = 4
+  rows side by side and updates the partials once for all four (measurements in ``_backward_4_rows``).
 * **Serial below a threshold.** Each kernel is compiled twice (``_jit.DualKernel``); inputs smaller than
   ``_jit.SERIAL_BELOW`` elements run the serial variant because waking the thread pool costs more than the
   work. The measurement is written down next to that constant.
@@ -102,14 +102,32 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
         m, r = _row_mean_rstd(x[i], eps)  # two passes over row i, which then stays in cache
         mean[i] = m  # (N,) float64
         rstd[i] = r  # (N,) float64
-        # y = weight * xhat + bias, computed in float64, rounded once to y.dtype
+        # y = weight * xhat + bias in x's dtype, with the float64 mean split into two parts of that dtype,
+        # m = m_hi + m_lo (exactly, up to the rounding of the tiny m_lo), so that centring stays accurate
+        # when |mean| ≫ std: x - m_hi is exact for x near m_hi (Sterbenz), and m_lo then brings back what
+        # rounding m to float32 lost (see "Split mean" in the module docstring). For float64, m_lo = 0.
+        m_hi = x.dtype.type(m)
+        m_lo = x.dtype.type(m - m_hi)
+        r_x = x.dtype.type(r)
         for j in range(H):
-            out = (np.float64(x[i, j]) - m) * r  # xhat
+            out = ((x[i, j] - m_hi) - m_lo) * r_x  # xhat
             if weight is not None:  # resolved at compile time
                 out = out * weight[j]
             if bias is not None:
                 out = out + bias[j]
             y[i, j] = out
+
+
+@kernel(parallel=False, fastmath=FASTMATH_REASSOC)
+def _dx_row(dx, dy, x, weight, i, m, r, mean_g, mean_gxhat):
+    """Pass 2 of row i: dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat)), the means already scaled by a, b."""
+    H = x.shape[1]
+    for j in range(H):
+        xhat = (np.float64(x[i, j]) - m) * r
+        g = np.float64(dy[i, j])
+        if weight is not None:  # resolved at compile time
+            g = g * weight[j]
+        dx[i, j] = r * (g - mean_g - xhat * mean_gxhat)
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC)
@@ -132,45 +150,58 @@ def _backward_row(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, a, b,
             g = g * weight[j]
         sum_g += g
         sum_gxhat += g * xhat
-    mean_g = a * (sum_g / H)
-    mean_gxhat = b * (sum_gxhat / H)
-    # pass 2: dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat))
-    for j in range(H):
-        xhat = (np.float64(x[i, j]) - m) * r
-        g = np.float64(dy[i, j])
-        if weight is not None:
-            g = g * weight[j]
-        dx[i, j] = r * (g - mean_g - xhat * mean_gxhat)
+    _dx_row(dx, dy, x, weight, i, m, r, a * (sum_g / H), b * (sum_gxhat / H))
 
 
-# Wide rows: rows are swept this many at a time into the dweight/dbias partials (see _add_block_params).
-SWEEP_ROWS = 8
-# ... from this row length on. Below it the partial rows stay in L1 next to the data row and the fused
-# single-row loop is faster; measured in the comment of _add_block_params.
-SWEEP_FROM_H = 2048
+# Wide rows are handled BLOCK_ROWS rows at a time (see _backward_4_rows) from this row length on. Below it
+# the partial rows stay in L1 next to the data row and the one-row loop is faster (measured there).
+BLOCK_FROM_H = 2048
+BLOCK_ROWS = 4
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC)
-def _add_block_params(dweight_part, dbias_part, dy, x, mean, rstd, i0):
-    """Add rows i0 .. i0+SWEEP_ROWS-1's shares of dweight and dbias to the partial rows, in one visit.
+def _backward_4_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, a, b, i):
+    """Rows i .. i+3 as in _backward_row, with one pass 1 for the four rows.
 
-    Per row, the single-row loop reads and writes both float64 partial rows (16 bytes per element each).
-    For H ≥ 2048 those 2·8·H bytes (32 KiB and more) no longer fit in L1 beside the row itself, and the
-    read-modify-write from L2 dominated the backward. Summing 8 rows per column first (in float64, in a fixed
-    order) cuts that traffic eightfold. Measured, backward only, float32, 2 cores, interleaved, lower
-    quartile of 120 calls: 1024x4096 1.85 → 1.46 ms, 2048x2048 1.85 → 1.48 ms (without dweight/dbias at all:
-    1.13 and 1.02 ms); at H = 1024 and below it was 5-40% slower, hence SWEEP_FROM_H.
+    Per row, the one-row loop reads and writes both float64 partial rows (16 bytes per element each). For
+    H ≥ 2048 those 2·8·H bytes (32 KiB and more) no longer fit in L1 beside the data row, and that
+    read-modify-write from L2 dominated the backward. Here pass 1 reads the four rows side by side, adds their
+    four shares per column in float64 (in a fixed order) and updates the partials once, while it also
+    gathers each row's Σ g and Σ g·xhat. Measured, backward only, float32, 2 cores, interleaved, lower
+    quartile of 120 calls: 1024x4096 1.85 ms (one row at a time) → 1.46 (8 rows per partial update in a
+    separate sweep) → 1.29 (this); 2048x2048 1.85 → 1.48 → 1.36. At H = 1024 and below both were 5-40%
+    slower than one row at a time, hence BLOCK_FROM_H. (An array of per-row sums instead of the scalars
+    below is not vectorised by LLVM and was three times slower.)
     """
     H = x.shape[1]
+    m0, m1, m2, m3 = mean[i], mean[i + 1], mean[i + 2], mean[i + 3]
+    r0, r1, r2, r3 = rstd[i], rstd[i + 1], rstd[i + 2], rstd[i + 3]
+    s0 = s1 = s2 = s3 = np.float64(0.0)  # Σ g per row
+    t0 = t1 = t2 = t3 = np.float64(0.0)  # Σ g * xhat per row
     for j in range(H):
-        s_b = np.float64(0.0)
-        s_w = np.float64(0.0)
-        for k in range(SWEEP_ROWS):  # a constant trip count: unrolled, the j loop vectorises
-            g = np.float64(dy[i0 + k, j])
-            s_b += g
-            s_w += g * ((np.float64(x[i0 + k, j]) - mean[i0 + k]) * rstd[i0 + k])
-        dbias_part[j] += s_b
-        dweight_part[j] += s_w
+        d0, d1 = np.float64(dy[i, j]), np.float64(dy[i + 1, j])
+        d2, d3 = np.float64(dy[i + 2, j]), np.float64(dy[i + 3, j])
+        xhat0 = (np.float64(x[i, j]) - m0) * r0
+        xhat1 = (np.float64(x[i + 1, j]) - m1) * r1
+        xhat2 = (np.float64(x[i + 2, j]) - m2) * r2
+        xhat3 = (np.float64(x[i + 3, j]) - m3) * r3
+        dbias_part[j] += (d0 + d1) + (d2 + d3)
+        dweight_part[j] += (d0 * xhat0 + d1 * xhat1) + (d2 * xhat2 + d3 * xhat3)
+        if weight is not None:
+            w = np.float64(weight[j])
+            d0, d1, d2, d3 = d0 * w, d1 * w, d2 * w, d3 * w  # g = dy * weight
+        s0 += d0
+        s1 += d1
+        s2 += d2
+        s3 += d3
+        t0 += d0 * xhat0
+        t1 += d1 * xhat1
+        t2 += d2 * xhat2
+        t3 += d3 * xhat3
+    _dx_row(dx, dy, x, weight, i, m0, r0, a * (s0 / H), b * (t0 / H))
+    _dx_row(dx, dy, x, weight, i + 1, m1, r1, a * (s1 / H), b * (t1 / H))
+    _dx_row(dx, dy, x, weight, i + 2, m2, r2, a * (s2 / H), b * (t2 / H))
+    _dx_row(dx, dy, x, weight, i + 3, m3, r3, a * (s3 / H), b * (t3 / H))
 
 
 @dual_kernel(fastmath=FASTMATH_REASSOC)
@@ -187,13 +218,11 @@ def _layer_norm_backward(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight
                 _backward_row(dx, None, None, dy, x, mean, rstd, weight, a, b, i)
         else:
             i = lo
-            if H >= SWEEP_FROM_H:  # wide rows: parameter shares 8 rows at a time, then dx row by row
-                while i + SWEEP_ROWS <= hi:
-                    _add_block_params(dweight_part[c], dbias_part[c], dy, x, mean, rstd, i)
-                    for k in range(i, i + SWEEP_ROWS):
-                        _backward_row(dx, None, None, dy, x, mean, rstd, weight, a, b, k)
-                    i += SWEEP_ROWS
-            for k in range(i, hi):  # one fused loop per row (all rows when H < SWEEP_FROM_H)
+            if H >= BLOCK_FROM_H:  # wide rows: four at a time
+                while i + BLOCK_ROWS <= hi:
+                    _backward_4_rows(dx, dweight_part[c], dbias_part[c], dy, x, mean, rstd, weight, a, b, i)
+                    i += BLOCK_ROWS
+            for k in range(i, hi):  # one row at a time (every row when H < BLOCK_FROM_H)
                 _backward_row(dx, dweight_part[c], dbias_part[c], dy, x, mean, rstd, weight, a, b, k)
 
 
