@@ -140,6 +140,8 @@ def backward(root, grad: np.ndarray) -> None:
                 f"for {len(node.parents)} inputs"
             )
         fresh = getattr(node.fn, "returns_fresh_grads", False)
+        if fresh and len({id(pg) for pg in input_grads if pg is not None}) < sum(pg is not None for pg in input_grads):
+            fresh = False  # one array handed to two inputs: neither may be added into in place
         for parent, pg in zip(node.parents, input_grads):
             if parent is None or pg is None:
                 continue
@@ -149,11 +151,17 @@ def backward(root, grad: np.ndarray) -> None:
                     f"for an input of shape {parent.data.shape}"
                 )
             key = id(parent)
-            if key in grads:
-                # Out of place: the stored array may alias another node's gradient (Add returns `grad` twice).
-                grads[key] = (grads[key][0] + pg, True)
-            else:
+            pending = grads.get(key)
+            if pending is None:
                 grads[key] = (pg, fresh and pg.flags.writeable)
+            elif pending[1] and pending[0].dtype == np.result_type(pending[0], pg):
+                # In place into an array the engine owns: no new array per use of a tensor (a weight used at
+                # each of 28 steps of an RNN would otherwise allocate 28 sums).
+                accumulated = pending[0]
+                accumulated += pg
+            else:
+                # Out of place: the stored array may alias another node's gradient (Add returns `grad` twice).
+                grads[key] = (pending[0] + pg, True)
 
 
 def _topological_order(root) -> list:

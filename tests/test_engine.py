@@ -64,6 +64,39 @@ def test_leaf_grad_owns_its_array():
     np.testing.assert_array_equal(upstream, [1.0, 1.0])
 
 
+def test_fresh_gradients_of_a_reused_tensor_are_summed_in_place_correctly():
+    """A weight used by many fused ops (as in an RNN): the engine adds later gradients into the first one."""
+    rng = np.random.default_rng(0)
+    x = npnorm.tensor(rng.standard_normal((5, 3)), requires_grad=True)
+    weights = [npnorm.tensor(rng.standard_normal((4, 3)), requires_grad=True) for _ in range(3)]
+    out = sum((F.linear(x, w) for w in weights[1:]), F.linear(x, weights[0]))
+    g = rng.standard_normal((5, 4))
+    out.backward(g)
+    np.testing.assert_allclose(x.grad, g @ sum(w.data for w in weights), rtol=1e-12)
+    for w in weights:
+        np.testing.assert_allclose(w.grad, g.T @ x.data, rtol=1e-12)
+
+
+def test_one_fresh_array_returned_for_two_inputs_is_not_added_into():
+    class Both(Function):
+        returns_fresh_grads = True  # fresh, but the same array for both inputs
+
+        @staticmethod
+        def forward(ctx, a, b):
+            return a + b
+
+        @staticmethod
+        def backward(ctx, grad):
+            shared = grad.copy()
+            return shared, shared
+
+    a = npnorm.tensor(np.ones(3), requires_grad=True)
+    b = npnorm.tensor(np.ones(3), requires_grad=True)
+    (Both.apply(a, b) + a * 2.0).sum().backward()  # a also gets 2 from the second term
+    np.testing.assert_array_equal(a.grad, 3.0)
+    np.testing.assert_array_equal(b.grad, 1.0)
+
+
 def test_only_leaves_that_require_grad_get_grad():
     x = npnorm.tensor([1.0, 2.0], requires_grad=True)
     c = npnorm.tensor([3.0, 4.0])
