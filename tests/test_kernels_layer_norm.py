@@ -291,6 +291,15 @@ def test_large_mean_small_std_float32(rng):
     check_layer_norm(x, weight, bias, dy)
 
 
+@pytest.mark.parametrize("offset,scale", [(0.0, 1.0), (1e4, 1e-2), (-300.0, 5.0), (3e6, 1.0)])
+def test_float32_forward_error_is_a_few_ulps_of_the_output(offset, scale, rng):
+    """The output pass runs in float32 on a split mean: its error stays ~1e-7 of max|y| for any mean."""
+    x, weight, bias, _ = make_case(rng, 64, 1024, np.float32, offset=offset, scale=scale)
+    y, _, _ = kernel_forward(x, weight, bias)
+    y_ref, _, _ = forward_reference(f64(x), f64(weight), f64(bias), 1e-5)
+    assert np.abs(y - y_ref).max() <= 4 * 2.0**-24 * np.abs(y_ref).max()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_eps_zero_constant_row_does_not_crash(dtype, variant, rng):
     x, weight, bias, dy = make_case(rng, 4, 8, dtype)
