@@ -97,6 +97,24 @@ def test_one_fresh_array_returned_for_two_inputs_is_not_added_into():
     np.testing.assert_array_equal(b.grad, 1.0)
 
 
+def test_slices_of_one_tensor_scatter_into_one_gradient():
+    """Basic and integer-array indexing, mixed with a dense use: every piece lands where it belongs."""
+    x = npnorm.tensor(np.arange(24.0).reshape(6, 4), requires_grad=True)
+    y = x[:2].sum() + x[2:].sum() * 2.0 + x[np.array([0, 0, 5])].sum() * 3.0 + (x * 4.0).sum()
+    y.backward()
+    expected = np.full((6, 4), 4.0)
+    expected[:2] += 1.0
+    expected[2:] += 2.0
+    expected[0] += 6.0  # row 0 indexed twice
+    expected[5] += 3.0
+    np.testing.assert_array_equal(x.grad, expected)
+
+    z = npnorm.tensor(np.ones((3, 2), np.float32), requires_grad=True)
+    z[1:].sum().backward()  # one slice only: .grad is still a dense array of z's shape and dtype
+    assert isinstance(z.grad, np.ndarray) and z.grad.dtype == np.float32
+    np.testing.assert_array_equal(z.grad, [[0, 0], [1, 1], [1, 1]])
+
+
 def test_only_leaves_that_require_grad_get_grad():
     x = npnorm.tensor([1.0, 2.0], requires_grad=True)
     c = npnorm.tensor([3.0, 4.0])

@@ -391,6 +391,20 @@ def test_sigmoid_and_softmax_do_not_overflow():
         assert np.isclose(F.cross_entropy(npnorm.tensor([[1e4, -1e4]]), [1]).item(), 2e4)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_is_accurate_in_relative_terms_over_the_whole_range(dtype):
+    """Compared with scipy's expit, element by element: a few ulp, also where σ is tiny; limits exact."""
+    from scipy import special
+
+    a = np.concatenate([np.linspace(-80, 80, 2001), [-1e4, 1e4, np.inf, -np.inf]]).astype(dtype)
+    with np.errstate(all="raise"):
+        out = npnorm.tensor(a).sigmoid().data
+    expected = special.expit(a.astype(np.float64))
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, expected, rtol=4 * np.finfo(dtype).eps, atol=0)
+    assert np.isnan(npnorm.tensor(np.array([np.nan], dtype)).sigmoid().data).all()
+
+
 def test_cross_entropy_single_sample():
     logits = np.array([0.5, -1.0, 2.0])
     expected = -special.log_softmax(logits)[2]
