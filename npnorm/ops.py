@@ -430,7 +430,7 @@ class Sigmoid(Function):
 
     @staticmethod
     def forward(ctx, a):
-        out = np.negative(a)
+        out = np.negative(a, out=np.empty_like(a))  # an array also for 0-d input (ufuncs return scalars)
         with np.errstate(over="ignore", under="ignore"):
             np.exp(out, out=out)
         out += 1
