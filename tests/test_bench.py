@@ -13,7 +13,7 @@ import npnorm.cli
 from npnorm import bench
 
 QUICK_SHAPES = [[256, 256], [64, 64]]
-OPS = ["forward", "forward_backward"]
+OPS = ["forward", "backward", "forward_backward"]
 ENGINE_CASES = ["mlp_step", "ln_lstm_step", "add_forward", "chain_forward_backward"]
 
 
@@ -64,7 +64,7 @@ def test_numbers_are_positive_finite_and_consistent(quick_run):
         assert r["min_ms"] <= r["median_ms"]
         assert 1 <= r["reps"] <= bench.QUICK_REPS
         N, H = r["shape"]
-        assert r["bytes"] == {"forward": 2, "forward_backward": 5}[r["op"]] * N * H * 4
+        assert r["bytes"] == {"forward": 2, "backward": 3, "forward_backward": 5}[r["op"]] * N * H * 4
         assert r["gbps"] == pytest.approx(r["bytes"] / (r["min_ms"] * 1e-3) / 1e9)
         assert r["share_of_copy"] == pytest.approx(r["gbps"] / copy_gbps)
         reference = numba[r["norm"], r["op"], tuple(r["shape"])]
@@ -200,7 +200,7 @@ def test_parse_shapes():
         ["--shapes", "64x64,"],
         ["--shapes", "-1x64"],
         ["--shapes", "2x3x4"],
-        ["--ops", "backward"],
+        ["--ops", "sideways"],
         ["--impls", "numba,jax"],
         ["--engine", "mlp"],
         ["--engine", "--no-engine"],
