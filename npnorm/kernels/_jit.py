@@ -167,12 +167,14 @@ def _variant(py_func, parallel: bool):
     return copy
 
 
-def kernel(parallel: bool, fastmath=False):
+def kernel(parallel: bool, fastmath=False, inline: bool = False):
     """Decorator: compile a kernel with npnorm's options (lazily, on first call).
 
     ``parallel=True`` turns ``numba.prange`` loops into threaded loops; enter such a kernel through
     :func:`call_parallel`. ``fastmath`` is ``False`` or a set of fine-grained LLVM flags such as
-    :data:`FASTMATH_REASSOC`.
+    :data:`FASTMATH_REASSOC`. ``inline=True`` (for helpers called once per row) has numba paste the helper's
+    body into its caller: a real call reference-counts every array argument, which measured 32 µs against
+    12 µs for the LayerNorm forward on 2048 rows of H = 2 (GroupNorm's rows).
     """
 
     def decorate(py_func):
@@ -182,6 +184,8 @@ def kernel(parallel: bool, fastmath=False):
         # numba accepts a bool, dict or set (not a frozenset) for fastmath
         flags = set(fastmath) if fastmath else False
         options = dict(parallel=parallel, fastmath=flags, nogil=True, error_model="numpy")
+        if inline:
+            options["inline"] = "always"
         if _writable_cache_dir(py_func) is not None:
             try:
                 return numba.njit(cache=True, **options)(func)

@@ -85,7 +85,7 @@ __all__ = [
 # --- LayerNorm -----------------------------------------------------------------------------------------
 
 
-@kernel(parallel=False, fastmath=FASTMATH_REASSOC)
+@kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
 def _row_mean_rstd(row, eps):
     """mean and rstd = 1/sqrt(var + eps) of one row, in float64 whatever the dtype of the row."""
     H = row.shape[0]
@@ -138,29 +138,6 @@ def _dx_row(dx, dy, x, weight, i, m, r, mean_g, mean_gxhat):
         dx[i, j] = r * (g - mean_g - xhat * mean_gxhat)
 
 
-@kernel(parallel=False, fastmath=FASTMATH_REASSOC)
-def _backward_row(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, a, b, i):
-    """dx of row i; adds the row's share of dweight and dbias to the given partial rows unless they are None."""
-    H = x.shape[1]
-    m = mean[i]
-    r = rstd[i]
-    # pass 1: the row sums Σ g and Σ g * xhat, and this row's share of dweight and dbias
-    sum_g = np.float64(0.0)
-    sum_gxhat = np.float64(0.0)
-    for j in range(H):
-        xhat = (np.float64(x[i, j]) - m) * r
-        g = np.float64(dy[i, j])
-        if dbias_part is not None:  # resolved at compile time
-            dbias_part[j] += g
-        if dweight_part is not None:
-            dweight_part[j] += g * xhat
-        if weight is not None:
-            g = g * weight[j]
-        sum_g += g
-        sum_gxhat += g * xhat
-    _dx_row(dx, dy, x, weight, i, m, r, a * (sum_g / H), b * (sum_gxhat / H))
-
-
 # Wide rows are handled BLOCK_ROWS rows at a time (see _backward_4_rows) from this row length on. Below it
 # the partial rows stay in L1 next to the data row and the one-row loop is faster (measured there).
 BLOCK_FROM_H = 2048
@@ -169,7 +146,7 @@ BLOCK_ROWS = 4
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC)
 def _backward_4_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, a, b, i):
-    """Rows i .. i+3 as in _backward_row, with one pass 1 for the four rows.
+    """Rows i .. i+3 as in the one-row loop of _layer_norm_backward, with one pass 1 for the four rows.
 
     Per row, the one-row loop reads and writes both float64 partial rows (16 bytes per element each). For
     H ≥ 2048 those 2·8·H bytes (32 KiB and more) no longer fit in L1 beside the data row, and that
@@ -221,17 +198,40 @@ def _layer_norm_backward(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight
         # chunk c owns rows [lo, hi) and writes only row c of the partials
         lo = c * N // nchunks
         hi = (c + 1) * N // nchunks
-        if dweight_part is None:  # no parameter gradients wanted (resolved at compile time)
-            for i in range(lo, hi):
-                _backward_row(dx, None, None, dy, x, mean, rstd, weight, a, b, i)
-        else:
-            i = lo
-            if H >= BLOCK_FROM_H:  # wide rows: four at a time
+        i = lo
+        if dweight_part is not None:  # resolved at compile time, as every `is None` below
+            if H >= BLOCK_FROM_H:  # wide rows: four at a time (see _backward_4_rows)
                 while i + BLOCK_ROWS <= hi:
                     _backward_4_rows(dx, dweight_part[c], dbias_part[c], dy, x, mean, rstd, weight, a, b, i)
                     i += BLOCK_ROWS
-            for k in range(i, hi):  # one row at a time (every row when H < BLOCK_FROM_H)
-                _backward_row(dx, dweight_part[c], dbias_part[c], dy, x, mean, rstd, weight, a, b, k)
+        # One row at a time, written out here rather than in a helper: a call per row costs reference counting
+        # of its array arguments, which dominated for short rows (GroupNorm runs this on rows of H = 2).
+        for k in range(i, hi):
+            m = mean[k]
+            r = rstd[k]
+            # pass 1: the row sums Σ g and Σ g * xhat, and this row's share of dweight and dbias
+            sum_g = np.float64(0.0)
+            sum_gxhat = np.float64(0.0)
+            for j in range(H):
+                xhat = (np.float64(x[k, j]) - m) * r
+                g = np.float64(dy[k, j])
+                if dbias_part is not None:
+                    dbias_part[c, j] += g
+                if dweight_part is not None:
+                    dweight_part[c, j] += g * xhat
+                if weight is not None:
+                    g = g * weight[j]
+                sum_g += g
+                sum_gxhat += g * xhat
+            mean_g = a * (sum_g / H)
+            mean_gxhat = b * (sum_gxhat / H)
+            # pass 2: dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat))
+            for j in range(H):
+                xhat = (np.float64(x[k, j]) - m) * r
+                g = np.float64(dy[k, j])
+                if weight is not None:
+                    g = g * weight[j]
+                dx[k, j] = r * (g - mean_g - xhat * mean_gxhat)
 
 
 def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
