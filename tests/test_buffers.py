@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -122,3 +125,14 @@ def test_threads_never_share_a_buffer():
         t.join()
     assert not errors
     assert _buffers.held_bytes() <= 4 * np.prod(BIG) * 4
+
+
+def test_environment_variable_turns_the_pool_off():
+    code = (
+        "import numpy as np, npnorm.functional as F; from npnorm import _buffers; "
+        "F.layer_norm(np.ones((512, 1024), np.float32), 1024, impl='numba'); print(_buffers.held_bytes())"
+    )
+    for value, pooled in (("0", False), ("1", True)):
+        env = {**os.environ, "NPNORM_BUFFER_POOL": value}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert (int(out.stdout) > 0) is pooled, out
