@@ -35,11 +35,13 @@ import types
 import warnings
 
 import numba
+import numpy as np
 
 __all__ = [
     "FASTMATH_REASSOC",
     "num_chunks",
     "reduce_chunks",
+    "zeroed_partials",
     "SERIAL_BELOW",
     "DualKernel",
     "call_parallel",
@@ -91,6 +93,16 @@ def num_chunks(N: int, H: int, size: int | None = None) -> int:
     if (N * H if size is None else size) < SERIAL_BELOW:
         return 1
     return min(_MAX_CHUNKS, max(1, N // _MIN_ROWS_PER_CHUNK), max(2, _MAX_PARTIAL_ELEMENTS // max(H, 1)))
+
+
+def zeroed_partials(nchunks: int, H: int):
+    """A (nchunks, H) float64 array of zeros for per-chunk partial sums.
+
+    Several chunks: ``np.full``, not ``np.zeros``: np.zeros hands out untouched pages, and first touching them
+    from the pool threads inside the kernel was measured to cost ~2 ms at 8192x1024 (more than the whole
+    reduction). One chunk (a serial kernel, a small input): ``np.zeros``, 0.15 µs against 0.8 µs.
+    """
+    return np.zeros((1, H)) if nchunks == 1 else np.full((nchunks, H), 0.0)
 
 
 def reduce_chunks(out, partials) -> None:

@@ -61,7 +61,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks
+from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks, zeroed_partials
 
 __all__ = [
     "batch_norm_backward",
@@ -128,9 +128,8 @@ def batch_norm_stats(mean, var, x):
     """
     N, C, L = x.shape
     nchunks = num_chunks(N, C, size=x.size)
-    # np.full touches the pages here, not in the pool threads (see kernels/layer_norm.py).
-    part_mean = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
-    part_m2 = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
+    part_mean = zeroed_partials(nchunks, C)  # (nchunks, C) float64
+    part_m2 = zeroed_partials(nchunks, C)  # (nchunks, C) float64
     _chunk_stats.launch(x.size, part_mean, part_m2, x)
     # Chan et al.: combine the chunks' (count, mean, M2) exactly; every term is ≥ 0, nothing cancels.
     counts = (np.diff(chunk_bounds(N, nchunks)) * L).astype(np.float64)[:, None]  # (nchunks, 1)
@@ -248,8 +247,8 @@ def batch_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, training)
     N, C, L = x.shape
     if training or dweight is not None or dbias is not None:
         nchunks = num_chunks(N, C, size=x.size)
-        part_dy = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
-        part_dyxhat = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
+        part_dy = zeroed_partials(nchunks, C)  # (nchunks, C) float64
+        part_dyxhat = zeroed_partials(nchunks, C)  # (nchunks, C) float64
         _chunk_grad_sums.launch(x.size, part_dy, part_dyxhat, dy, x, mean, rstd)
         sum_dy = part_dy.sum(axis=0)  # (C,)
         sum_dyxhat = part_dyxhat.sum(axis=0)  # (C,)

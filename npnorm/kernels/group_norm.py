@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks, reduce_chunks
+from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks, reduce_chunks, zeroed_partials
 
 __all__ = ["group_norm_affine_backward", "group_norm_affine_forward"]
 
@@ -113,8 +113,8 @@ def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
     if dweight is None and dbias is None:
         part_dy = part_dyxhat = None
     else:
-        part_dy = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
-        part_dyxhat = np.full((nchunks, C), 0.0)  # (nchunks, C) float64
+        part_dy = zeroed_partials(nchunks, C)  # (nchunks, C) float64
+        part_dyxhat = zeroed_partials(nchunks, C)  # (nchunks, C) float64
     _affine_backward.launch(x.size, g, part_dy, part_dyxhat, dy, x, mean, rstd, weight, nchunks)
     if dweight is not None:
         reduce_chunks(dweight, part_dyxhat)

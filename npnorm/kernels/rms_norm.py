@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks, reduce_chunks
+from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks, reduce_chunks, zeroed_partials
 
 __all__ = ["rms_norm_backward", "rms_norm_forward"]
 
@@ -104,9 +104,7 @@ def rms_norm_backward(dx, dweight, dy, x, rrms, weight):
     """
     N, H = x.shape
     nchunks = num_chunks(N, H)
-    # np.full, not np.zeros: pages first touched by the pool threads cost more than the reduction
-    # (measured for LayerNorm, see kernels/layer_norm.py).
-    dweight_part = None if dweight is None else np.full((nchunks, H), 0.0)  # (nchunks, H) float64
+    dweight_part = None if dweight is None else zeroed_partials(nchunks, H)  # (nchunks, H) float64
     _rms_norm_backward.launch(x.size, dx, dweight_part, dy, x, rrms, weight, nchunks)
     # Reduce the partials over chunks (serially, in NumPy), then round once to x.dtype.
     if dweight is not None:
