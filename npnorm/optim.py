@@ -375,16 +375,27 @@ class Adam(Optimizer):
             else:
                 # Adam: g ← g + λθ, so the decay is rescaled by the moments like any gradient
                 grad = grad + dt(weight_decay) * p.data
-        # m ← β₁m + (1 − β₁)g;  v ← β₂v + (1 − β₂)g²
+        # Two scratch arrays instead of a new array per operation (eight per step and parameter: for a
+        # 256x256 weight that was half of the optimizer's time). Same operations in the same order, so the
+        # same numbers as the one-expression-per-line form in the comments.
+        tmp, tmp2 = np.empty_like(m), np.empty_like(m)
+        # m ← β₁m + (1 − β₁)g
         m *= dt(beta1)
-        m += dt(1 - beta1) * grad
+        m += np.multiply(grad, dt(1 - beta1), out=tmp)
+        # v ← β₂v + (1 − β₂)g²
         v *= dt(beta2)
-        v += dt(1 - beta2) * (grad * grad)
+        np.multiply(grad, grad, out=tmp)
+        tmp *= dt(1 - beta2)
+        v += tmp
         # θ ← θ − (γ / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε), the scalars in float64 as in PyTorch
         step_size = lr / (1 - beta1**t)
         bias_correction2_sqrt = math.sqrt(1 - beta2**t)
-        denom = np.sqrt(v) / dt(bias_correction2_sqrt) + dt(eps)
-        p.data -= dt(step_size) * m / denom
+        denom = np.sqrt(v, out=tmp)
+        denom /= dt(bias_correction2_sqrt)
+        denom += dt(eps)
+        update = np.multiply(m, dt(step_size), out=tmp2)
+        update /= denom
+        p.data -= update
 
 
 class AdamW(Adam):
