@@ -189,7 +189,7 @@ def backward(root, grad: np.ndarray) -> None:
                 f"for {len(node.parents)} inputs"
             )
         fresh = getattr(node.fn, "returns_fresh_grads", False)
-        if fresh and len({id(pg) for pg in input_grads if pg is not None}) < sum(pg is not None for pg in input_grads):
+        if fresh and len(input_grads) > 1 and _repeats_an_array(input_grads):
             fresh = False  # one array handed to two inputs: neither may be added into in place
         for parent, pg in zip(node.parents, input_grads):
             if parent is None or pg is None:
@@ -205,6 +205,16 @@ def backward(root, grad: np.ndarray) -> None:
                 grads[key] = (pg, isinstance(pg, IndexedGrad) or (fresh and pg.flags.writeable))
             else:
                 grads[key] = _sum_grads(pending, pg)
+
+
+def _repeats_an_array(grads: tuple) -> bool:
+    """True if one array object appears twice among `grads` (a Function returns two or three: pairwise is quickest)."""
+    for i, g in enumerate(grads):
+        if g is not None:
+            for h in grads[i + 1 :]:
+                if g is h:
+                    return True
+    return False
 
 
 def _topological_order(root) -> list:
