@@ -34,6 +34,12 @@ def _build_parser() -> argparse.ArgumentParser:
     warmup.add_argument(
         "--dtype", action="append", choices=["float32", "float64"], help="only this dtype (repeatable; default: both)"
     )
+    warmup.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="processes compiling at once (default: one per group of norms that share kernels, at most one per CPU)",
+    )
     warmup.set_defaults(run=_run_warmup)
 
     from . import bench  # cheap: numba and torch are imported only when the benchmark runs
@@ -55,8 +61,8 @@ def _run_warmup(args) -> int:
 
     dtypes = args.dtype or DTYPES
     print(f"npnorm warmup: compiling every kernel for {', '.join(dtypes)} (loaded from the cache if already there)")
-    result = warmup(dtypes=dtypes)
-    print(f"done in {result['seconds']:.1f} s")
+    result = warmup(dtypes=dtypes, jobs=args.jobs)
+    print(f"done in {result['seconds']:.1f} s ({result['jobs']} process{'es' if result['jobs'] > 1 else ''})")
     return 0
 
 

@@ -27,7 +27,7 @@ from npnorm.warmup import warmup
 from npnorm.kernels import batch_norm, group_norm, layer_norm, rms_norm
 from npnorm.kernels._jit import DualKernel
 
-warmup(progress=None)
+warmup(progress=None, jobs=1)  # in this process, so that its dispatchers count what they load
 hits = misses = 0
 for module in (batch_norm, group_norm, layer_norm, rms_norm):
     for kernel in vars(module).values():
@@ -46,6 +46,33 @@ def _run(script: str) -> str:
 def test_import_npnorm_imports_no_heavy_module():
     script = f"import sys, npnorm; print([m for m in {HEAVY_MODULES!r} if m in sys.modules])"
     assert _run(script).strip() == "[]"
+
+
+def test_warmup_groups_cover_every_norm_once():
+    assert sorted(name for group in warmup.GROUPS for name in group) == sorted(warmup.NORMS)
+
+
+def test_warmup_rejects_zero_jobs():
+    with pytest.raises(ValueError, match="jobs"):
+        warmup.warmup(progress=None, jobs=0)
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled kernels to cache")
+def test_warmup_in_two_processes_then_a_fresh_process_compiles_nothing(tmp_path):
+    """Both groups compile at once into one cache folder; a fresh process then finds every kernel there."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "npnorm", "warmup", "--jobs", "2", "--dtype", "float32"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "(2 processes)" in run.stdout
+    probe = _CACHE_PROBE.replace("warmup(progress=None, jobs=1)", "warmup(dtypes=('float32',), progress=None, jobs=1)")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["hits"] > 0 and stats["misses"] == 0, stats
 
 
 def test_warmup_names_every_norm_and_both_variants():
