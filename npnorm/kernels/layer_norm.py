@@ -51,8 +51,8 @@ How the kernels are written, and why:
 * **Races.** ``prange`` runs only over independent rows (or blocks of rows). dweight and dbias are sums over
   rows; writing ``dweight[j] += ...`` from several iterations at once is a data race that silently loses
   updates. Instead each block of rows (a "chunk") sums into its own row of a partial buffer of shape
-  (nchunks, H), and the partials are added up afterwards. The chunks depend only on N, not on the number of
-  threads, so serial and parallel runs add the same numbers in the same order.
+  (nchunks, H), and the kernel adds the partials up in chunk order at its end. The chunks depend only on N,
+  not on the number of threads, so serial and parallel runs add the same numbers in the same order.
 * **Wide rows.** For H ≥ ``BLOCK_FROM_H`` the two float64 partial rows no longer fit in L1 beside the data
   row, and updating them once per row dominated the backward; there pass 1 runs over ``BLOCK_ROWS`` = 4
   rows side by side and updates the partials once for all four (measurements in ``_backward_4_rows``).
@@ -65,7 +65,7 @@ How the kernels are written, and why:
   left-to-right sum by float64 rounding only (measured gain and the reason there is no "contract": _jit.py).
 * **Specialisation on None.** ``if weight is None`` on an argument is resolved at compile time: numba
   compiles one specialisation for weight=None and one for an array, and prunes the dead branch in each
-  (the same for bias and for the dweight/dbias partial buffers).
+  (the same for bias and for the dweight/dbias outputs).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel, kernel, num_chunks, reduce_chunks, zeroed_partials
+from ._jit import FASTMATH_REASSOC, dual_kernel, kernel, num_chunks
 
 __all__ = [
     "ada_norm_backward",
@@ -190,16 +190,22 @@ def _backward_4_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, a,
 
 
 @dual_kernel(fastmath=FASTMATH_REASSOC)
-def _layer_norm_backward(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, detach_mean, detach_var, nchunks):
+def _layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_mean, detach_var, nchunks):
     N, H = x.shape
     a = 0.0 if detach_mean else 1.0  # keep the gradient through mean?
     b = 0.0 if detach_var else 1.0  # keep the gradient through rstd?
+    # Per-chunk float64 partial sums of dweight and dbias, (nchunks, H) each; none when neither is wanted.
+    # Allocated and reduced here rather than by the caller: at 64x64 the four NumPy calls that did it cost
+    # ~1.5 µs, a third of the kernel.
+    nparts = nchunks if dweight is not None else 0
+    dweight_part = np.zeros((nparts, H))
+    dbias_part = np.zeros((nparts, H))
     for c in prange(nchunks):
         # chunk c owns rows [lo, hi) and writes only row c of the partials
         lo = c * N // nchunks
         hi = (c + 1) * N // nchunks
         i = lo
-        if dweight_part is not None:  # resolved at compile time, as every `is None` below
+        if dweight is not None:  # resolved at compile time, as every `is None` below
             if H >= BLOCK_FROM_H:  # wide rows: four at a time (see _backward_4_rows)
                 while i + BLOCK_ROWS <= hi:
                     _backward_4_rows(dx, dweight_part[c], dbias_part[c], dy, x, mean, rstd, weight, a, b, i)
@@ -215,9 +221,8 @@ def _layer_norm_backward(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight
             for j in range(H):
                 xhat = (np.float64(x[k, j]) - m) * r
                 g = np.float64(dy[k, j])
-                if dbias_part is not None:
+                if dweight is not None:
                     dbias_part[c, j] += g
-                if dweight_part is not None:
                     dweight_part[c, j] += g * xhat
                 if weight is not None:
                     g = g * weight[j]
@@ -232,6 +237,16 @@ def _layer_norm_backward(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight
                 if weight is not None:
                     g = g * weight[j]
                 dx[k, j] = r * (g - mean_g - xhat * mean_gxhat)
+    if dweight is not None:
+        # the partials added up in chunk order (the same for any thread count), rounded once to x.dtype
+        for j in range(H):
+            sw = np.float64(0.0)
+            sb = np.float64(0.0)
+            for c in range(nchunks):
+                sw += dweight_part[c, j]
+                sb += dbias_part[c, j]
+            dweight[j] = sw
+            dbias[j] = sb
 
 
 def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
@@ -249,23 +264,17 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
     ``mean`` and ``rstd`` are the float64 statistics saved by :func:`layer_norm_forward`; ``weight`` is the
     (H,) gain or None. ``detach_mean``/``detach_var`` drop the gradient through the mean / the std.
     """
-    N, H = x.shape
-    nchunks = num_chunks(N, H)
     # One specialisation for "no parameter gradients" and one for "both": if only one of dweight and dbias
     # is wanted, the other is computed too (one extra add per element) and thrown away.
-    if dweight is None and dbias is None:
-        dweight_part = dbias_part = None
-    else:
-        dweight_part = zeroed_partials(nchunks, H)  # (nchunks, H) float64
-        dbias_part = zeroed_partials(nchunks, H)  # (nchunks, H) float64
+    if (dweight is None) != (dbias is None):
+        if dweight is None:
+            dweight = np.empty_like(dbias)
+        else:
+            dbias = np.empty_like(dweight)
+    N, H = x.shape
     _layer_norm_backward.launch(
-        x.size, dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, bool(detach_mean), bool(detach_var), nchunks
+        x.size, dx, dweight, dbias, dy, x, mean, rstd, weight, bool(detach_mean), bool(detach_var), num_chunks(N, H)
     )
-    # Reduce the partials over chunks (serially, in NumPy), then round once to x.dtype.
-    if dweight is not None:
-        reduce_chunks(dweight, dweight_part)
-    if dbias is not None:
-        reduce_chunks(dbias, dbias_part)
 
 
 # --- AdaNorm -------------------------------------------------------------------------------------------
