@@ -419,6 +419,17 @@ class Tanh(Function):
         return grad * (1 - out * out)
 
 
+def sigmoid_array(a: np.ndarray) -> np.ndarray:
+    """σ(a) = 1 / (1 + e^-a) as a new array of a's dtype and shape: Sigmoid's forward, shared with the fused
+    LSTM cell (npnorm.nn._lstm_cell). Overflow and underflow of e^-a are silenced (see Sigmoid)."""
+    out = np.negative(a, out=np.empty_like(a))  # an array also for 0-d input (ufuncs return scalars)
+    with np.errstate(over="ignore", under="ignore"):
+        np.exp(out, out=out)
+    out += 1
+    np.reciprocal(out, out=out)
+    return out
+
+
 class Sigmoid(Function):
     """out = 1 / (1 + e^-a);  da = g out (1 - out).
 
@@ -430,11 +441,7 @@ class Sigmoid(Function):
 
     @staticmethod
     def forward(ctx, a):
-        out = np.negative(a, out=np.empty_like(a))  # an array also for 0-d input (ufuncs return scalars)
-        with np.errstate(over="ignore", under="ignore"):
-            np.exp(out, out=out)
-        out += 1
-        np.reciprocal(out, out=out)
+        out = sigmoid_array(a)
         ctx.save_for_backward(out)
         return out
 
