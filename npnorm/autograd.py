@@ -170,39 +170,45 @@ def backward(root, grad: np.ndarray) -> None:
     """
     order = _topological_order(root)
     grads = {id(root): (grad, False)}
+    pop, get = grads.pop, grads.get  # bound once: this loop runs once per recorded tensor
     for tensor in reversed(order):
-        g, owned = grads.pop(id(tensor), (None, False))
-        if g is None:
+        pending = pop(id(tensor), None)
+        if pending is None:
             continue
-        if isinstance(g, IndexedGrad):
+        g, owned = pending
+        if type(g) is IndexedGrad:
             g, owned = g.dense(), True
         node = tensor._node
         if node is None:
             _accumulate_leaf(tensor, g, owned)
             continue
-        input_grads = node.fn.backward(node.ctx, g)
-        if not isinstance(input_grads, tuple):
+        fn, parents = node.fn, node.parents
+        input_grads = fn.backward(node.ctx, g)
+        if type(input_grads) is not tuple:
             input_grads = (input_grads,)
-        if len(input_grads) != len(node.parents):
+        if len(input_grads) != len(parents):
             raise RuntimeError(
-                f"{node.fn.__name__}.backward returned {len(input_grads)} gradients "
-                f"for {len(node.parents)} inputs"
+                f"{fn.__name__}.backward returned {len(input_grads)} gradients for {len(parents)} inputs"
             )
-        fresh = getattr(node.fn, "returns_fresh_grads", False)
+        fresh = fn.returns_fresh_grads
         if fresh and len(input_grads) > 1 and _repeats_an_array(input_grads):
             fresh = False  # one array handed to two inputs: neither may be added into in place
-        for parent, pg in zip(node.parents, input_grads):
+        for parent, pg in zip(parents, input_grads):
             if parent is None or pg is None:
                 continue
             if pg.shape != parent.data.shape:
                 raise RuntimeError(
-                    f"{node.fn.__name__}.backward returned a gradient of shape {pg.shape} "
+                    f"{fn.__name__}.backward returned a gradient of shape {pg.shape} "
                     f"for an input of shape {parent.data.shape}"
                 )
             key = id(parent)
-            pending = grads.get(key)
+            pending = get(key)
             if pending is None:
-                grads[key] = (pg, isinstance(pg, IndexedGrad) or (fresh and pg.flags.writeable))
+                if type(pg) is IndexedGrad:
+                    grads[key] = (pg, True)
+                else:
+                    # a read-only result (np.broadcast_to) cannot be added into later
+                    grads[key] = (pg, fresh and pg.flags.writeable)
             else:
                 grads[key] = _sum_grads(pending, pg)
 
@@ -220,26 +226,32 @@ def _repeats_an_array(grads: tuple) -> bool:
 def _topological_order(root) -> list:
     """Tensors reachable from `root` through recorded nodes, every input before its consumers.
 
-    Depth-first post-order with an explicit stack instead of recursion: a tensor is appended only after all
-    of its inputs have been, so the reversed list visits every consumer before what it consumes.
+    Depth-first post-order with an explicit stack of (tensor, iterator over its inputs) instead of recursion
+    (a chain of 10,000 ops must not hit the recursion limit): a tensor is appended once all of its inputs
+    have been, so the reversed list visits every consumer before what it consumes. A leaf has no inputs and
+    is appended as soon as it is found, without a stack frame of its own.
     """
+    if root._node is None:
+        return [root]
     order = []
-    expanded_ids = set()
-    stack = [(root, False)]
+    append = order.append
+    seen = {id(root)}
+    stack = [(root, iter(root._node.parents))]
     while stack:
-        tensor, done = stack.pop()
-        if done:
-            order.append(tensor)
-            continue
-        if id(tensor) in expanded_ids:
-            continue  # reached again through another path; its place in the order is already fixed
-        expanded_ids.add(id(tensor))
-        stack.append((tensor, True))
-        node = tensor._node
-        if node is not None:
-            for parent in node.parents:
-                if parent is not None and id(parent) not in expanded_ids:
-                    stack.append((parent, False))
+        tensor, inputs = stack[-1]
+        for parent in inputs:
+            if parent is None or id(parent) in seen:
+                continue  # no gradient wanted, or reached before through another path: its place is fixed
+            seen.add(id(parent))
+            node = parent._node
+            if node is None:
+                append(parent)
+            else:
+                stack.append((parent, iter(node.parents)))
+                break  # descend; this tensor's iterator resumes where it stopped
+        else:
+            stack.pop()
+            append(tensor)
     return order
 
 

@@ -151,12 +151,12 @@ class Tensor:
                 )
             grad = np.ones_like(self.data)
         else:
-            grad = _as_float_array(
-                grad.data if isinstance(grad, Tensor) else grad, copy=False, who="backward", what="grad"
-            )
+            if type(grad) is not np.ndarray or grad.dtype != self.data.dtype:  # the usual case skips this
+                grad = _as_float_array(
+                    grad.data if isinstance(grad, Tensor) else grad, copy=False, who="backward", what="grad"
+                ).astype(self.data.dtype, copy=False)
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward: grad has shape {grad.shape} but the output has shape {self.shape}")
-            grad = grad.astype(self.data.dtype, copy=False)
         autograd.backward(self, grad)
 
     # ------------------------------------------------------------------------------------ operators

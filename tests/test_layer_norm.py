@@ -18,13 +18,15 @@ from npnorm.norms.layer_norm import forward_reference
 
 IMPLS = ["numba", "numpy", "composed"]
 
-# (input shape, normalized_shape): N = 1, H = 1, odd H, a 3-D input, two trailing dims.
+# (input shape, normalized_shape): N = 1, H = 1, odd H, a 3-D input, two trailing dims, and a 2-D input
+# normalized as a whole (one row of 12: its rows are not the kernel's rows).
 SHAPES = [
     ((1, 8), (8,)),
     ((5, 1), (1,)),
     ((4, 7), (7,)),
     ((2, 3, 5), (5,)),
     ((2, 3, 4), (3, 4)),
+    ((3, 4), (3, 4)),
 ]
 
 # name -> keyword arguments of F.layer_norm, and which affine parameters exist

@@ -51,6 +51,8 @@ def check_param(who: str, name: str, p, shape: tuple, dtype) -> Tensor | None:
     """An optional affine parameter: None, or a Tensor of exactly `shape` and the input's dtype."""
     if p is None:
         return None
+    if type(p) is Tensor and p.data.shape == shape and p.data.dtype == dtype:  # the usual case, first
+        return p
     if not isinstance(p, Tensor):
         p = Tensor._wrap(_as_float_array(p, copy=False, who=who, what=name))
     if p.shape != shape:

@@ -112,11 +112,21 @@ def ada_backward_reference(dz, x, mean, rstd, C, k):
 
 
 def _as_rows(a: np.ndarray, H: int) -> np.ndarray:
+    if a.ndim == 2 and a.shape[1] == H and a.flags.c_contiguous:  # already (N, H) rows: most calls
+        return a
     return np.ascontiguousarray(a.reshape(-1, H))  # (N, H)
 
 
 def _flat(p):
-    return None if p is None else np.ascontiguousarray(p.reshape(-1))  # (H,)
+    if p is None or (p.ndim == 1 and p.flags.c_contiguous):
+        return p
+    return np.ascontiguousarray(p.reshape(-1))  # (H,)
+
+
+def _shaped(a: np.ndarray, shape: tuple) -> np.ndarray:
+    """`a` reshaped to `shape`, without a new view object when it has that shape already (a small saving
+    that counts at 64x64, where the kernels take ~7 µs of a ~20 µs forward+backward)."""
+    return a if a.shape == shape else a.reshape(shape)
 
 
 class LayerNormFunction(Function):
@@ -144,7 +154,7 @@ class LayerNormFunction(Function):
         # weight and bias have the same shape (normalized_shape); either may be absent.
         ctx.shapes = x.shape, (weight if weight is not None else bias if bias is not None else x).shape
         ctx.flags = H, detach_mean, detach_var, kern
-        return y.reshape(x.shape)
+        return _shaped(y, x.shape)
 
     @staticmethod
     def backward(ctx, grad):
@@ -161,9 +171,9 @@ class LayerNormFunction(Function):
         else:
             dx, dw, db = backward_reference(dy, x2, mean, rstd, w, detach_mean, detach_var)
         return (
-            dx.reshape(x_shape) if need_x else None,
-            dw.reshape(p_shape) if need_w else None,
-            db.reshape(p_shape) if need_b else None,
+            _shaped(dx, x_shape) if need_x else None,
+            _shaped(dw, p_shape) if need_w else None,
+            _shaped(db, p_shape) if need_b else None,
         )
 
 
