@@ -40,6 +40,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .norms import _dispatch
 from .tensor import Tensor
 
 __all__ = [
@@ -375,27 +376,64 @@ class Adam(Optimizer):
             else:
                 # Adam: g ← g + λθ, so the decay is rescaled by the moments like any gradient
                 grad = grad + dt(weight_decay) * p.data
-        # Two scratch arrays instead of a new array per operation (eight per step and parameter: for a
-        # 256x256 weight that was half of the optimizer's time). Same operations in the same order, so the
-        # same numbers as the one-expression-per-line form in the comments.
-        tmp, tmp2 = np.empty_like(m), np.empty_like(m)
-        # m ← β₁m + (1 − β₁)g
-        m *= dt(beta1)
-        m += np.multiply(grad, dt(1 - beta1), out=tmp)
-        # v ← β₂v + (1 − β₂)g²
-        v *= dt(beta2)
-        np.multiply(grad, grad, out=tmp)
-        tmp *= dt(1 - beta2)
-        v += tmp
-        # θ ← θ − (γ / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε), the scalars in float64 as in PyTorch
-        step_size = lr / (1 - beta1**t)
+        step_size = lr / (1 - beta1**t)  # the scalars in float64, as in PyTorch
         bias_correction2_sqrt = math.sqrt(1 - beta2**t)
-        denom = np.sqrt(v, out=tmp)
-        denom /= dt(bias_correction2_sqrt)
-        denom += dt(eps)
-        update = np.multiply(m, dt(step_size), out=tmp2)
-        update /= denom
-        p.data -= update
+        kern = _adam_kernel()
+        if kern is not None and _flat_views_of(p.data, m, v, grad):
+            kern.adam_update(
+                p.data.reshape(-1), m.reshape(-1), v.reshape(-1), grad.reshape(-1),
+                beta1, beta2, eps, step_size, bias_correction2_sqrt,
+            )  # fmt: skip
+        else:
+            _adam_update_numpy(p.data, m, v, grad, beta1, beta2, eps, step_size, bias_correction2_sqrt)
+
+
+def _adam_update_numpy(theta, m, v, grad, beta1, beta2, eps, step_size, bias_correction2_sqrt) -> None:
+    """Adam's moments and step on whole arrays, in place: the readable twin of kernels/adam.py.
+
+    Two scratch arrays instead of a new array per operation (eight per step and parameter: for a 256x256
+    weight that was half of the optimizer's time). Same operations in the same order as the
+    one-expression-per-line form in the comments, and as the kernel, so all three give the same numbers.
+    """
+    dt = theta.dtype.type
+    tmp, tmp2 = np.empty_like(m), np.empty_like(m)
+    # m ← β₁m + (1 − β₁)g
+    m *= dt(beta1)
+    m += np.multiply(grad, dt(1 - beta1), out=tmp)
+    # v ← β₂v + (1 − β₂)g²
+    v *= dt(beta2)
+    np.multiply(grad, grad, out=tmp)
+    tmp *= dt(1 - beta2)
+    v += tmp
+    # θ ← θ − (γ / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)
+    denom = np.sqrt(v, out=tmp)
+    denom /= dt(bias_correction2_sqrt)
+    denom += dt(eps)
+    update = np.multiply(m, dt(step_size), out=tmp2)
+    update /= denom
+    theta -= update
+
+
+def _flat_views_of(theta: np.ndarray, *others: np.ndarray) -> bool:
+    """True if the arrays are C-contiguous, of one dtype and one size: the kernel's 1-D views of them."""
+    if not theta.flags.c_contiguous:
+        return False
+    for a in others:
+        if a.dtype != theta.dtype or a.size != theta.size or not a.flags.c_contiguous:
+            return False
+    return True
+
+
+def _adam_kernel():
+    """kernels/adam.py, or None where numba is missing or NUMBA_DISABLE_JIT is set.
+
+    Unlike the norm kernels, Adam does not run its kernel as plain Python under NUMBA_DISABLE_JIT (a Python
+    loop per element of every weight): it takes the NumPy twin, which gives the same numbers.
+    """
+    kern = _dispatch.kernels("adam")
+    if kern is None or kern.JIT_DISABLED:
+        return None
+    return kern
 
 
 class AdamW(Adam):

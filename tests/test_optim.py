@@ -534,3 +534,107 @@ def test_load_state_dict_rejects_mismatches_and_changes_nothing():
         np.testing.assert_array_equal(after[key], before[key])
     with pytest.raises(ValueError, match="Adam"):
         Adam([a, b]).load_state_dict(good)  # SGD options do not fit Adam
+
+
+# ------------------------------------------------------------------ Adam's fused kernel vs its NumPy twin
+ADAM_KERNEL_CASES = [
+    ("Adam", {"lr": 0.01}),
+    ("Adam", {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}),
+    ("AdamW", {"lr": 0.02, "betas": (0.5, 0.9), "weight_decay": 0.3}),
+]
+
+
+def _adam_trajectory(monkeypatch, use_kernel, name, kwargs, arrays, grads):
+    """Parameters and moments after len(grads) steps, with the kernel or with optim's NumPy twin."""
+    from npnorm import optim
+
+    if not use_kernel:
+        monkeypatch.setattr(optim, "_adam_kernel", lambda: None)
+    params = _params(*arrays)
+    opt = getattr(optim, name)(params, **kwargs)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads, strict=True):
+            p.grad = g.copy()
+        opt.step()
+    monkeypatch.undo()
+    return [p.data for p in params], opt.state_dict()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("name", "kwargs"), ADAM_KERNEL_CASES, ids=[c[0] + str(i) for i, c in enumerate(ADAM_KERNEL_CASES)]
+)
+def test_adam_kernel_is_bit_identical_to_numpy_twin(monkeypatch, rng, dtype, name, kwargs):
+    """Same operations in the same order, rounded to the dtype: the two must agree bit for bit, including
+    gradients far from 1, zeros (v = 0, so √v/c + ε = ε) and a 3-D parameter."""
+    from npnorm import optim
+
+    if optim._adam_kernel() is None:
+        pytest.skip("numba kernels unavailable (numba missing or NUMBA_DISABLE_JIT)")
+    shapes = [(7, 5), (13,), (2, 3, 4)]
+    arrays = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    grads = []
+    for step in range(6):
+        scale = 10.0 ** rng.integers(-6, 4)
+        step_grads = [(scale * rng.standard_normal(s)).astype(dtype) for s in shapes]
+        if step == 2:
+            step_grads[1][:] = 0
+        grads.append(step_grads)
+    kernel_params, kernel_state = _adam_trajectory(monkeypatch, True, name, kwargs, arrays, grads)
+    numpy_params, numpy_state = _adam_trajectory(monkeypatch, False, name, kwargs, arrays, grads)
+    for a, b in zip(kernel_params, numpy_params, strict=True):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+    for key in numpy_state:
+        np.testing.assert_array_equal(kernel_state[key], numpy_state[key], err_msg=key)
+
+
+def test_adam_kernel_keeps_nan_and_inf_where_numpy_does(monkeypatch):
+    from npnorm import optim
+
+    if optim._adam_kernel() is None:
+        pytest.skip("numba kernels unavailable")
+    arrays = [np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)]
+    grads = [[np.array([np.nan, np.inf, -np.inf, 1.0], dtype=np.float32)]]
+    with np.errstate(invalid="ignore"):
+        kernel_params, _ = _adam_trajectory(monkeypatch, True, "Adam", {"lr": 0.1}, arrays, grads)
+        numpy_params, _ = _adam_trajectory(monkeypatch, False, "Adam", {"lr": 0.1}, arrays, grads)
+    np.testing.assert_array_equal(kernel_params[0], numpy_params[0])  # NaN positions equal too
+    assert np.isnan(kernel_params[0][:3]).all() and np.isfinite(kernel_params[0][3])
+
+
+def test_adam_non_contiguous_parameter_takes_the_numpy_twin(monkeypatch, rng):
+    """A parameter whose array is a strided view cannot be flattened in place: the NumPy twin updates it."""
+    from npnorm import optim
+
+    calls = []
+    kern = optim._adam_kernel()
+    if kern is not None:
+        original = kern.adam_update
+        monkeypatch.setattr(kern, "adam_update", lambda *a: (calls.append(1), original(*a)))
+    base = rng.standard_normal((6, 4))
+    p = npnorm.Tensor(base[:, ::2], requires_grad=True)  # (6, 2), not contiguous
+    before = p.data.copy()
+    p.grad = np.ones((6, 2))
+    optim.Adam([p], lr=0.1).step()
+    assert calls == []
+    np.testing.assert_allclose(p.data, before - 0.1, rtol=1e-6)  # first Adam step: θ − lr·sign(g)
+    np.testing.assert_array_equal(base[:, ::2], p.data)  # updated in place, in the caller's array
+
+
+def test_adam_under_disable_jit_uses_numpy_not_a_python_loop():
+    """NUMBA_DISABLE_JIT=1 (debugging the norm kernels) must not turn every Adam step into a Python loop."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, npnorm\n"
+        "from npnorm import optim\n"
+        "assert optim._adam_kernel() is None\n"
+        "p = npnorm.tensor(np.ones(3), requires_grad=True); p.grad = np.ones(3)\n"
+        "optim.Adam([p], lr=0.5).step(); print(p.data[0])\n"
+    )
+    env = dict(__import__("os").environ, NUMBA_DISABLE_JIT="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) == pytest.approx(0.5)
