@@ -1,15 +1,21 @@
 """`npnorm warmup`: compile every Numba kernel ahead of time, so that no user call pays for compilation.
 
 Numba compiles a kernel on its first call, once per *specialisation*: per dtype (float32, float64), per
-variant (serial below ``SERIAL_BELOW`` elements, parallel above, see kernels/_jit.py) and per argument type
-(an absent weight is ``None``, a different type from an array). Each compiled specialisation lands in the
-on-disk cache, from which later processes load it in milliseconds instead of compiling it again.
+variant (serial below ``SERIAL_BELOW`` elements, parallel above, see kernels/_jit.py) and per combination
+of argument types. Each compiled specialisation lands in the on-disk cache, from which later processes load
+it in milliseconds instead of compiling it again.
+
+An absent weight or bias is not a type of its own: the kernel wrappers pass ones or zeros and a run-time
+flag instead of None (kernels/_jit.py), so with or without affine parameters is one specialisation. None
+still makes one where it skips real work: no parameter gradient wanted (LayerNorm, RMSNorm, GroupNorm), no
+input gradient or no γ (GroupNorm's g), evaluation mode (BatchNorm's backward).
 
 ``warmup()`` therefore calls every norm's public ``F.*`` function, forward and backward with
-``impl="numba"``, on one small input (serial kernels) and one just large enough for the parallel ones, with
-and without affine parameters, in both training and evaluation modes where a norm has them. Numba compiles
-in one thread, so groups of norms that share no compiled function (:data:`GROUPS`) compile in separate
-processes at once.
+``impl="numba"``, on one small input (serial kernels) and one just large enough for the parallel ones: with
+trainable affine parameters, without any (which also runs the wrappers' None paths), with frozen ones where
+that is a specialisation of its own, and in both training and evaluation modes where a norm has them.
+Numba compiles in one thread, so groups of norms that share no compiled function (:data:`GROUPS`) compile
+in separate processes at once.
 """
 
 from __future__ import annotations
@@ -34,28 +40,36 @@ def _parallel_rows() -> int:
     return math.ceil(SERIAL_BELOW / H)
 
 
-def _fwd_bwd(norm: Callable, x: np.ndarray, params: dict[str, np.ndarray | None], *args, **options) -> None:
-    """``norm(x, *args, **params, **options)`` on Tensors that require grad, then backward with a ones gradient."""
+def _fwd_bwd(
+    norm: Callable, x: np.ndarray, params: dict[str, np.ndarray | None], *args, frozen: bool = False, **options
+) -> None:
+    """``norm(x, *args, **params, **options)``, then backward with a ones gradient.
+
+    x and the parameters are Tensors that require grad, except the parameters when ``frozen``.
+    """
     from .tensor import Tensor
 
     xt = Tensor(x, requires_grad=True)
-    pt = {k: None if v is None else Tensor(v, requires_grad=True) for k, v in params.items()}
+    pt = {k: None if v is None else Tensor(v, requires_grad=not frozen) for k, v in params.items()}
     y = norm(xt, *args, **pt, **options, impl="numba")
     y.backward(np.ones_like(y.data))
 
 
 def _affine_choices(dtype) -> list[dict[str, np.ndarray | None]]:
-    """weight and bias both present, both absent, and each alone: each is its own specialisation."""
-    w, b = np.ones(H, dtype=dtype), np.zeros(H, dtype=dtype)
-    return [dict(weight=w, bias=b), dict(weight=None, bias=None), dict(weight=w, bias=None), dict(weight=None, bias=b)]
+    """weight and bias both present, and both absent.
+
+    The forward kernels compile once for both (an absent parameter goes in as ones or zeros); the backward
+    kernels twice (with and without dweight, dbias). One parameter alone adds no specialisation.
+    """
+    return [dict(weight=np.ones(H, dtype=dtype), bias=np.zeros(H, dtype=dtype)), dict(weight=None, bias=None)]
 
 
 def _layer_norm(x):
     from . import functional as F
 
+    # detach_mean and detach_var are run-time flags of the same kernels: no specialisations of their own
     for params in _affine_choices(x.dtype):
-        for detach_mean, detach_var in ((False, False), (True, False), (False, True), (True, True)):
-            _fwd_bwd(F.layer_norm, x, params, H, detach_mean=detach_mean, detach_var=detach_var)
+        _fwd_bwd(F.layer_norm, x, params, H)
 
 
 def _ada_norm(x):
@@ -75,6 +89,7 @@ def _rms_norm(x):
 def _batch_norm(x):
     from . import functional as F
 
+    # training and evaluation differ in the backward (dx through the batch statistics or not)
     for params in _affine_choices(x.dtype):
         _fwd_bwd(F.batch_norm, x, params, None, None, training=True)
         running_mean, running_var = np.zeros(H, dtype=x.dtype), np.ones(H, dtype=x.dtype)
@@ -84,8 +99,11 @@ def _batch_norm(x):
 def _group_norm(x):
     from . import functional as F
 
-    for params in _affine_choices(x.dtype):
-        _fwd_bwd(F.group_norm, x, params, 4)
+    affine, none = _affine_choices(x.dtype)
+    _fwd_bwd(F.group_norm, x, affine, 4)  # the affine backward with g = γ·dy and dγ, dβ
+    _fwd_bwd(F.group_norm, x, none, 4)  # LayerNorm's row kernels only
+    _fwd_bwd(F.group_norm, x, dict(weight=None, bias=affine["bias"]), 4)  # dγ, dβ without g (no γ)
+    _fwd_bwd(F.group_norm, x, affine, 4, frozen=True)  # g without dγ, dβ (frozen γ and β)
 
 
 def _weight_norm(x):
@@ -107,10 +125,12 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 
 # Norms whose kernels share no compiled function, so that compiling the groups in separate processes never
 # has two processes write one cache file: numba reads, updates and rewrites a function's whole index file,
-# and two writers could drop each other's entries. GroupNorm runs LayerNorm's kernels on its rows, and AdaNorm
-# shares LayerNorm's row statistics, so those three go together. Measured cold, 2 cores: layer_norm 18 s,
-# ada_norm 3, group_norm 13, rms_norm 6, batch_norm 16, weight_norm 2.5 (64 s one after another).
-GROUPS = (("layer_norm", "ada_norm", "group_norm"), ("rms_norm", "batch_norm", "weight_norm"))
+# and two writers could drop each other's entries. GroupNorm runs LayerNorm's kernels on its rows, so those
+# two go together. AdaNorm shares only LayerNorm's row statistics (`_row_mean_rstd`), which numba inlines
+# and never caches on its own, so it may balance the other group. Measured cold, 2 cores, one after another:
+# layer_norm 13 s, group_norm 14, rms_norm 5.5, batch_norm 15, weight_norm 2.8, ada_norm 3.7 (53-55 s;
+# 65-69 s before absent weights and biases stopped being specialisations of their own, with layer_norm 24 s).
+GROUPS = (("layer_norm", "group_norm"), ("rms_norm", "batch_norm", "weight_norm", "ada_norm"))
 
 
 def _shapes() -> dict:
@@ -148,7 +168,7 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
 
     With ``jobs`` > 1 (default: one per group in :data:`GROUPS`, at most one per CPU) the groups compile in
     that many fresh processes at once; numba compiles in one thread, so on 2 cores this halves a cold
-    warm-up (64 s → 34 s measured). Returns {"seconds": total, "norms": {norm: seconds}, "dtypes": [...],
+    warm-up (55 s → 29 s measured). Returns {"seconds": total, "norms": {norm: seconds}, "dtypes": [...],
     "shapes": {"serial": (N, H), "parallel": (N, H)}, "jobs": n}. ``progress`` receives one line per norm
     (None: silent).
     """

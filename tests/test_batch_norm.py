@@ -173,6 +173,7 @@ def test_serial_and_parallel_kernels_are_bit_identical(shape):
     mean, var = bn.stats_reference(x)
     rstd = 1.0 / np.sqrt(var + 1e-5)
     scale = rstd * 1.5
+    bias = rng.standard_normal(C)
     out = {}
     for variant in ("serial", "parallel"):
         call = partial(_call_variant, variant)
@@ -180,7 +181,7 @@ def test_serial_and_parallel_kernels_are_bit_identical(shape):
         part_m, part_v = np.zeros((nchunks, C)), np.zeros((nchunks, C))
         call(kern._chunk_stats, part_m, part_v, x)
         y = np.empty_like(x)
-        call(kern._apply, y, x, mean, scale, None)
+        call(kern._apply, y, x, mean, scale, bias, True)  # the kernel takes β as an array and a flag
         p_dy, p_dyx = np.zeros_like(part_m), np.zeros_like(part_m)
         call(kern._chunk_grad_sums, p_dy, p_dyx, dy, x, mean, rstd)
         dx = np.empty_like(x)

@@ -161,7 +161,7 @@ def test_serial_and_parallel_affine_kernels_are_bit_identical(shape):
     for variant in ("serial", "parallel"):
         call = partial(_call_variant, variant)
         y = x.copy()
-        call(kern._affine, y, w, b)
+        call(kern._affine, y, w, b, True, True)  # weight, bias, has_weight, has_bias
         g = np.empty_like(x)
         part_dy, part_dyxhat = np.zeros((nchunks, C)), np.zeros((nchunks, C))
         call(kern._affine_backward, g, part_dy, part_dyxhat, dy, x, mean, rstd, w, nchunks)

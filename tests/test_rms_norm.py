@@ -156,17 +156,18 @@ def test_parallel_kernels_equal_serial_bit_for_bit(dtype, affine):
     N, H = 203, 37  # neither divides evenly into the row blocks
     x = rng.standard_normal((N, H)).astype(dtype)
     dy = rng.standard_normal((N, H)).astype(dtype)
-    w = rng.standard_normal(H).astype(dtype) if affine else None
+    # the kernels take the weight as an array and a flag (the public wrappers pass ones for None)
+    w = rng.standard_normal(H).astype(dtype) if affine else np.ones(H, dtype)
     nchunks = num_chunks(N, H, size=_jit.SERIAL_BELOW)  # the blocks of an input big enough to run in parallel
     assert nchunks > 1
     results = []
     for run in (kern._rms_norm_forward.serial, lambda *a: _jit.call_parallel(kern._rms_norm_forward.parallel, *a)):
         y, rrms = np.empty_like(x), np.empty(N)
-        run(y, rrms, x, w, 1e-5)
+        run(y, rrms, x, w, affine, 1e-5)
         results.append((y, rrms))
     for run in (kern._rms_norm_backward.serial, lambda *a: _jit.call_parallel(kern._rms_norm_backward.parallel, *a)):
         dx, part = np.empty_like(x), np.full((nchunks, H), 0.0)
-        run(dx, part, dy, x, results[0][1], w, nchunks)
+        run(dx, part, dy, x, results[0][1], w, affine, nchunks)
         results.append((dx, part))
     for a, b in zip(results[0], results[1], strict=True):  # forward: serial vs parallel
         np.testing.assert_array_equal(a, b)

@@ -17,6 +17,11 @@ dγ and dβ are sums over samples, computed exactly as BatchNorm's parameter gra
 samples when S = 1, a (chunk, channel) pair when S > 1 — writes only its own entries of (nchunks, C)
 float64 partial buffers, which are added up afterwards, so no iteration ever adds into an element another
 one writes, and serial and parallel runs agree bit for bit.
+
+An absent γ or β goes in as ones or zeros, with run-time flags in the forward that skip them, so that each
+kernel compiles once per dtype and variant whatever the caller leaves out (see ``kernels/_jit.py``). The
+backward's ``None`` for ``g`` (no input gradient, or no γ: g would be dy) and for the partial buffers (no
+parameter gradient) are still resolved at compile time: each skips real work.
 """
 
 from __future__ import annotations
@@ -24,21 +29,21 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks, reduce_chunks, zeroed_partials
+from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks, reduce_chunks, shared_ones, shared_zeros, zeroed_partials
 
 __all__ = ["group_norm_affine_backward", "group_norm_affine_forward"]
 
 
 @dual_kernel(fastmath=FASTMATH_REASSOC)
-def _affine(y, weight, bias):
+def _affine(y, weight, bias, has_weight, has_bias):
     N, C, S = y.shape
     if S == 1:  # (N, C): one row of C contiguous channels per iteration
         for n in prange(N):
             for c in range(C):
                 out = np.float64(y[n, c, 0])
-                if weight is not None:
+                if has_weight:  # the same in every iteration: LLVM moves the test out of the loop
                     out = out * weight[c]
-                if bias is not None:
+                if has_bias:
                     out = out + bias[c]
                 y[n, c, 0] = out
     else:  # one (sample, channel) pair, S contiguous values, per iteration
@@ -47,9 +52,9 @@ def _affine(y, weight, bias):
             c = i % C
             for s in range(S):
                 out = np.float64(y[n, c, s])
-                if weight is not None:
+                if has_weight:
                     out = out * weight[c]
-                if bias is not None:
+                if has_bias:
                     out = out + bias[c]
                 y[n, c, s] = out
 
@@ -71,7 +76,7 @@ def _affine_backward(g, part_dy, part_dyxhat, dy, x, mean, rstd, weight, nchunks
                     for j in range(per_group):
                         c = first + j
                         d = np.float64(dy[n, c, 0])
-                        if part_dy is not None:
+                        if part_dy is not None:  # resolved at compile time, as `g is not None`
                             part_dy[k, c] += d
                             part_dyxhat[k, c] += d * ((np.float64(x[n, c, 0]) - m) * r)
                         if g is not None:
@@ -98,14 +103,17 @@ def _affine_backward(g, part_dy, part_dyxhat, dy, x, mean, rstd, weight, nchunks
 
 def group_norm_affine_forward(y, weight, bias):
     """In place on ``y`` (N, C, S) holding x̂: y = weight_c · y + bias_c; weight, bias (C,) of y.dtype or None."""
-    _affine.launch(y.size, y, weight, bias)
+    # an absent weight goes in as ones, an absent bias as zeros, and the flags skip them (see _jit.py)
+    w = weight if weight is not None else shared_ones(y.shape[1], y.dtype)  # (C,)
+    b = bias if bias is not None else shared_zeros(y.shape[1], y.dtype)  # (C,)
+    _affine.launch(y.size, y, w, b, weight is not None, bias is not None)
 
 
 def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
     """Fill ``g`` = weight_c · dy (N, C, S) unless None, and ``dweight``, ``dbias`` (C,) unless None.
 
     ``x`` and ``dy`` are (N, C, S) C-contiguous; ``mean`` and ``rstd`` are the (N, G) float64 statistics of
-    the LayerNorm rows; ``weight`` is (C,) and must be given when ``g`` is.
+    the LayerNorm rows; ``weight`` is (C,) or None (then g = dy).
     """
     N, C, S = x.shape
     nchunks = num_chunks(N, C, size=x.size)
@@ -115,7 +123,8 @@ def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
     else:
         part_dy = zeroed_partials(nchunks, C)  # (nchunks, C) float64
         part_dyxhat = zeroed_partials(nchunks, C)  # (nchunks, C) float64
-    _affine_backward.launch(x.size, g, part_dy, part_dyxhat, dy, x, mean, rstd, weight, nchunks)
+    w = weight if weight is not None else shared_ones(C, x.dtype)  # (C,): always an array, read only for g
+    _affine_backward.launch(x.size, g, part_dy, part_dyxhat, dy, x, mean, rstd, w, nchunks)
     if dweight is not None:
         reduce_chunks(dweight, part_dyxhat)
     if dbias is not None:

@@ -1,0 +1,69 @@
+"""The kernel wrappers pass an absent weight or bias to the jitted kernels as an array, never as None.
+
+None is a numba type of its own: a kernel that took it would compile one specialisation per combination of
+present and absent parameters (per dtype and variant), and `npnorm warmup` would have to compile them all.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled kernels")
+
+PARAMS = ("weight", "bias")
+
+
+def _call_every_wrapper(dtype, weight, bias):
+    """Every public kernel wrapper that takes γ or β, on a small (serial) input, with the given weight, bias."""
+    from npnorm.kernels import batch_norm, group_norm, layer_norm, rms_norm
+
+    rng = np.random.default_rng(0)
+    N, H = 6, 8
+    x, dy = rng.standard_normal((N, H)).astype(dtype), rng.standard_normal((N, H)).astype(dtype)
+    y, dx, mean, rstd = np.empty_like(x), np.empty_like(x), np.empty(N), np.empty(N)
+    dw, db = np.empty(H, dtype), np.empty(H, dtype)
+    layer_norm.layer_norm_forward(y, mean, rstd, x, weight, bias, 1e-5)
+    layer_norm.layer_norm_backward(dx, dw, db, dy, x, mean, rstd, weight)
+    rms_norm.rms_norm_forward(y, rstd, x, weight, 1e-5)
+    rms_norm.rms_norm_backward(dx, dw, dy, x, rstd, weight)
+    x3, dy3 = x.reshape(N, H, 1), dy.reshape(N, H, 1)  # (N, C, L) with C = H
+    ch_mean, ch_rstd = np.zeros(H), np.ones(H)
+    batch_norm.batch_norm_forward(np.empty_like(x3), x3, ch_mean, ch_rstd, weight, bias)
+    batch_norm.batch_norm_backward(np.empty_like(x3), dw, db, dy3, x3, ch_mean, ch_rstd, weight, True)
+    group_norm.group_norm_affine_forward(x3.copy(), weight, bias)
+    g = np.empty_like(x3)
+    group_norm.group_norm_affine_backward(g, dw, db, dy3, x3, np.zeros((N, 2)), np.ones((N, 2)), weight)
+
+
+def _dispatchers():
+    """(name, numba dispatcher, positions of weight/bias in its arguments) for every DualKernel variant."""
+    from npnorm.kernels import _jit, batch_norm, group_norm, layer_norm, rms_norm
+
+    for module in (batch_norm, group_norm, layer_norm, rms_norm):
+        for name, kernel in vars(module).items():
+            if isinstance(kernel, _jit.DualKernel):
+                args = list(inspect.signature(kernel.py_func).parameters)
+                positions = [args.index(p) for p in PARAMS if p in args]
+                for variant in (kernel.serial, kernel.parallel):
+                    yield f"{module.__name__}.{name}", variant, positions
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_absent_weight_and_bias_reach_the_kernels_as_arrays(dtype):
+    from numba import types
+
+    compiled_before = [len(dispatcher.signatures) for _, dispatcher, _ in _dispatchers()]
+    H = 8
+    for weight in (None, np.full(H, 1.5, dtype)):
+        for bias in (None, np.full(H, 0.5, dtype)):
+            _call_every_wrapper(dtype, weight, bias)
+    for (name, dispatcher, positions), n_before in zip(_dispatchers(), compiled_before, strict=True):
+        for signature in dispatcher.signatures:
+            for pos in positions:
+                assert signature[pos] != types.none, f"{name} was compiled for {signature}"
+        # four combinations of weight and bias, one dtype: at most one new specialisation per kernel
+        assert len(dispatcher.signatures) - n_before <= 1, (name, dispatcher.signatures)
