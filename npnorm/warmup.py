@@ -113,6 +113,18 @@ def _weight_norm(x):
     _fwd_bwd(F.weight_norm, x, dict(g=g), dim=0)  # x is v; g as a keyword
 
 
+def _adam(x):
+    """optim.Adam's update kernel (kernels/adam.py): one serial specialisation per dtype."""
+    from . import optim
+    from .tensor import Tensor
+
+    p = Tensor(np.ones(H, dtype=x.dtype), requires_grad=True)
+    p.grad = np.ones(H, dtype=x.dtype)
+    optim.Adam([p]).step()
+
+
+# Every part of npnorm that has kernels: the norms, and the optimizer's update (the name says "norms"
+# because they are nearly all of it).
 NORMS: dict[str, Callable[[np.ndarray], None]] = {
     "layer_norm": _layer_norm,
     "ada_norm": _ada_norm,
@@ -120,6 +132,7 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
     "batch_norm": _batch_norm,
     "group_norm": _group_norm,
     "weight_norm": _weight_norm,
+    "adam": _adam,
 }
 
 
@@ -130,7 +143,8 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # and never caches on its own, so it may balance the other group. Measured cold, 2 cores, one after another:
 # layer_norm 13 s, group_norm 14, rms_norm 5.5, batch_norm 15, weight_norm 2.8, ada_norm 3.7 (53-55 s;
 # 65-69 s before absent weights and biases stopped being specialisations of their own, with layer_norm 24 s).
-GROUPS = (("layer_norm", "group_norm"), ("rms_norm", "batch_norm", "weight_norm", "ada_norm"))
+# Adam's kernel (under a second) shares nothing with any norm.
+GROUPS = (("layer_norm", "group_norm", "adam"), ("rms_norm", "batch_norm", "weight_norm", "ada_norm"))
 
 
 def _shapes() -> dict:

@@ -24,7 +24,7 @@ HEAVY_MODULES = ["numba", "scipy", "matplotlib", "sklearn", "tqdm", "torch"]
 _CACHE_PROBE = """
 import json
 from npnorm.warmup import warmup
-from npnorm.kernels import batch_norm, group_norm, layer_norm, rms_norm
+from npnorm.kernels import adam, batch_norm, group_norm, layer_norm, rms_norm
 from npnorm.kernels._jit import DualKernel
 
 warmup(progress=None, jobs=1)  # in this process, so that its dispatchers count what they load
@@ -35,6 +35,8 @@ for module in (batch_norm, group_norm, layer_norm, rms_norm):
             for variant in (kernel.serial, kernel.parallel):
                 hits += sum(variant.stats.cache_hits.values())
                 misses += sum(variant.stats.cache_misses.values())
+hits += sum(adam._adam_update.stats.cache_hits.values())
+misses += sum(adam._adam_update.stats.cache_misses.values())
 print(json.dumps({"hits": hits, "misses": misses}))
 """
 
@@ -75,9 +77,10 @@ def test_warmup_in_two_processes_then_a_fresh_process_compiles_nothing(tmp_path)
     assert stats["hits"] > 0 and stats["misses"] == 0, stats
 
 
-def test_warmup_names_every_norm_and_both_variants():
+def test_warmup_names_every_norm_the_optimizer_and_both_variants():
     result = warmup.warmup(dtypes=("float32",), progress=None)
-    assert set(result["norms"]) == {"layer_norm", "ada_norm", "rms_norm", "batch_norm", "group_norm", "weight_norm"}
+    norms = {"layer_norm", "ada_norm", "rms_norm", "batch_norm", "group_norm", "weight_norm"}
+    assert set(result["norms"]) == norms | {"adam"}
     assert result["dtypes"] == ["float32"]
     (n_small, h_small), (n_large, h_large) = result["shapes"]["serial"], result["shapes"]["parallel"]
     from npnorm.kernels._jit import SERIAL_BELOW
