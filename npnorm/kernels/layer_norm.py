@@ -204,16 +204,21 @@ def _layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, has_weig
     b = 0.0 if detach_var else 1.0  # keep the gradient through rstd?
     # Per-chunk float64 partial sums of dweight and dbias, (nchunks, H) each; none when neither is wanted.
     # Allocated and reduced here rather than by the caller: at 64x64 the four NumPy calls that did it cost
-    # ~1.5 µs, a third of the kernel.
+    # ~1.5 µs, a third of the kernel. np.empty, and each chunk zeroes its own row: in a parallel kernel
+    # np.zeros becomes a parallel region of its own, one more barrier per call, which cost a whole scheduler
+    # time slice whenever another process held a core (the backward took twice as long then).
     nparts = nchunks if dweight is not None else 0
-    dweight_part = np.zeros((nparts, H))
-    dbias_part = np.zeros((nparts, H))
+    dweight_part = np.empty((nparts, H))
+    dbias_part = np.empty((nparts, H))
     for c in prange(nchunks):
         # chunk c owns rows [lo, hi) and writes only row c of the partials
         lo = c * N // nchunks
         hi = (c + 1) * N // nchunks
         i = lo
         if dweight is not None:  # resolved at compile time, as every `is None` below
+            for j in range(H):
+                dweight_part[c, j] = 0.0
+                dbias_part[c, j] = 0.0
             if H >= BLOCK_FROM_H:  # wide rows: four at a time (see _backward_4_rows)
                 while i + BLOCK_ROWS <= hi:
                     _backward_4_rows(dx, dweight_part[c], dbias_part[c], dy, x, mean, rstd, weight, has_weight, a, b, i)
