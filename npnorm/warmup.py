@@ -6,14 +6,16 @@ of argument types. Each compiled specialisation lands in the on-disk cache, from
 it in milliseconds instead of compiling it again.
 
 An absent weight or bias is not a type of its own: the kernel wrappers pass ones or zeros and a run-time
-flag instead of None (kernels/_jit.py), so with or without affine parameters is one specialisation. None
-still makes one where it skips real work: no parameter gradient wanted (LayerNorm, RMSNorm, GroupNorm), no
-input gradient or no γ (GroupNorm's g), evaluation mode (BatchNorm's backward).
+flag instead of None (kernels/_jit.py), so with or without affine parameters is one specialisation. The same
+holds for GroupNorm's affine backward (no g, no parameter gradients: empty stand-ins and flags) and for
+BatchNorm's evaluation mode (a flag of ``_grad_input``). None still makes one where it skips real work: no
+parameter gradient wanted in the LayerNorm and RMSNorm backward kernels.
 
 ``warmup()`` therefore calls every norm's public ``F.*`` function, forward and backward with
 ``impl="numba"``, on one small input (serial kernels) and one just large enough for the parallel ones: with
-trainable affine parameters, without any (which also runs the wrappers' None paths), with frozen ones where
-that is a specialisation of its own, and in both training and evaluation modes where a norm has them.
+trainable affine parameters and without any (which also runs the wrappers' None paths), and in both
+training and evaluation modes where a norm has them (BatchNorm: they share their kernels now, and
+evaluation costs milliseconds once training has compiled them; it stays as a check of the wrappers' path).
 Numba compiles in one thread, so groups of norms that share no compiled function (:data:`GROUPS`) compile
 in separate processes at once.
 """
@@ -40,17 +42,15 @@ def _parallel_rows() -> int:
     return math.ceil(SERIAL_BELOW / H)
 
 
-def _fwd_bwd(
-    norm: Callable, x: np.ndarray, params: dict[str, np.ndarray | None], *args, frozen: bool = False, **options
-) -> None:
+def _fwd_bwd(norm: Callable, x: np.ndarray, params: dict[str, np.ndarray | None], *args, **options) -> None:
     """``norm(x, *args, **params, **options)``, then backward with a ones gradient.
 
-    x and the parameters are Tensors that require grad, except the parameters when ``frozen``.
+    x and the parameters are Tensors that require grad.
     """
     from .tensor import Tensor
 
     xt = Tensor(x, requires_grad=True)
-    pt = {k: None if v is None else Tensor(v, requires_grad=not frozen) for k, v in params.items()}
+    pt = {k: None if v is None else Tensor(v, requires_grad=True) for k, v in params.items()}
     y = norm(xt, *args, **pt, **options, impl="numba")
     y.backward(np.ones_like(y.data))
 
@@ -89,7 +89,8 @@ def _rms_norm(x):
 def _batch_norm(x):
     from . import functional as F
 
-    # training and evaluation differ in the backward (dx through the batch statistics or not)
+    # training and evaluation share every specialisation (evaluation is a run-time flag of _grad_input); the
+    # evaluation calls compile nothing more and run in milliseconds, but keep its path warm if that changes
     for params in _affine_choices(x.dtype):
         _fwd_bwd(F.batch_norm, x, params, None, None, training=True)
         running_mean, running_var = np.zeros(H, dtype=x.dtype), np.ones(H, dtype=x.dtype)
@@ -100,10 +101,10 @@ def _group_norm(x):
     from . import functional as F
 
     affine, none = _affine_choices(x.dtype)
-    _fwd_bwd(F.group_norm, x, affine, 4)  # the affine backward with g = γ·dy and dγ, dβ
+    # The affine backward compiles once per dtype and variant whichever of g, dγ, dβ are wanted (absent ones
+    # are flags, kernels/group_norm.py), so frozen γ, β or no γ need no calls of their own.
+    _fwd_bwd(F.group_norm, x, affine, 4)  # the affine forward and backward
     _fwd_bwd(F.group_norm, x, none, 4)  # LayerNorm's row kernels only
-    _fwd_bwd(F.group_norm, x, dict(weight=None, bias=affine["bias"]), 4)  # dγ, dβ without g (no γ)
-    _fwd_bwd(F.group_norm, x, affine, 4, frozen=True)  # g without dγ, dβ (frozen γ and β)
 
 
 def _weight_norm(x):
@@ -141,8 +142,10 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # and two writers could drop each other's entries. GroupNorm runs LayerNorm's kernels on its rows, so those
 # two go together. AdaNorm shares only LayerNorm's row statistics (`_row_mean_rstd`), which numba inlines
 # and never caches on its own, so it may balance the other group. Measured cold, 2 cores, one after another:
-# layer_norm 13 s, group_norm 14, rms_norm 5.5, batch_norm 15, weight_norm 2.8, ada_norm 3.7 (53-55 s;
-# 65-69 s before absent weights and biases stopped being specialisations of their own, with layer_norm 24 s).
+# layer_norm 12 s, group_norm 7.5, rms_norm 5.3, batch_norm 12.4, weight_norm 2.5, ada_norm 3.6 (44 s; 53-56 s
+# with group_norm 14 s and batch_norm 15 s before GroupNorm's absent g and partial sums and BatchNorm's
+# evaluation mode became flags too; 65-69 s before absent weights and biases stopped being specialisations
+# of their own, with layer_norm 24 s).
 # Adam's kernel (under a second) shares nothing with any norm.
 GROUPS = (("layer_norm", "group_norm", "adam"), ("rms_norm", "batch_norm", "weight_norm", "ada_norm"))
 
@@ -181,8 +184,8 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
     """Compile (or load from the on-disk cache) every kernel specialisation the norms can reach.
 
     With ``jobs`` > 1 (default: one per group in :data:`GROUPS`, at most one per CPU) the groups compile in
-    that many fresh processes at once; numba compiles in one thread, so on 2 cores this halves a cold
-    warm-up (55 s → 29 s measured). Returns {"seconds": total, "norms": {norm: seconds}, "dtypes": [...],
+    that many fresh processes at once; numba compiles in one thread, so on 2 cores this nearly halves a cold
+    warm-up (44 s → 26 s measured). Returns {"seconds": total, "norms": {norm: seconds}, "dtypes": [...],
     "shapes": {"serial": (N, H), "parallel": (N, H)}, "jobs": n}. ``progress`` receives one line per norm
     (None: silent).
     """

@@ -185,8 +185,11 @@ def test_serial_and_parallel_kernels_are_bit_identical(shape):
         p_dy, p_dyx = np.zeros_like(part_m), np.zeros_like(part_m)
         call(kern._chunk_grad_sums, p_dy, p_dyx, dy, x, mean, rstd)
         dx = np.empty_like(x)
-        call(kern._grad_input, dx, dy, x, mean, rstd, scale, p_dy.sum(0), p_dyx.sum(0))
-        out[variant] = (part_m, part_v, y, p_dy, p_dyx, dx)
+        call(kern._grad_input, dx, dy, x, mean, rstd, scale, p_dy.sum(0), p_dyx.sum(0), True)
+        dx_eval = np.empty_like(x)  # evaluation: a flag and empty stand-ins for the means, dx = scale · dy
+        call(kern._grad_input, dx_eval, dy, x, mean, rstd, scale, kern._NO_MEANS, kern._NO_MEANS, False)
+        np.testing.assert_array_equal(dx_eval, scale[:, None] * dy)
+        out[variant] = (part_m, part_v, y, p_dy, p_dyx, dx, dx_eval)
     for a, b in zip(out["serial"], out["parallel"]):
         np.testing.assert_array_equal(a, b)
 

@@ -164,7 +164,17 @@ def test_serial_and_parallel_affine_kernels_are_bit_identical(shape):
         call(kern._affine, y, w, b, True, True)  # weight, bias, has_weight, has_bias
         g = np.empty_like(x)
         part_dy, part_dyxhat = np.zeros((nchunks, C)), np.zeros((nchunks, C))
-        call(kern._affine_backward, g, part_dy, part_dyxhat, dy, x, mean, rstd, w, nchunks)
+        call(kern._affine_backward, g, part_dy, part_dyxhat, dy, x, mean, rstd, w, nchunks, True, True)
+        # g alone and the sums alone: the flags skip the other output, given as an empty stand-in
+        g_only = np.empty_like(x)
+        no_parts = kern._NO_PARTIALS
+        call(kern._affine_backward, g_only, no_parts, no_parts, dy, x, mean, rstd, w, nchunks, True, False)
+        sums_dy, sums_dyxhat = np.zeros((nchunks, C)), np.zeros((nchunks, C))
+        no_g = kern._no_g(x.dtype)
+        call(kern._affine_backward, no_g, sums_dy, sums_dyxhat, dy, x, mean, rstd, w, nchunks, False, True)
+        np.testing.assert_array_equal(g_only, g)
+        np.testing.assert_array_equal(sums_dy, part_dy)
+        np.testing.assert_array_equal(sums_dyxhat, part_dyxhat)
         out[variant] = (y, g, part_dy, part_dyxhat)
     for a, b_ in zip(out["serial"], out["parallel"]):
         np.testing.assert_array_equal(a, b_)

@@ -67,3 +67,47 @@ def test_absent_weight_and_bias_reach_the_kernels_as_arrays(dtype):
                 assert signature[pos] != types.none, f"{name} was compiled for {signature}"
         # four combinations of weight and bias, one dtype: at most one new specialisation per kernel
         assert len(dispatcher.signatures) - n_before <= 1, (name, dispatcher.signatures)
+
+
+# Outputs a caller may not want, and BatchNorm's evaluation mode, are run-time flags with empty stand-ins
+# too: GroupNorm's g (no input gradient, or no γ) and partial sums (no dγ, dβ), BatchNorm's batch means.
+
+
+def _none_free_kernels():
+    """(name, dispatcher) for every DualKernel variant of the modules that take no None at all."""
+    from npnorm.kernels import _jit, batch_norm, group_norm
+
+    for module in (batch_norm, group_norm):
+        for name, kernel in vars(module).items():
+            if isinstance(kernel, _jit.DualKernel):
+                for variant in (kernel.serial, kernel.parallel):
+                    yield f"{module.__name__}.{name}", variant
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_group_norm_and_batch_norm_backward_compile_once_whatever_is_wanted(dtype):
+    from numba import types
+
+    from npnorm.kernels import batch_norm, group_norm
+
+    compiled_before = [len(dispatcher.signatures) for _, dispatcher in _none_free_kernels()]
+    rng = np.random.default_rng(1)
+    N, C, G = 6, 8, 2
+    x, dy = rng.standard_normal((N, C, 1)).astype(dtype), rng.standard_normal((N, C, 1)).astype(dtype)
+    mean, rstd = np.zeros((N, G)), np.ones((N, G))
+    for weight in (None, np.full(C, 1.5, dtype)):
+        for want_g in (False, True):
+            for want_w, want_b in ((False, False), (True, False), (False, True), (True, True)):
+                g = np.empty_like(x) if want_g else None
+                dw = np.empty(C, dtype) if want_w else None
+                db = np.empty(C, dtype) if want_b else None
+                if g is not None or dw is not None or db is not None:  # what norms/group_norm.py calls
+                    group_norm.group_norm_affine_backward(g, dw, db, dy, x, mean, rstd, weight)
+                for training in (False, True):
+                    dx = np.empty_like(x) if want_g else None
+                    batch_norm.batch_norm_backward(dx, dw, db, dy, x, np.zeros(C), np.ones(C), weight, training)
+    for (name, dispatcher), n_before in zip(_none_free_kernels(), compiled_before, strict=True):
+        for signature in dispatcher.signatures:
+            assert types.none not in signature, f"{name} was compiled for {signature}"
+        # every combination, one dtype: at most one new specialisation per kernel
+        assert len(dispatcher.signatures) - n_before <= 1, (name, dispatcher.signatures)
