@@ -7,7 +7,7 @@ scalars ``step_size`` = γ / (1 − β₁ᵗ) and ``bias_correction2_sqrt`` = �
     v ← β₂v + (1 − β₂)g²
     θ ← θ − (step_size · m) / (√v / bias_correction2_sqrt + ε)
 
-``optim.Adam._update_numpy`` is the NumPy twin: eleven whole-array passes per parameter (each ``*=``,
+``optim._adam_update_numpy`` is the NumPy twin: eleven whole-array passes per parameter (each ``*=``,
 ``+=``, ``sqrt`` reads and writes every element). Here each element is read once and written once; for
 the 64-256-256-10 MLP of ``npnorm bench`` that took Adam from ~0.27 ms to a few tens of µs per step.
 
