@@ -43,6 +43,7 @@ __all__ = [
     "reduce_chunks",
     "zeroed_partials",
     "SERIAL_BELOW",
+    "add_up_chunks",
     "DualKernel",
     "call_parallel",
     "dual_kernel",
@@ -110,6 +111,18 @@ def zeroed_partials(nchunks: int, H: int):
 def reduce_chunks(out, partials) -> None:
     """``out[...] = Σ_c partials[c]``: the float64 per-chunk sums added up, rounded once to out.dtype."""
     out[...] = partials[0] if partials.shape[0] == 1 else partials.sum(axis=0)
+
+
+def _add_up_chunks(out, partials):
+    """:func:`reduce_chunks` for use inside a kernel: ``out[j] = Σ_c partials[c, j]`` in chunk order, in
+    float64, rounded once to out.dtype. Kernels that allocate their partials themselves (LayerNorm's and
+    RMSNorm's backward) end with it, which saves the four NumPy calls around a small kernel (~1.5 µs of a
+    5.7 µs LayerNorm backward at 64x64)."""
+    for j in range(out.shape[0]):
+        s = np.float64(0.0)
+        for c in range(partials.shape[0]):
+            s += partials[c, j]
+        out[j] = s
 
 
 # --- absent parameters ---------------------------------------------------------------------------------
@@ -243,6 +256,10 @@ def kernel(parallel: bool, fastmath=False, inline: bool = False):
         return numba.njit(cache=False, **options)(func)
 
     return decorate
+
+
+# Compiled here, after `kernel`: inlined into its callers (a call would reference-count its arrays).
+add_up_chunks = kernel(parallel=False, inline=True)(_add_up_chunks)
 
 
 class DualKernel:

@@ -81,7 +81,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel, kernel, num_chunks, shared_ones, shared_zeros
+from ._jit import FASTMATH_REASSOC, add_up_chunks, dual_kernel, kernel, num_chunks, shared_ones, shared_zeros
 
 __all__ = [
     "ada_norm_backward",
@@ -252,14 +252,8 @@ def _layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, has_weig
                 dx[k, j] = r * (g - mean_g - xhat * mean_gxhat)
     if dweight is not None:
         # the partials added up in chunk order (the same for any thread count), rounded once to x.dtype
-        for j in range(H):
-            sw = np.float64(0.0)
-            sb = np.float64(0.0)
-            for c in range(nchunks):
-                sw += dweight_part[c, j]
-                sb += dbias_part[c, j]
-            dweight[j] = sw
-            dbias[j] = sb
+        add_up_chunks(dweight, dweight_part)
+        add_up_chunks(dbias, dbias_part)
 
 
 def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):

@@ -27,13 +27,14 @@ The conventions are those of the LayerNorm kernels (``kernels/layer_norm.py`` sa
   a float32 is exact. Outputs are computed in float64 and rounded once to x.dtype.
 * **Races.** ``prange`` runs only over independent rows (forward) or blocks of rows (backward). dweight is
   a sum over rows, so each block ("chunk") sums into its own row of a partial buffer of shape (nchunks, H),
-  reduced afterwards. The chunks depend only on N, so serial and parallel kernels give identical bits.
+  which the kernel adds up in chunk order at its end. The chunks depend only on N, so serial and parallel
+  kernels give identical bits.
 * **Serial below a threshold** (``_jit.DualKernel``), **no fastmath** beyond reassociation (a NaN must stay
   in its row).
 * **Absent weight.** The wrappers pass an absent weight as ones plus the run-time flag ``has_weight``, so
   that each kernel compiles once per dtype and variant whether or not a weight is given; the flag still
-  skips the multiply by 1 (measured 10-30% of a pass, _jit.py). A None ``dweight_part`` (no weight
-  gradient wanted) remains a compile-time choice: it skips the partial sums, real work.
+  skips the multiply by 1 (measured 10-30% of a pass, _jit.py). A None ``dweight`` (no weight gradient
+  wanted) remains a compile-time choice: it skips the partial sums, real work.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks, reduce_chunks, shared_ones, zeroed_partials
+from ._jit import FASTMATH_REASSOC, add_up_chunks, dual_kernel, num_chunks, shared_ones
 
 __all__ = ["rms_norm_backward", "rms_norm_forward"]
 
@@ -66,10 +67,16 @@ def _rms_norm_forward(y, rrms, x, weight, has_weight, eps):
 
 
 @dual_kernel(fastmath=FASTMATH_REASSOC)
-def _rms_norm_backward(dx, dweight_part, dy, x, rrms, weight, has_weight, nchunks):
+def _rms_norm_backward(dx, dweight, dy, x, rrms, weight, has_weight, nchunks):
     N, H = x.shape
+    # Per-chunk float64 partial sums of dweight, (nchunks, H), allocated and added up here as in LayerNorm's
+    # backward (np.empty, each chunk zeroing its own row: np.zeros would be a parallel region of its own).
+    dweight_part = np.empty((nchunks if dweight is not None else 0, H))
     for c in prange(nchunks):
         # chunk c owns rows [c*N//nchunks, (c+1)*N//nchunks) and writes only row c of the partials
+        if dweight is not None:  # resolved at compile time, as every `is None` below
+            for j in range(H):
+                dweight_part[c, j] = 0.0
         for i in range(c * N // nchunks, (c + 1) * N // nchunks):
             r = rrms[i]
             # pass 1: the row sum Σ g * xhat, and this row's share of dweight
@@ -77,7 +84,7 @@ def _rms_norm_backward(dx, dweight_part, dy, x, rrms, weight, has_weight, nchunk
             for j in range(H):
                 xhat = np.float64(x[i, j]) * r
                 g = np.float64(dy[i, j])
-                if dweight_part is not None:  # resolved at compile time
+                if dweight is not None:
                     dweight_part[c, j] += g * xhat
                 if has_weight:
                     g = g * weight[j]
@@ -90,6 +97,8 @@ def _rms_norm_backward(dx, dweight_part, dy, x, rrms, weight, has_weight, nchunk
                 if has_weight:
                     g = g * weight[j]
                 dx[i, j] = r * (g - xhat * mean_gxhat)
+    if dweight is not None:
+        add_up_chunks(dweight, dweight_part)  # in chunk order, rounded once to x.dtype
 
 
 def rms_norm_forward(y, rrms, x, weight, eps):
@@ -109,11 +118,6 @@ def rms_norm_backward(dx, dweight, dy, x, rrms, weight):
     ``rrms`` is the float64 statistic saved by :func:`rms_norm_forward`; ``weight`` is the (H,) gain or None.
     """
     N, H = x.shape
-    nchunks = num_chunks(N, H)
-    # None for dweight_part stays a specialisation of its own: it skips the partial sums
-    dweight_part = None if dweight is None else zeroed_partials(nchunks, H)  # (nchunks, H) float64
+    # None for dweight stays a specialisation of its own: it skips the partial sums
     w = weight if weight is not None else shared_ones(H, x.dtype)  # (H,) and a flag, as in the forward
-    _rms_norm_backward.launch(x.size, dx, dweight_part, dy, x, rrms, w, weight is not None, nchunks)
-    # Reduce the partials over chunks (serially, in NumPy), then round once to x.dtype.
-    if dweight is not None:
-        reduce_chunks(dweight, dweight_part)
+    _rms_norm_backward.launch(x.size, dx, dweight, dy, x, rrms, w, weight is not None, num_chunks(N, H))
