@@ -43,7 +43,7 @@ from .. import _buffers
 from ..autograd import Function
 from ..tensor import Tensor
 from . import _dispatch
-from .layer_norm import _as_rows, _flat  # the same (rows, H) view of the input and (H,) view of γ
+from .layer_norm import _as_rows, _flat, _shaped  # the same (rows, H) view of the input, (H,) view of γ
 
 # ------------------------------------------------------------------------------- NumPy reference
 
@@ -105,7 +105,7 @@ class RMSNormFunction(Function):
         ctx.save_for_backward(x2, w, rrms)
         ctx.shapes = x.shape, None if weight is None else weight.shape
         ctx.flags = H, kern
-        return y.reshape(x.shape)
+        return _shaped(y, x.shape)
 
     @staticmethod
     def backward(ctx, grad):
@@ -121,8 +121,8 @@ class RMSNormFunction(Function):
         else:
             dx, dw = backward_reference(dy, x2, rrms, w)
         return (
-            dx.reshape(x_shape) if need_x else None,
-            dw.reshape(w_shape) if need_w else None,
+            _shaped(dx, x_shape) if need_x else None,
+            _shaped(dw, w_shape) if need_w else None,
         )
 
 
