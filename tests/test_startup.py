@@ -71,6 +71,9 @@ def test_warmup_in_two_processes_then_a_fresh_process_compiles_nothing(tmp_path)
         check=True,
     )
     assert "(2 processes)" in run.stdout
+    # one line per norm, each printed once (the processes take one norm at a time)
+    lines = [line.split()[0] for line in run.stdout.splitlines() if line.startswith("  ")]
+    assert sorted(lines) == sorted(warmup.NORMS), run.stdout
     probe = _CACHE_PROBE.replace("warmup(progress=None, jobs=1)", "warmup(dtypes=('float32',), progress=None, jobs=1)")
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
     stats = json.loads(out.strip().splitlines()[-1])
