@@ -242,3 +242,25 @@ def test_reproduce_quick_writes_results_and_plots(tmp_path, capsys):
     assert "npnorm reproduce --quick" in text
     for name in ("batch_size", "recurrent", "variants"):
         assert_small_png(tmp_path / "img" / f"{name}.png")
+
+
+def test_readme_lists_every_command_and_train_task():
+    """The README's command table stays in step with the CLI: a command added to the parser must be documented."""
+    import argparse
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md is not next to the tests (installed package)")
+    text = readme.read_text(encoding="utf-8")
+
+    def subcommands(parser) -> dict:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return dict(actions[0].choices) if actions else {}
+
+    commands = subcommands(npnorm.cli._build_parser())
+    assert {"demo", "train", "check", "warmup", "bench", "reproduce"} <= set(commands)
+    for name, parser in commands.items():
+        tasks = subcommands(parser)
+        for usage in [f"npnorm {name} {task}" for task in tasks] or [f"npnorm {name}"]:
+            assert f"`{usage}" in text, f"README.md does not mention `{usage}`"
