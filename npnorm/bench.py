@@ -730,7 +730,7 @@ def metadata(impls: list[str], copy: dict, competing: dict, engine_threads: dict
     engine rows used."""
     import numba
 
-    from . import __version__
+    from . import __version__, kernels
     from .norms import _dispatch
 
     meta = {
@@ -740,7 +740,7 @@ def metadata(impls: list[str], copy: dict, competing: dict, engine_threads: dict
         "numpy": np.__version__,
         "numba": numba.__version__,
         "numba_threads": numba.get_num_threads(),
-        "numba_kernels": _dispatch.kernels("layer_norm") is not None,
+        "numba_kernels": kernels.load("layer_norm") is not None,
         "blas_threads": blas_threads(),
         "cpu_count": os.cpu_count(),
         **competing,

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .norms import _dispatch
+from . import kernels
 from .tensor import Tensor
 
 __all__ = [
@@ -430,7 +430,7 @@ def _adam_kernel():
     Unlike the norm kernels, Adam does not run its kernel as plain Python under NUMBA_DISABLE_JIT (a Python
     loop per element of every weight): it takes the NumPy twin, which gives the same numbers.
     """
-    kern = _dispatch.kernels("adam")
+    kern = kernels.load("adam")
     if kern is None or kern.JIT_DISABLED:
         return None
     return kern

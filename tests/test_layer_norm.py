@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 import npnorm
 import npnorm.functional as F
 from npnorm.checks import frozen_layer_norm, straight_through
-from npnorm.norms import _dispatch
 from npnorm.norms.layer_norm import forward_reference
 
 IMPLS = ["numba", "numpy", "composed"]
@@ -349,8 +348,8 @@ def test_numba_missing_falls_back_to_numpy_with_one_warning(monkeypatch):
 
     import sys
 
-    monkeypatch.setattr(_dispatch, "_kernel_modules", {})
-    monkeypatch.setattr(_dispatch, "_warned_no_numba", False)
+    monkeypatch.setattr(npnorm.kernels, "_modules", {})
+    monkeypatch.setattr(npnorm.kernels, "_warned_no_numba", False)
     for mod in [m for m in sys.modules if m.startswith("npnorm.kernels.")]:
         monkeypatch.delitem(sys.modules, mod)
     monkeypatch.setattr(builtins, "__import__", fake_import)

@@ -1,6 +1,44 @@
-"""Numba only; mirrors norms/; never imports Tensor or autograd.
+"""Numba only; mirrors norms/ (plus Adam's update); never imports Tensor or autograd.
 
 Each module here holds fused CPU kernels for one norm: pure functions on C-contiguous ndarrays, out-params
 first, allocated by the caller. Importing this package imports nothing else: numba is imported (and kernels
-compiled) only when a norm first asks for a kernel module.
+compiled) only when :func:`load` first hands out a kernel module, which takes a noticeable fraction of a
+second, so it happens on the first call that needs a kernel, never when npnorm is imported. Where numba
+cannot be imported at all, :func:`load` returns None after a single warning, and the callers fall back to
+their NumPy twins.
 """
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+_modules: dict = {}  # name -> loaded module, or None where numba is missing
+_warned_no_numba = False
+
+
+def load(name: str):
+    """The module npnorm.kernels.<name>, or None (after one warning) when numba cannot be imported."""
+    global _warned_no_numba
+    if name in _modules:
+        return _modules[name]
+    try:
+        module = importlib.import_module(f"{__name__}.{name}")
+    except ImportError as exc:
+        if not _is_missing_numba(exc):
+            raise
+        module = None
+        if not _warned_no_numba:
+            _warned_no_numba = True
+            warnings.warn(
+                f"npnorm: numba cannot be imported ({exc}); impl='numba' falls back to the NumPy reference",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    _modules[name] = module
+    return module
+
+
+def _is_missing_numba(exc: ImportError) -> bool:
+    missing = getattr(exc, "name", None) or ""
+    return missing.split(".")[0] in ("numba", "llvmlite")

@@ -38,7 +38,7 @@ def check_normalized_shape(who: str, normalized_shape, input_shape: tuple) -> tu
         raise ValueError(f"{who}: normalized_shape must have at least one dimension")
     if any(n <= 0 for n in normalized_shape):
         raise ValueError(f"{who}: normalized_shape {normalized_shape} must have positive sizes")
-    if input_shape[len(input_shape) - len(normalized_shape):] != normalized_shape or len(input_shape) < len(
+    if input_shape[len(input_shape) - len(normalized_shape) :] != normalized_shape or len(input_shape) < len(
         normalized_shape
     ):
         raise ValueError(

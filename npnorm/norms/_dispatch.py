@@ -1,21 +1,15 @@
-"""Choosing an implementation: `impl=None|"numba"|"numpy"|"composed"`, and loading Numba kernels lazily.
+"""Choosing an implementation: `impl=None|"numba"|"numpy"|"composed"`.
 
-Kernel modules import numba, which takes a noticeable fraction of a second, so they are imported on the
-first call that needs them, never when npnorm is imported. Where numba cannot be imported at all, the
-"numba" implementation falls back to the NumPy reference with a single warning.
+The Numba kernels themselves are loaded lazily by `npnorm.kernels.load`, which returns None (after one
+warning) where numba cannot be imported; the "numba" implementation then runs the NumPy reference.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import warnings
 
 IMPLS = ("numba", "numpy", "composed")
 _ENV = "NPNORM_IMPL"
-
-_kernel_modules: dict = {}
-_warned_no_numba = False
 
 
 # os.environ's own dict (CPython's os._Environ keeps one, updated in place by every assignment), and the key
@@ -46,30 +40,3 @@ def resolve_impl(impl, who: str) -> str:
     if impl not in IMPLS:
         raise ValueError(f"{who}: {source} must be one of {IMPLS}, got {impl!r}")
     return impl
-
-
-def kernels(name: str):
-    """The module npnorm.kernels.<name>, or None (after one warning) when numba cannot be imported."""
-    global _warned_no_numba
-    if name in _kernel_modules:
-        return _kernel_modules[name]
-    try:
-        module = importlib.import_module(f"npnorm.kernels.{name}")
-    except ImportError as exc:
-        if not _is_missing_numba(exc):
-            raise
-        module = None
-        if not _warned_no_numba:
-            _warned_no_numba = True
-            warnings.warn(
-                f"npnorm: numba cannot be imported ({exc}); impl='numba' falls back to the NumPy reference",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-    _kernel_modules[name] = module
-    return module
-
-
-def _is_missing_numba(exc: ImportError) -> bool:
-    missing = getattr(exc, "name", None) or ""
-    return missing.split(".")[0] in ("numba", "llvmlite")

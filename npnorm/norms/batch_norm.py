@@ -49,10 +49,9 @@ import numbers
 
 import numpy as np
 
-from .. import _buffers
+from .. import _buffers, kernels
 from ..autograd import Function
 from ..tensor import Tensor
-from . import _dispatch
 
 # ------------------------------------------------------------------------------------ argument checks
 
@@ -171,7 +170,7 @@ def batch_stats(x: np.ndarray, backend: str):
     """mean and biased var, (C,) float64, of x (N, C, *) with N·L > 0, by kernel or reference."""
     N, C, L = check_input("batch_norm", x.shape)
     x3 = _as_ncl(x, N, C, L)
-    kern = _dispatch.kernels("batch_norm") if backend == "numba" else None
+    kern = kernels.load("batch_norm") if backend == "numba" else None
     if kern is None:
         return stats_reference(x3)
     mean = np.empty(C)  # (C,) float64
@@ -197,7 +196,7 @@ class BatchNormFunction(Function):
     def forward(ctx, x, weight, bias, *, mean, rstd, training, backend):
         N, C, L = check_input("batch_norm", x.shape)
         x3 = _as_ncl(x, N, C, L)  # (N, C, L)
-        kern = _dispatch.kernels("batch_norm") if backend == "numba" else None
+        kern = kernels.load("batch_norm") if backend == "numba" else None
         if kern is not None:
             y = _buffers.empty_like(x3)  # (N, C, L)
             kern.batch_norm_forward(y, x3, mean, rstd, weight, bias)

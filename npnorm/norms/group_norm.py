@@ -38,10 +38,9 @@ import numbers
 
 import numpy as np
 
-from .. import _buffers
+from .. import _buffers, kernels
 from ..autograd import Function
 from ..tensor import Tensor
-from . import _dispatch
 from . import layer_norm as _layer_norm
 
 # ------------------------------------------------------------------------------------ argument checks
@@ -119,8 +118,8 @@ class GroupNormFunction(Function):
         S = math.prod(x.shape[2:])
         H = C // G * S  # features per LayerNorm row
         x3 = np.ascontiguousarray(x.reshape(N, C, S))  # (N, C, S)
-        ln = _dispatch.kernels("layer_norm") if backend == "numba" else None
-        gn = _dispatch.kernels("group_norm") if ln is not None else None
+        ln = kernels.load("layer_norm") if backend == "numba" else None
+        gn = kernels.load("group_norm") if ln is not None else None
         if ln is not None:
             y = _buffers.empty_like(x3)  # (N, C, S)
             mean = np.empty(N * G)  # (N·G,) float64

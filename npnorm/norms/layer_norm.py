@@ -44,10 +44,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _buffers
+from .. import _buffers, kernels
 from ..autograd import Function
 from ..tensor import Tensor
-from . import _dispatch
 
 # ------------------------------------------------------------------------------- NumPy reference
 
@@ -143,7 +142,7 @@ class LayerNormFunction(Function):
     def forward(ctx, x, weight, bias, *, H, eps, detach_mean, detach_var, backend):
         x2 = _as_rows(x, H)  # (N, H)
         w, b = _flat(weight), _flat(bias)
-        kern = _dispatch.kernels("layer_norm") if backend == "numba" else None
+        kern = kernels.load("layer_norm") if backend == "numba" else None
         if kern is not None:
             y = _buffers.empty_like(x2)  # (N, H)
             mean = np.empty(x2.shape[0], dtype=np.float64)  # (N,)
@@ -186,7 +185,7 @@ class AdaNormFunction(Function):
     @staticmethod
     def forward(ctx, x, *, H, C, k, eps, backend):
         x2 = _as_rows(x, H)  # (N, H)
-        kern = _dispatch.kernels("layer_norm") if backend == "numba" else None
+        kern = kernels.load("layer_norm") if backend == "numba" else None
         if kern is not None:
             z = _buffers.empty_like(x2)  # (N, H)
             mean = np.empty(x2.shape[0], dtype=np.float64)

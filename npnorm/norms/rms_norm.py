@@ -39,10 +39,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _buffers
+from .. import _buffers, kernels
 from ..autograd import Function
 from ..tensor import Tensor
-from . import _dispatch
 from .layer_norm import _as_rows, _flat, _shaped  # the same (rows, H) view of the input, (H,) view of γ
 
 # ------------------------------------------------------------------------------- NumPy reference
@@ -95,7 +94,7 @@ class RMSNormFunction(Function):
     def forward(ctx, x, weight, *, H, eps, backend):
         x2 = _as_rows(x, H)  # (N, H)
         w = _flat(weight)  # (H,)
-        kern = _dispatch.kernels("rms_norm") if backend == "numba" else None
+        kern = kernels.load("rms_norm") if backend == "numba" else None
         if kern is not None:
             y = _buffers.empty_like(x2)  # (N, H)
             rrms = np.empty(x2.shape[0], dtype=np.float64)  # (N,)

@@ -54,6 +54,7 @@ import numbers
 
 import numpy as np
 
+from .. import kernels
 from ..autograd import Function
 from ..tensor import Tensor, _as_float_array
 from . import _dispatch
@@ -133,7 +134,7 @@ class WeightNormFunction(Function):
     @staticmethod
     def forward(ctx, v, g, *, dim, backend):
         v2 = np.ascontiguousarray(_to_rows(v, dim))  # (R, F)
-        kern = _dispatch.kernels("weight_norm") if backend == "numba" else None
+        kern = kernels.load("weight_norm") if backend == "numba" else None
         if kern is not None:
             g2 = np.ascontiguousarray(g.reshape(-1))  # (R,)
             w2 = np.empty_like(v2)  # (R, F)
