@@ -178,18 +178,22 @@ def test_serial_and_parallel_kernels_are_bit_identical(shape):
     for variant in ("serial", "parallel"):
         call = partial(_call_variant, variant)
         nchunks = kern.num_chunks(shape[0], C, size=_jit.SERIAL_BELOW)  # the blocks of a parallel-sized input
-        part_m, part_v = np.zeros((nchunks, C)), np.zeros((nchunks, C))
-        call(kern._chunk_stats, part_m, part_v, x)
+        assert nchunks > 1
+        k_mean, k_var = np.empty(C), np.empty(C)
+        call(kern._batch_stats, k_mean, k_var, x, nchunks)
+        np.testing.assert_allclose(k_mean, mean, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(k_var, var, rtol=1e-12)
         y = np.empty_like(x)
         call(kern._apply, y, x, mean, scale, bias, True)  # the kernel takes β as an array and a flag
-        p_dy, p_dyx = np.zeros_like(part_m), np.zeros_like(part_m)
-        call(kern._chunk_grad_sums, p_dy, p_dyx, dy, x, mean, rstd)
+        sum_dy, sum_dyx = np.empty(C), np.empty(C)
+        call(kern._grad_sums, sum_dy, sum_dyx, dy, x, mean, rstd, nchunks)
+        np.testing.assert_allclose(sum_dy, dy.sum(axis=(0, 2)), rtol=1e-12, atol=1e-12)
         dx = np.empty_like(x)
-        call(kern._grad_input, dx, dy, x, mean, rstd, scale, p_dy.sum(0), p_dyx.sum(0), True)
+        call(kern._grad_input, dx, dy, x, mean, rstd, scale, sum_dy, sum_dyx, True)
         dx_eval = np.empty_like(x)  # evaluation: a flag and empty stand-ins for the means, dx = scale · dy
         call(kern._grad_input, dx_eval, dy, x, mean, rstd, scale, kern._NO_MEANS, kern._NO_MEANS, False)
         np.testing.assert_array_equal(dx_eval, scale[:, None] * dy)
-        out[variant] = (part_m, part_v, y, p_dy, p_dyx, dx, dx_eval)
+        out[variant] = (k_mean, k_var, y, sum_dy, sum_dyx, dx, dx_eval)
     for a, b in zip(out["serial"], out["parallel"]):
         np.testing.assert_array_equal(a, b)
 

@@ -163,19 +163,22 @@ def test_serial_and_parallel_affine_kernels_are_bit_identical(shape):
         y = x.copy()
         call(kern._affine, y, w, b, True, True)  # weight, bias, has_weight, has_bias
         g = np.empty_like(x)
-        part_dy, part_dyxhat = np.zeros((nchunks, C)), np.zeros((nchunks, C))
-        call(kern._affine_backward, g, part_dy, part_dyxhat, dy, x, mean, rstd, w, nchunks, True, True)
+        dw, db = np.empty(C), np.empty(C)
+        call(kern._affine_backward, g, dw, db, dy, x, mean, rstd, w, nchunks, True, True)
+        xhat = (x - np.repeat(mean, C // 4, axis=1)[:, :, None]) * np.repeat(rstd, C // 4, axis=1)[:, :, None]
+        np.testing.assert_allclose(db, dy.sum(axis=(0, 2)), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dw, (dy * xhat).sum(axis=(0, 2)), rtol=1e-11, atol=1e-11)
         # g alone and the sums alone: the flags skip the other output, given as an empty stand-in
         g_only = np.empty_like(x)
-        no_parts = kern._NO_PARTIALS
-        call(kern._affine_backward, g_only, no_parts, no_parts, dy, x, mean, rstd, w, nchunks, True, False)
-        sums_dy, sums_dyxhat = np.zeros((nchunks, C)), np.zeros((nchunks, C))
+        no_sums = kern._no_sums(x.dtype)
+        call(kern._affine_backward, g_only, no_sums, no_sums, dy, x, mean, rstd, w, nchunks, True, False)
+        dw_only, db_only = np.empty(C), np.empty(C)
         no_g = kern._no_g(x.dtype)
-        call(kern._affine_backward, no_g, sums_dy, sums_dyxhat, dy, x, mean, rstd, w, nchunks, False, True)
+        call(kern._affine_backward, no_g, dw_only, db_only, dy, x, mean, rstd, w, nchunks, False, True)
         np.testing.assert_array_equal(g_only, g)
-        np.testing.assert_array_equal(sums_dy, part_dy)
-        np.testing.assert_array_equal(sums_dyxhat, part_dyxhat)
-        out[variant] = (y, g, part_dy, part_dyxhat)
+        np.testing.assert_array_equal(dw_only, dw)
+        np.testing.assert_array_equal(db_only, db)
+        out[variant] = (y, g, dw, db)
     for a, b_ in zip(out["serial"], out["parallel"]):
         np.testing.assert_array_equal(a, b_)
 

@@ -397,3 +397,28 @@ def test_num_threads_wrappers():
 
 def _repo_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@_jit.kernel(parallel=False, fastmath=_jit.FASTMATH_REASSOC)
+def _reassoc_caller(out, partials):
+    """add_up_chunks as the kernels call it: from a kernel compiled with reassociation."""
+    _jit.add_up_chunks(out, partials)
+
+
+@pytest.mark.parametrize("nchunks", [1, 2, 5, 8, 16])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_chunk_partials_add_up_in_chunk_order(nchunks, dtype, rng):
+    """The cross-chunk sum is exactly the left-to-right float64 sum, rounded once, even inside a kernel that
+    may reassociate (that is what makes serial and parallel sums equal to a sum one can write down).
+
+    Inlined into such a kernel, the loop took its "reassoc" flag and LLVM interleaved it: a few cases in a
+    thousand then differed in the last bit, so each case draws many partial buffers.
+    """
+    for _ in range(200):
+        H = int(rng.integers(1, 40))
+        # magnitudes from 1e-8 to 1e8, so that another order of the additions would change the result
+        partials = rng.standard_normal((nchunks, H)) * 10.0 ** rng.integers(-8, 9, size=(nchunks, H))
+        expected = np.array([sum(partials[1:, j].tolist(), partials[0, j]) for j in range(H)]).astype(dtype)
+        out = np.empty(H, dtype=dtype)
+        _reassoc_caller(out, partials)
+        np.testing.assert_array_equal(out, expected)

@@ -15,14 +15,14 @@ with x̂ = (x − mean[n, group(c)]) · rstd[n, group(c)] recomputed from the sa
 dγ and dβ are sums over samples, computed exactly as BatchNorm's parameter gradients are in
 ``kernels/batch_norm.py`` (whose chunking these kernels share): each ``prange`` iteration — a chunk of
 samples when S = 1, a (chunk, channel) pair when S > 1 — writes only its own entries of (nchunks, C)
-float64 partial buffers, which are added up afterwards, so no iteration ever adds into an element another
-one writes, and serial and parallel runs agree bit for bit.
+float64 partial buffers, which the kernel adds up at its end in chunk order (``_jit.add_up_chunks``), so
+no iteration ever adds into an element another one writes, and serial and parallel runs agree bit for bit.
 
 An absent γ or β goes in as ones or zeros, with run-time flags in the forward that skip them, so that each
 kernel compiles once per dtype and variant whatever the caller leaves out (see ``kernels/_jit.py``). The
 backward's absent outputs work the same way: no ``g`` (no input gradient, or no γ: g would be dy) and no
-partial buffers (no parameter gradient) go in as cached empty arrays of the same numba type, (0, 0, 0) of
-x.dtype and (0, 0) float64, plus the flags ``want_g`` and ``want_sums``. As None they were types of their
+dγ, dβ (no parameter gradient) go in as cached empty arrays of the same numba type, (0, 0, 0) and (0,) of
+x.dtype, plus the flags ``want_g`` and ``want_sums``. As None they were types of their
 own: three combinations, 12 specialisations of ``_affine_backward`` for two dtypes and two variants, ~0.5 s
 of compilation each for the parallel ones; now 4. The flags are the same in every iteration, and LLVM
 unswitches the loops on them, so the work an absent output saves is still skipped. Measured against the
@@ -38,7 +38,7 @@ import functools
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel, num_chunks, reduce_chunks, shared_ones, shared_zeros, zeroed_partials
+from ._jit import FASTMATH_REASSOC, add_up_chunks, dual_kernel, num_chunks, shared_ones, shared_zeros
 
 __all__ = ["group_norm_affine_backward", "group_norm_affine_forward"]
 
@@ -69,12 +69,21 @@ def _affine(y, weight, bias, has_weight, has_bias):
 
 
 @dual_kernel(fastmath=FASTMATH_REASSOC)
-def _affine_backward(g, part_dy, part_dyxhat, dy, x, mean, rstd, weight, nchunks, want_g, want_sums):
+def _affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight, nchunks, want_g, want_sums):
     N, C, S = x.shape
     G = mean.shape[1]
     per_group = C // G  # channels per group
+    # (nchunks, C) float64 partial sums, none unless wanted; np.empty, each work item filling its own
+    # entries (np.zeros would be a parallel region of its own, see kernels/_jit.py)
+    nparts = nchunks if want_sums else 0
+    part_dy = np.empty((nparts, C))
+    part_dyxhat = np.empty((nparts, C))
     if S == 1:  # (N, C): chunk k runs over whole rows, group by group (each a run of contiguous channels)
         for k in prange(nchunks):
+            if want_sums:
+                for c in range(C):
+                    part_dy[k, c] = 0.0
+                    part_dyxhat[k, c] = 0.0
             for n in range(k * N // nchunks, (k + 1) * N // nchunks):
                 for grp in range(G):
                     m = mean[n, grp]
@@ -86,7 +95,7 @@ def _affine_backward(g, part_dy, part_dyxhat, dy, x, mean, rstd, weight, nchunks
                         c = first + j
                         d = np.float64(dy[n, c, 0])
                         # the flags are the same in every iteration: LLVM moves the tests out of the loops
-                        if want_sums:  # else part_dy, part_dyxhat are empty stand-ins, never touched
+                        if want_sums:  # else the partials are empty, never touched
                             part_dy[k, c] += d
                             part_dyxhat[k, c] += d * ((np.float64(x[n, c, 0]) - m) * r)
                         if want_g:  # else g is an empty stand-in
@@ -112,6 +121,9 @@ def _affine_backward(g, part_dy, part_dyxhat, dy, x, mean, rstd, weight, nchunks
             if want_sums:
                 part_dy[k, c] = s_dy
                 part_dyxhat[k, c] = s_dyxhat
+    if want_sums:
+        add_up_chunks(dbias, part_dy)  # in chunk order, rounded once to x.dtype
+        add_up_chunks(dweight, part_dyxhat)
 
 
 @functools.lru_cache(maxsize=4)
@@ -124,8 +136,11 @@ def _no_g(dtype) -> np.ndarray:
     return np.empty((0, 0, 0), dtype=dtype)
 
 
-# The stand-in for absent partial buffers: (0, 0) float64, numba's type of the (nchunks, C) ones; never indexed.
-_NO_PARTIALS = np.empty((0, 0))
+@functools.lru_cache(maxsize=4)
+def _no_sums(dtype) -> np.ndarray:
+    """The stand-in for dweight and dbias when neither is wanted: an empty (0,) array of ``dtype``, numba's
+    type of the real (C,) outputs; cached, writable, never indexed (as :func:`_no_g`)."""
+    return np.empty(0, dtype=dtype)
 
 
 def group_norm_affine_forward(y, weight, bias):
@@ -145,19 +160,14 @@ def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
     N, C, S = x.shape
     nchunks = num_chunks(N, C, size=x.size)
     # Absent outputs go in as empty stand-ins of the same numba type, skipped by the flags: one
-    # specialisation per dtype and variant, whichever of g, dweight, dbias the caller wants.
-    want_sums = dweight is not None or dbias is not None  # both partial sums or neither: one loop each way
+    # specialisation per dtype and variant, whichever of g, dweight, dbias the caller wants. Both parameter
+    # sums or neither: one wanted alone costs the other's adds (one per element), into a scratch array.
+    want_sums = dweight is not None or dbias is not None
     if want_sums:
-        part_dy = zeroed_partials(nchunks, C)  # (nchunks, C) float64
-        part_dyxhat = zeroed_partials(nchunks, C)  # (nchunks, C) float64
+        dweight = dweight if dweight is not None else np.empty(C, dtype=x.dtype)  # (C,)
+        dbias = dbias if dbias is not None else np.empty(C, dtype=x.dtype)  # (C,)
     else:
-        part_dy = part_dyxhat = _NO_PARTIALS  # (0, 0) float64
+        dweight = dbias = _no_sums(x.dtype)  # (0,)
     g_out = g if g is not None else _no_g(x.dtype)  # (N, C, S) or (0, 0, 0) of x.dtype
     w = weight if weight is not None else shared_ones(C, x.dtype)  # (C,): always an array, read only for g
-    _affine_backward.launch(
-        x.size, g_out, part_dy, part_dyxhat, dy, x, mean, rstd, w, nchunks, g is not None, want_sums
-    )
-    if dweight is not None:
-        reduce_chunks(dweight, part_dyxhat)
-    if dbias is not None:
-        reduce_chunks(dbias, part_dy)
+    _affine_backward.launch(x.size, g_out, dweight, dbias, dy, x, mean, rstd, w, nchunks, g is not None, want_sums)
