@@ -375,6 +375,43 @@ def test_unwritable_cache_dir_warns_once_and_still_works(tmp_path):
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="nothing is cached without the JIT")
+def test_cached_kernels_go_stale_when_the_shared_helpers_change(tmp_path):
+    """A kernel compiles in helpers from kernels/_jit.py (add_up_chunks): a change there alone must make its
+    cached code stale, although the kernel's own file is unchanged. The change is simulated by a different
+    hash of _jit.py in the third process."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from npnorm.kernels import _jit
+        if sys.argv[1] == "changed":
+            real = _jit._source_hash
+            _jit._source_hash = lambda path: "changed" if path == _jit.__file__ else real(path)
+        from npnorm.kernels import rms_norm as K
+        x = np.arange(12.0).reshape(3, 4)
+        y, rrms = np.empty_like(x), np.empty(3)
+        K.rms_norm_forward(y, rrms, x, None, 1e-5)
+        stats = K._rms_norm_forward.serial.stats
+        print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+        """
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+
+    def run(mode):
+        done = subprocess.run(
+            [sys.executable, "-c", code, mode], env=env, cwd=_repo_root(), capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        hits, misses = (int(n) for n in done.stdout.split())
+        return hits, misses
+
+    assert run("same") == (0, 1)  # compiled, into the empty cache
+    assert run("same") == (1, 0)  # loaded
+    assert run("changed") == (0, 1)  # _jit.py "changed": compiled again
+    assert run("changed") == (1, 0)  # and cached under the new stamp
+
+
 def test_read_only_source_tree_caches_in_user_dir(monkeypatch):
     """A read-only install (__pycache__ not writable) still caches, in numba's per-user directory."""
     if _jit.numba.config.CACHE_DIR:

@@ -27,6 +27,7 @@ Three rules live here so that no kernel file has to repeat them:
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import os
 import tempfile
@@ -198,6 +199,66 @@ def _warn_no_cache(where: str) -> None:
         )
 
 
+def _source_hash(path: str) -> str | None:
+    """SHA-256 of a source file's bytes, recomputed only when its size or modification time changes; None
+    if the file cannot be read (e.g. inside a zip), which then stamps nothing beyond numba's own stamp."""
+    try:
+        st = os.stat(path)
+        return _hash_file(path, st.st_mtime_ns, st.st_size)
+    except OSError:
+        return None
+
+
+@functools.cache
+def _hash_file(path: str, mtime_ns: int, size: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _stamped(locator_class):
+    """A subclass of one of numba's cache locators whose source stamp also covers this file."""
+
+    class Stamped(locator_class):
+        def get_source_stamp(self):
+            return (super().get_source_stamp(), _source_hash(__file__))
+
+    Stamped.__name__ = Stamped.__qualname__ = f"Stamped{locator_class.__name__}"
+    return Stamped
+
+
+@functools.cache
+def _stamped_cache_class():
+    """numba's FunctionCache with every locator :func:`_stamped`; None if numba's internals have moved."""
+    try:
+        from numba.core.caching import CompileResultCacheImpl, FunctionCache
+
+        class StampedCacheImpl(CompileResultCacheImpl):
+            _locator_classes = [_stamped(c) for c in CompileResultCacheImpl._locator_classes]
+
+        class StampedFunctionCache(FunctionCache):
+            _impl_class = StampedCacheImpl
+
+    except (ImportError, AttributeError, TypeError):
+        return None
+    return StampedFunctionCache
+
+
+def _stamp_with_shared_code(dispatcher) -> None:
+    """Make ``dispatcher``'s on-disk cache stale whenever this file changes, not only its own file.
+
+    Numba keys a cached kernel to a hash of the kernel's own source file, and loads it as long as that file
+    is unchanged: it does not know that the kernel calls (and compiles in) helpers from this file, such as
+    :func:`add_up_chunks`. After a change here alone (an edit in a checkout, or an upgrade whose cache
+    outlives it: ``NUMBA_CACHE_DIR``, the per-user cache, a ``__pycache__`` that pip leaves behind) every
+    kernel would go on running the old helper. The dispatcher therefore gets a cache whose locators, numba's
+    own in numba's order, stamp a kernel with the hashes of both files. Where numba's cache internals are
+    not as expected, the dispatcher keeps numba's cache (and that limitation).
+    """
+    cache_class = _stamped_cache_class()
+    if cache_class is not None and hasattr(dispatcher, "_cache"):
+        dispatcher._cache = cache_class(dispatcher.py_func)
+
+
 # --- compilation ---------------------------------------------------------------------------------------
 
 
@@ -238,7 +299,9 @@ def kernel(parallel: bool, fastmath=False, inline: bool = False):
             options["inline"] = "always"
         if _writable_cache_dir(py_func) is not None:
             try:
-                return numba.njit(cache=True, **options)(func)
+                dispatcher = numba.njit(cache=True, **options)(func)
+                _stamp_with_shared_code(dispatcher)
+                return dispatcher
             except RuntimeError:  # numba found no cache locator after all (e.g. source inside a zip)
                 _warn_no_cache(f"no cache location for {inspect.getfile(py_func)}")
         else:
