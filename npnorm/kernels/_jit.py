@@ -14,7 +14,9 @@ Three rules live here so that no kernel file has to repeat them:
 * **On-disk cache.** Numba caches compiled code under ``NUMBA_CACHE_DIR`` when that is set, else in
   ``__pycache__`` next to the source file, else (read-only installs) in its per-user cache directory. We
   turn the cache on only if one of these directories is writable (we try to create a temporary file
-  there); otherwise kernels compile in every process, after a single warning, never an error.
+  there); otherwise kernels compile in every process, after a single warning, never an error. A cached
+  kernel is stale once its own file *or this one* changes (numba alone would only look at its own file,
+  and keep running helpers compiled from an older version of this one).
 
 * **Entry.** Numba's fallback "workqueue" threading layer aborts the whole process when two Python threads
   enter parallel kernels at the same time. ``call_parallel`` therefore holds a module-level lock around every
