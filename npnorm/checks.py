@@ -228,4 +228,9 @@ def run_checks(norms=None, impls=None, *, seed: int = 0, out=print) -> bool:
             elapsed = time.perf_counter() - start
             out(f"{case.norm:<12} {case.variant:<27} {impl:<9} {verdict:<8} {elapsed:6.2f}s{detail}")
     out("all gradients agree with finite differences" if all_ok else "some gradient checks FAILED")
+    if "numba" in impls:
+        out(
+            "(a numba row's time includes compiling its kernels the first time they are used; they are cached "
+            "on disk, and `npnorm warmup` compiles all of them ahead)"
+        )
     return all_ok

@@ -264,3 +264,14 @@ def test_readme_lists_every_command_and_train_task():
         tasks = subcommands(parser)
         for usage in [f"npnorm {name} {task}" for task in tasks] or [f"npnorm {name}"]:
             assert f"`{usage}" in text, f"README.md does not mention `{usage}`"
+
+
+def test_check_table_explains_numba_times_only_when_numba_runs():
+    from npnorm.checks import run_checks
+
+    lines = []
+    assert run_checks(norms=["rms_norm"], impls=["numpy"], out=lines.append)
+    assert not any("npnorm warmup" in line for line in lines)
+    lines = []
+    assert run_checks(norms=["rms_norm"], impls=["numba"], out=lines.append)
+    assert "npnorm warmup" in lines[-1] and "compiling" in lines[-1]
