@@ -446,3 +446,18 @@ def test_dropout_rejects_bad_p():
     for p in (-0.1, 1.0, 1.5):
         with pytest.raises(ValueError, match="dropout"):
             F.dropout(npnorm.tensor([1.0]), p)
+
+
+def test_repeats_an_array_finds_one_array_handed_to_two_inputs():
+    """The engine may add into a fresh gradient in place only if no other input received the same array."""
+    from npnorm.autograd import _repeats_an_array
+
+    a, b, c = np.zeros(2), np.zeros(2), np.zeros(2)
+    cases = [
+        ((a, b), False), ((a, a), True), ((None, None), False),
+        ((a, b, c), False), ((a, a, c), True), ((a, b, a), True), ((a, b, b), True),
+        ((None, None, None), False), ((None, b, b), True), ((a, None, None), False), ((None, b, None), False),
+        ((a, b, c, a), True), ((a, b, c, None), False),
+    ]  # fmt: skip
+    for grads, expected in cases:
+        assert _repeats_an_array(grads) is expected, grads
