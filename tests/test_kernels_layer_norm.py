@@ -33,10 +33,10 @@ AFFINE = [(True, True), (True, False), (False, True), (False, False)]  # (weight
 DETACH = [(False, False), (True, False), (False, True), (True, True)]  # (detach_mean, detach_var)
 # N * H at or above _jit.SERIAL_BELOW: these run the parallel kernels through the public functions
 BIG_SHAPES = [(1, 40_000), (3000, 17), (257, 300)]
-# H ≥ K.BLOCK_FROM_H = 2048 and chunks of more than K.BLOCK_ROWS = 4 rows that are not all multiples of 4
-# (16 chunks of 16-17 rows; 15 chunks of 9-10 rows): the backward runs blocks of 4 rows, then the leftover
-# rows one by one
-WIDE_SHAPES = [(261, 2048), (137, 2055)]
+# H ≥ K.BLOCK_FROM_H = 1024 and chunks of more than K.BLOCK_ROWS = 4 rows that are not all multiples of 4
+# (16 chunks of 16-17 rows; 15 chunks of 9-10 rows; 16 chunks of 8-9 rows): the backward runs blocks of 4
+# rows, then the leftover rows one by one
+WIDE_SHAPES = [(261, 2048), (137, 2055), (141, 1030)]
 EXAMPLES = max(40, settings.default.max_examples)
 
 

@@ -53,9 +53,10 @@ How the kernels are written, and why:
   updates. Instead each block of rows (a "chunk") sums into its own row of a partial buffer of shape
   (nchunks, H), and the kernel adds the partials up in chunk order at its end. The chunks depend only on N,
   not on the number of threads, so serial and parallel runs add the same numbers in the same order.
-* **Wide rows.** For H ≥ ``BLOCK_FROM_H`` the two float64 partial rows no longer fit in L1 beside the data
-  row, and updating them once per row dominated the backward; there pass 1 runs over ``BLOCK_ROWS`` = 4
-  rows side by side and updates the partials once for all four (measurements in ``_backward_4_rows``).
+* **Wide rows.** For H ≥ ``BLOCK_FROM_H`` = 1024 the two float64 partial rows (16 KiB and more) crowd the
+  data rows out of L1, and updating them once per row dominated the backward; there pass 1 runs over
+  ``BLOCK_ROWS`` = 4 rows side by side and updates the partials once for all four (measurements in
+  ``_backward_4_rows``).
 * **Serial below a threshold.** Each kernel is compiled twice (``_jit.DualKernel``); inputs smaller than
   ``_jit.SERIAL_BELOW`` elements run the serial variant because waking the thread pool costs more than the
   work. The measurement is written down next to that constant.
@@ -148,7 +149,7 @@ def _dx_row(dx, dy, x, weight, has_weight, i, m, r, mean_g, mean_gxhat):
 
 # Wide rows are handled BLOCK_ROWS rows at a time (see _backward_4_rows) from this row length on. Below it
 # the partial rows stay in L1 next to the data row and the one-row loop is faster (measured there).
-BLOCK_FROM_H = 2048
+BLOCK_FROM_H = 1024
 BLOCK_ROWS = 4
 
 
@@ -157,14 +158,17 @@ def _backward_4_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, ha
     """Rows i .. i+3 as in the one-row loop of _layer_norm_backward, with one pass 1 for the four rows.
 
     Per row, the one-row loop reads and writes both float64 partial rows (16 bytes per element each). For
-    H ≥ 2048 those 2·8·H bytes (32 KiB and more) no longer fit in L1 beside the data row, and that
+    H ≥ 1024 those 2·8·H bytes (16 KiB and more) no longer fit in L1 beside the x, dy and dx rows, and that
     read-modify-write from L2 dominated the backward. Here pass 1 reads the four rows side by side, adds their
     four shares per column in float64 (in a fixed order) and updates the partials once, while it also
     gathers each row's Σ g and Σ g·xhat. Measured, backward only, float32, 2 cores, interleaved, lower
     quartile of 120 calls: 1024x4096 1.85 ms (one row at a time) → 1.46 (8 rows per partial update in a
-    separate sweep) → 1.29 (this); 2048x2048 1.85 → 1.48 → 1.36. At H = 1024 and below both were 5-40%
-    slower than one row at a time, hence BLOCK_FROM_H. (An array of per-row sums instead of the scalars
-    below is not vectorised by LLVM and was three times slower.)
+    separate sweep) → 1.29 (this); 2048x2048 1.85 → 1.48 → 1.36. For 1024 ≤ H < 2048 (measured again on 6
+    December, after the partials moved into the kernel; this, against one row at a time, three alternated
+    runs, 2 threads): 8192x1024 0.92-1.00, 4096x1024 0.87-0.93, 16384x1024 0.86-0.90, 1024x2000 0.77-0.82,
+    256x1024 0.89-0.91 of the time (a fourth, noisier run had 16384x1024 at 1.02-1.05). At H = 768 and below
+    it was 10% (768) to 2x (256) slower, hence BLOCK_FROM_H = 1024. (An array of per-row sums instead of the
+    scalars below is not vectorised by LLVM and was three times slower.)
     """
     H = x.shape[1]
     m0, m1, m2, m3 = mean[i], mean[i + 1], mean[i + 2], mean[i + 3]
