@@ -161,7 +161,28 @@ def test_numba_equals_numpy_reference(N, C, L, scale, shift, training, affine, s
         np.testing.assert_allclose(s, rs, rtol=1e-10, atol=1e-12 * (1 + scale * scale + abs(shift)))
 
 
-@pytest.mark.parametrize("shape", [(1000, 7), (12, 5, 700)])
+@pytest.mark.parametrize("N", [5, 7, 203])
+@pytest.mark.parametrize("C", [1024, 1030])
+@pytest.mark.parametrize("shift, scale", [(0.0, 1.0), (-1e3, 1e-3)])
+def test_wide_channels_four_rows_at_a_time_equal_the_reference(N, C, shift, scale):
+    """C ≥ FOUR_ROWS_FROM_C: the statistics and gradient sums add four rows per partial update, then the
+    N mod 4 rows left in each chunk one by one (N = 5, 7: one chunk; 203 at C = 1030: 16 chunks of 12-13)."""
+    from npnorm.kernels import batch_norm as kern
+
+    assert C >= kern.FOUR_ROWS_FROM_C
+    rng = np.random.default_rng(N * C)
+    x0 = shift + scale * rng.standard_normal((N, C))
+    w0, b0, dy = rng.standard_normal(C), rng.standard_normal(C), rng.standard_normal((N, C))
+    res = _run_all_impls(x0, w0, b0, dy, True, np.float64)
+    (out_a, grads_a, stats_a), (out_b, grads_b, stats_b) = res["numba"], res["numpy"]
+    np.testing.assert_allclose(out_a, out_b, rtol=1e-9, atol=1e-9)
+    for g, rg in zip(grads_a, grads_b):
+        _assert_close(g, rg, 1e-8, 1e-9 * (1 + np.abs(rg).max(initial=0)), "grad")
+    for st_a, st_b in zip(stats_a, stats_b):
+        np.testing.assert_allclose(st_a, st_b, rtol=1e-10, atol=1e-12 * (1 + scale * scale + abs(shift)))
+
+
+@pytest.mark.parametrize("shape", [(1000, 7), (12, 5, 700), (203, 1030)])
 def test_serial_and_parallel_kernels_are_bit_identical(shape):
     """Partial sums per chunk, chunks fixed by N: the thread count cannot change a single bit."""
     from npnorm.kernels import batch_norm as kern
