@@ -144,16 +144,36 @@ def test_float32_matches_float64_reference(impl, affine):
 # ---------------------------------------------------------------------------------------------- kernels
 
 
+@pytest.mark.parametrize("N,H", [(5, 2050), (7, 2048), (141, 2055), (30, 4096)])
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "no_weight"])
+def test_wide_rows_four_at_a_time_equal_the_reference(N, H, affine):
+    """H ≥ BLOCK_FROM_H: the backward takes four rows per update of dweight's partial row, then the N mod 4
+    rows left in each chunk one by one (5, 7: one chunk; 141: 15 chunks of 9-10 rows; 30 x 4096: 7 chunks
+    of 4-5 rows, run in parallel)."""
+    from npnorm.kernels import rms_norm as kern
+
+    assert H >= kern.BLOCK_FROM_H
+    rng = np.random.default_rng(N + H)
+    x0 = 0.5 + 2.0 * rng.standard_normal((N, H))
+    w0 = rng.standard_normal(H) if affine else None
+    dy = rng.standard_normal((N, H))
+    out_a, grads_a = _run(x0, w0, (H,), dy, "numba")
+    out_b, grads_b = _run(x0, w0, (H,), dy, "numpy")
+    np.testing.assert_allclose(out_a, out_b, rtol=1e-12, atol=1e-12)
+    for g, rg in zip(grads_a, grads_b, strict=True):
+        _assert_close(g, rg, 1e-10, 1e-10 * (1 + (0 if rg is None else np.abs(rg).max(initial=0))), "grad")
+
+
+@pytest.mark.parametrize("N,H", [(203, 37), (141, 2055)])  # neither divides evenly into the row blocks
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "no_weight"])
-def test_parallel_kernels_equal_serial_bit_for_bit(dtype, affine):
+def test_parallel_kernels_equal_serial_bit_for_bit(N, H, dtype, affine):
     """prange over rows and over fixed row blocks: thread count and scheduling cannot change a bit."""
     from npnorm.kernels import _jit
     from npnorm.kernels import rms_norm as kern
     from npnorm.kernels._jit import num_chunks
 
     rng = np.random.default_rng(4)
-    N, H = 203, 37  # neither divides evenly into the row blocks
     x = rng.standard_normal((N, H)).astype(dtype)
     dy = rng.standard_normal((N, H)).astype(dtype)
     # the kernels take the weight as an array and a flag (the public wrappers pass ones for None)
