@@ -146,7 +146,8 @@ def _rms_norm_backward(dx, dweight, dy, x, rrms, weight, has_weight, nchunks):
                     g = g * weight[j]
                 sum_gxhat += g * xhat
             mean_gxhat = sum_gxhat / H
-            # pass 2: dx = rrms * (g - xhat * mean(g * xhat))
+            # pass 2: dx = rrms * (g - xhat * mean(g * xhat)), as _dx_row but written out: a call per row
+            # reference-counts its arrays, which dominates for short rows (kernels/layer_norm.py measured it)
             for j in range(H):
                 xhat = np.float64(x[row, j]) * r
                 g = np.float64(dy[row, j])
