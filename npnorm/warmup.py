@@ -141,16 +141,18 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # has two processes write one cache file: numba reads, updates and rewrites a function's whole index file,
 # and two writers could drop each other's entries. GroupNorm runs LayerNorm's kernels on its rows, so those
 # two go together. AdaNorm shares only LayerNorm's row statistics (`_row_mean_rstd`), which numba inlines
-# and never caches on its own, so it may balance the other group. Measured cold, 2 cores, one after another:
+# and never caches on its own, so it may go in either group. Measured cold, 2 cores, one after another:
 # layer_norm 12 s, group_norm 7.5, rms_norm 5.3, batch_norm 12.4, weight_norm 2.5, ada_norm 3.6 (44 s; 53-56 s
 # with group_norm 14 s and batch_norm 15 s before GroupNorm's absent g and partial sums and BatchNorm's
 # evaluation mode became flags too; 65-69 s before absent weights and biases stopped being specialisations
 # of their own, with layer_norm 24 s).
-# Adam's kernel (under a second) and weight norm's share nothing with any norm, so they balance the groups.
-# Two processes at once each take longer per norm than one alone (measured 6 December: layer_norm 13.6 s,
-# group_norm 8.3, adam 0.3 | rms_norm 6.6, batch_norm 13.8, weight_norm 3.2, ada_norm 5.4): with weight_norm
-# in the second group the warm-up took 28.8-31.7 s, in the first 25.4-26.7 s (three runs each, alternated).
-GROUPS = (("layer_norm", "group_norm", "weight_norm", "adam"), ("rms_norm", "batch_norm", "ada_norm"))
+# Adam's kernel (under a second) and weight norm's share nothing with any norm, so they balance the groups,
+# and so may AdaNorm. Two processes at once each take longer per norm than one alone. Measured 6 December
+# after the four-row passes of RMSNorm's and BatchNorm's kernels (which made those two take longer to
+# compile): layer_norm 11.7 s, group_norm 7.7, ada_norm 3.4, weight_norm 2.5, adam 0.2 | rms_norm 9.3,
+# batch_norm 16.3. Three alternated runs each on a busy machine: 29.6-32.6 s with ada_norm in the first group,
+# 33.6-37.6 s in the second (before those passes, weight_norm moved to the first group: 28.8-31.7 → 25.4-26.7 s).
+GROUPS = (("layer_norm", "group_norm", "ada_norm", "weight_norm", "adam"), ("rms_norm", "batch_norm"))
 
 
 def _shapes() -> dict:
