@@ -90,8 +90,8 @@ __all__ = [
 # data, and a read-modify-write of them per row dominated (as in LayerNorm's backward, kernels/layer_norm.py).
 # Measured 6 December, statistics + gradient sums, float32, 2 threads, alternated, time against one row at a
 # time: 1024x4096 0.69-0.70, 4096x2048 0.76-0.82, 8192x1024 0.82-0.90; at C = 512 1.09-1.23 (slower),
-# 768 0.95-0.98, and at C = 256 four rows took 1.5x as long, hence the threshold. The four rows are added
-# in a fixed order, so serial and parallel runs stay bit-identical.
+# 768 0.95-0.98, and at C = 256 four rows took 1.5x as long, hence the threshold. Serial and parallel runs
+# still add the same numbers in the same order (tests/test_batch_norm.py checks it bit for bit at C = 1030).
 FOUR_ROWS_FROM_C = 1024
 
 
