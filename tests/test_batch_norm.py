@@ -8,7 +8,7 @@ from functools import partial
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npnorm
@@ -180,6 +180,24 @@ def test_wide_channels_four_rows_at_a_time_equal_the_reference(N, C, shift, scal
         _assert_close(g, rg, 1e-8, 1e-9 * (1 + np.abs(rg).max(initial=0)), "grad")
     for st_a, st_b in zip(stats_a, stats_b):
         np.testing.assert_allclose(st_a, st_b, rtol=1e-10, atol=1e-12 * (1 + scale * scale + abs(shift)))
+
+
+@settings(max_examples=15, deadline=None)
+@given(N=st.integers(2, 40), extra=st.integers(0, 70), training=st.booleans(), seed=st.integers(0, 2**16))
+def test_wide_channels_match_reference_random_shapes(N, extra, training, seed):
+    from npnorm.kernels import batch_norm as kern
+
+    C = kern.FOUR_ROWS_FROM_C + extra
+    rng = np.random.default_rng(seed)
+    x0 = 3.0 + rng.standard_normal((N, C))
+    w0, b0, dy = rng.standard_normal(C), rng.standard_normal(C), rng.standard_normal((N, C))
+    res = _run_all_impls(x0, w0, b0, dy, training, np.float64)
+    (out_a, grads_a, stats_a), (out_b, grads_b, stats_b) = res["numba"], res["numpy"]
+    np.testing.assert_allclose(out_a, out_b, rtol=1e-9, atol=1e-9)
+    for g, rg in zip(grads_a, grads_b):
+        _assert_close(g, rg, 1e-8, 1e-9 * (1 + (0 if rg is None else np.abs(rg).max(initial=0))), "grad")
+    for st_a, st_b in zip(stats_a, stats_b):
+        np.testing.assert_allclose(st_a, st_b, rtol=1e-10, atol=1e-11)
 
 
 @pytest.mark.parametrize("shape", [(1000, 7), (12, 5, 700), (203, 1030)])

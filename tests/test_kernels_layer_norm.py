@@ -273,6 +273,20 @@ def test_wide_rows_with_and_without_weight_and_detached(affine, detach, rng):
     check_layer_norm(x, weight, bias, dy, detach=detach)
 
 
+@settings(max_examples=15, deadline=None)
+@given(
+    N=st.integers(1, 40),
+    H=st.integers(K.BLOCK_FROM_H, K.BLOCK_FROM_H + 70),
+    dtype=st.sampled_from(DTYPES),
+    affine=st.sampled_from(AFFINE),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_wide_rows_match_reference(N, H, dtype, affine, seed):
+    """Random wide shapes: blocks of four rows and the leftovers, serial (and, from N·H ≥ SERIAL_BELOW, parallel)."""
+    x, weight, bias, dy = make_case(np.random.default_rng(seed), N, H, dtype, affine, offset=0.5, scale=2.0)
+    check_layer_norm(x, weight, bias, dy)
+
+
 def test_wide_shapes_take_the_row_block_path():
     for N, H in WIDE_SHAPES:
         n = _jit.num_chunks(N, H)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npnorm
@@ -157,6 +157,22 @@ def test_wide_rows_four_at_a_time_equal_the_reference(N, H, affine):
     x0 = 0.5 + 2.0 * rng.standard_normal((N, H))
     w0 = rng.standard_normal(H) if affine else None
     dy = rng.standard_normal((N, H))
+    out_a, grads_a = _run(x0, w0, (H,), dy, "numba")
+    out_b, grads_b = _run(x0, w0, (H,), dy, "numpy")
+    np.testing.assert_allclose(out_a, out_b, rtol=1e-12, atol=1e-12)
+    for g, rg in zip(grads_a, grads_b, strict=True):
+        _assert_close(g, rg, 1e-10, 1e-10 * (1 + (0 if rg is None else np.abs(rg).max(initial=0))), "grad")
+
+
+@settings(max_examples=15, deadline=None)
+@given(N=st.integers(1, 40), extra=st.integers(0, 70), affine=st.booleans(), seed=st.integers(0, 2**16))
+def test_wide_rows_match_reference_random_shapes(N, extra, affine, seed):
+    from npnorm.kernels import rms_norm as kern
+
+    H = kern.BLOCK_FROM_H + extra
+    rng = np.random.default_rng(seed)
+    x0, dy = rng.standard_normal((N, H)), rng.standard_normal((N, H))
+    w0 = rng.standard_normal(H) if affine else None
     out_a, grads_a = _run(x0, w0, (H,), dy, "numba")
     out_b, grads_b = _run(x0, w0, (H,), dy, "numpy")
     np.testing.assert_allclose(out_a, out_b, rtol=1e-12, atol=1e-12)
