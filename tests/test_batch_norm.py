@@ -135,6 +135,17 @@ def test_impls_agree_float64(mode, variant, shape):
             _assert_close(s, rs, 1e-13, 1e-14, f"{impl} {name}")
 
 
+def _assert_numba_matches_numpy(x0, w0, b0, dy, training, stats_atol):
+    """Forward, gradients and batch statistics of impl="numba" against the NumPy reference, float64."""
+    res = _run_all_impls(x0, w0, b0, dy, training, np.float64)
+    (out_a, grads_a, stats_a), (out_b, grads_b, stats_b) = res["numba"], res["numpy"]
+    np.testing.assert_allclose(out_a, out_b, rtol=1e-9, atol=1e-9)
+    for g, rg in zip(grads_a, grads_b):
+        _assert_close(g, rg, 1e-8, 1e-9 * (1 + (0 if rg is None else np.abs(rg).max(initial=0))), "grad")
+    for s, rs in zip(stats_a, stats_b):
+        np.testing.assert_allclose(s, rs, rtol=1e-10, atol=stats_atol)
+
+
 @given(
     N=st.integers(2, 24),
     C=st.integers(1, 6),
@@ -152,13 +163,7 @@ def test_numba_equals_numpy_reference(N, C, L, scale, shift, training, affine, s
     w0 = rng.standard_normal(C) if affine else None
     b0 = rng.standard_normal(C) if affine else None
     dy = rng.standard_normal(shape)
-    res = _run_all_impls(x0, w0, b0, dy, training, np.float64)
-    (out_a, grads_a, stats_a), (out_b, grads_b, stats_b) = res["numba"], res["numpy"]
-    np.testing.assert_allclose(out_a, out_b, rtol=1e-9, atol=1e-9)
-    for g, rg in zip(grads_a, grads_b):
-        _assert_close(g, rg, 1e-8, 1e-9 * (1 + (0 if rg is None else np.abs(rg).max(initial=0))), "grad")
-    for s, rs in zip(stats_a, stats_b):
-        np.testing.assert_allclose(s, rs, rtol=1e-10, atol=1e-12 * (1 + scale * scale + abs(shift)))
+    _assert_numba_matches_numpy(x0, w0, b0, dy, training, stats_atol=1e-12 * (1 + scale * scale + abs(shift)))
 
 
 @pytest.mark.parametrize("N", [5, 7, 203])
@@ -173,13 +178,7 @@ def test_wide_channels_four_rows_at_a_time_equal_the_reference(N, C, shift, scal
     rng = np.random.default_rng(N * C)
     x0 = shift + scale * rng.standard_normal((N, C))
     w0, b0, dy = rng.standard_normal(C), rng.standard_normal(C), rng.standard_normal((N, C))
-    res = _run_all_impls(x0, w0, b0, dy, True, np.float64)
-    (out_a, grads_a, stats_a), (out_b, grads_b, stats_b) = res["numba"], res["numpy"]
-    np.testing.assert_allclose(out_a, out_b, rtol=1e-9, atol=1e-9)
-    for g, rg in zip(grads_a, grads_b):
-        _assert_close(g, rg, 1e-8, 1e-9 * (1 + np.abs(rg).max(initial=0)), "grad")
-    for st_a, st_b in zip(stats_a, stats_b):
-        np.testing.assert_allclose(st_a, st_b, rtol=1e-10, atol=1e-12 * (1 + scale * scale + abs(shift)))
+    _assert_numba_matches_numpy(x0, w0, b0, dy, True, stats_atol=1e-12 * (1 + scale * scale + abs(shift)))
 
 
 @settings(max_examples=15, deadline=None)
@@ -191,13 +190,7 @@ def test_wide_channels_match_reference_random_shapes(N, extra, training, seed):
     rng = np.random.default_rng(seed)
     x0 = 3.0 + rng.standard_normal((N, C))
     w0, b0, dy = rng.standard_normal(C), rng.standard_normal(C), rng.standard_normal((N, C))
-    res = _run_all_impls(x0, w0, b0, dy, training, np.float64)
-    (out_a, grads_a, stats_a), (out_b, grads_b, stats_b) = res["numba"], res["numpy"]
-    np.testing.assert_allclose(out_a, out_b, rtol=1e-9, atol=1e-9)
-    for g, rg in zip(grads_a, grads_b):
-        _assert_close(g, rg, 1e-8, 1e-9 * (1 + (0 if rg is None else np.abs(rg).max(initial=0))), "grad")
-    for st_a, st_b in zip(stats_a, stats_b):
-        np.testing.assert_allclose(st_a, st_b, rtol=1e-10, atol=1e-11)
+    _assert_numba_matches_numpy(x0, w0, b0, dy, training, stats_atol=1e-11)
 
 
 @pytest.mark.parametrize("shape", [(1000, 7), (12, 5, 700), (203, 1030)])

@@ -103,6 +103,17 @@ def test_impls_agree_float64(affine, shape, normalized_shape):
             _assert_close(g, rg, 1e-10, 1e-11, f"{impl} {name}")
 
 
+def _assert_numba_matches_numpy(x0, w0, dy, out_tol, grad_tol, eps=None):
+    """impl="numba" against the NumPy reference over the last axis, float64: y within out_tol (relative and
+    absolute), dx and dweight within grad_tol (relative, and absolute scaled by the gradient's size)."""
+    H = x0.shape[-1]
+    out_a, grads_a = _run(x0, w0, (H,), dy, "numba", eps=eps)
+    out_b, grads_b = _run(x0, w0, (H,), dy, "numpy", eps=eps)
+    np.testing.assert_allclose(out_a, out_b, rtol=out_tol, atol=out_tol)
+    for g, rg in zip(grads_a, grads_b, strict=True):
+        _assert_close(g, rg, grad_tol, grad_tol * (1 + (0 if rg is None else np.abs(rg).max(initial=0))), "grad")
+
+
 @given(
     rows=st.integers(0, 12),
     H=st.integers(1, 40),
@@ -117,11 +128,7 @@ def test_numba_equals_numpy_reference(rows, H, scale, shift, affine, eps, seed):
     x0 = shift + scale * rng.standard_normal((rows, H))
     w0 = rng.standard_normal(H) if affine else None
     dy = rng.standard_normal((rows, H))
-    out_a, grads_a = _run(x0, w0, (H,), dy, "numba", eps=eps)
-    out_b, grads_b = _run(x0, w0, (H,), dy, "numpy", eps=eps)
-    np.testing.assert_allclose(out_a, out_b, rtol=1e-10, atol=1e-10)
-    for g, rg in zip(grads_a, grads_b, strict=True):
-        _assert_close(g, rg, 1e-9, 1e-9 * (1 + (0 if rg is None else np.abs(rg).max(initial=0))), "grad")
+    _assert_numba_matches_numpy(x0, w0, dy, out_tol=1e-10, grad_tol=1e-9, eps=eps)
 
 
 @pytest.mark.parametrize("impl", FLOAT64_STATS_IMPLS)
@@ -157,11 +164,7 @@ def test_wide_rows_four_at_a_time_equal_the_reference(N, H, affine):
     x0 = 0.5 + 2.0 * rng.standard_normal((N, H))
     w0 = rng.standard_normal(H) if affine else None
     dy = rng.standard_normal((N, H))
-    out_a, grads_a = _run(x0, w0, (H,), dy, "numba")
-    out_b, grads_b = _run(x0, w0, (H,), dy, "numpy")
-    np.testing.assert_allclose(out_a, out_b, rtol=1e-12, atol=1e-12)
-    for g, rg in zip(grads_a, grads_b, strict=True):
-        _assert_close(g, rg, 1e-10, 1e-10 * (1 + (0 if rg is None else np.abs(rg).max(initial=0))), "grad")
+    _assert_numba_matches_numpy(x0, w0, dy, out_tol=1e-12, grad_tol=1e-10)
 
 
 @settings(max_examples=15, deadline=None)
@@ -173,11 +176,7 @@ def test_wide_rows_match_reference_random_shapes(N, extra, affine, seed):
     rng = np.random.default_rng(seed)
     x0, dy = rng.standard_normal((N, H)), rng.standard_normal((N, H))
     w0 = rng.standard_normal(H) if affine else None
-    out_a, grads_a = _run(x0, w0, (H,), dy, "numba")
-    out_b, grads_b = _run(x0, w0, (H,), dy, "numpy")
-    np.testing.assert_allclose(out_a, out_b, rtol=1e-12, atol=1e-12)
-    for g, rg in zip(grads_a, grads_b, strict=True):
-        _assert_close(g, rg, 1e-10, 1e-10 * (1 + (0 if rg is None else np.abs(rg).max(initial=0))), "grad")
+    _assert_numba_matches_numpy(x0, w0, dy, out_tol=1e-12, grad_tol=1e-10)
 
 
 @pytest.mark.parametrize("N,H", [(203, 37), (141, 2055)])  # neither divides evenly into the row blocks
