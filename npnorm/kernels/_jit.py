@@ -245,19 +245,22 @@ def _stamped_cache_class():
     return StampedFunctionCache
 
 
-def _stamp_with_shared_code(dispatcher) -> None:
-    """Make ``dispatcher``'s on-disk cache stale whenever this file changes, not only its own file.
+def _enable_stamped_cache(dispatcher) -> None:
+    """Turn on ``dispatcher``'s on-disk cache, stale whenever this file changes, not only its own file.
 
     Numba keys a cached kernel to a hash of the kernel's own source file, and loads it as long as that file
     is unchanged: it does not know that the kernel calls (and compiles in) helpers from this file, such as
     :func:`add_up_chunks`. After a change here alone (an edit in a checkout, or an upgrade whose cache
     outlives it: ``NUMBA_CACHE_DIR``, the per-user cache, a ``__pycache__`` that pip leaves behind) every
-    kernel would go on running the old helper. The dispatcher therefore gets a cache whose locators, numba's
-    own in numba's order, stamp a kernel with the hashes of both files. Where numba's cache internals are
-    not as expected, the dispatcher keeps numba's cache (and that limitation).
+    kernel would go on running the old helper. The dispatcher therefore gets, in place of the cache that
+    ``njit(cache=True)`` would give it, one whose locators (numba's own, in numba's order) stamp a kernel
+    with the hashes of both files. Where numba's cache internals are not as expected, it gets numba's cache
+    (and that limitation). Raises RuntimeError, as numba does, when no locator can serve the function.
     """
     cache_class = _stamped_cache_class()
-    if cache_class is not None and hasattr(dispatcher, "_cache"):
+    if cache_class is None or not hasattr(dispatcher, "_cache"):
+        dispatcher.enable_caching()
+    else:
         dispatcher._cache = cache_class(dispatcher.py_func)
 
 
@@ -301,8 +304,8 @@ def kernel(parallel: bool, fastmath=False, inline: bool = False):
             options["inline"] = "always"
         if _writable_cache_dir(py_func) is not None:
             try:
-                dispatcher = numba.njit(cache=True, **options)(func)
-                _stamp_with_shared_code(dispatcher)
+                dispatcher = numba.njit(cache=False, **options)(func)
+                _enable_stamped_cache(dispatcher)  # one cache, built once (njit(cache=True) would build another)
                 return dispatcher
             except RuntimeError:  # numba found no cache locator after all (e.g. source inside a zip)
                 _warn_no_cache(f"no cache location for {inspect.getfile(py_func)}")
