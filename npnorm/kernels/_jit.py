@@ -51,6 +51,7 @@ __all__ = [
     "get_num_threads",
     "kernel",
     "set_num_threads",
+    "shared_empty",
     "shared_ones",
     "shared_zeros",
 ]
@@ -149,6 +150,16 @@ def shared_ones(n: int, dtype) -> np.ndarray:
 def shared_zeros(n: int, dtype) -> np.ndarray:
     """An (n,) array of zeros of ``dtype``, the stand-in for an absent bias β; cached and shared as above."""
     return np.zeros(n, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def shared_empty(ndim: int, dtype) -> np.ndarray:
+    """An empty array with ``ndim`` dimensions of length 0, the stand-in for an output nobody wants (GroupNorm's
+    g, dγ, dβ; BatchNorm's batch means in evaluation mode), passed with a flag that keeps the kernel from
+    touching it. Numba types it as it types the real (C-contiguous, writable) output of that dtype and ndim,
+    so both cases share one specialisation. Cached and shared as above; never indexed.
+    """
+    return np.empty((0,) * ndim, dtype=dtype)
 
 
 # --- on-disk cache -------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, add_up_chunks, dual_kernel, kernel, num_chunks, shared_zeros
+from ._jit import FASTMATH_REASSOC, add_up_chunks, dual_kernel, kernel, num_chunks, shared_empty, shared_zeros
 
 __all__ = [
     "batch_norm_backward",
@@ -329,11 +329,6 @@ def _grad_input(dx, dy, x, mean, rstd, scale, mean_dy, mean_dyxhat, through_stat
                     dx[n, c, l] = s * np.float64(dy[n, c, l])
 
 
-# The stand-in for the batch means that evaluation mode does not use: (0,) float64, numba's type of the
-# (C,) means, so that training and evaluation share one specialisation of _grad_input. Never indexed.
-_NO_MEANS = np.empty(0)
-
-
 def batch_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, training):
     """Fill ``dx`` (N, C, L) and, unless None, ``dweight`` and ``dbias`` (C,), all of x.dtype.
 
@@ -357,4 +352,5 @@ def batch_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, training)
         M = N * L
         _grad_input.launch(x.size, dx, dy, x, mean, rstd, scale, sum_dy / M, sum_dyxhat / M, True)
     else:  # running statistics, constants: dx = scale · dy (the flag, not None: one specialisation)
-        _grad_input.launch(x.size, dx, dy, x, mean, rstd, scale, _NO_MEANS, _NO_MEANS, False)
+        no_means = shared_empty(1, np.float64)  # (0,) float64, the type of the (C,) means
+        _grad_input.launch(x.size, dx, dy, x, mean, rstd, scale, no_means, no_means, False)

@@ -33,12 +33,10 @@ short groups (2048x256, G = 32: 61 µs against 53 µs), faster for S > 1 (256x64
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from numba import prange
 
-from ._jit import FASTMATH_REASSOC, add_up_chunks, dual_kernel, num_chunks, shared_ones, shared_zeros
+from ._jit import FASTMATH_REASSOC, add_up_chunks, dual_kernel, num_chunks, shared_empty, shared_ones, shared_zeros
 
 __all__ = ["group_norm_affine_backward", "group_norm_affine_forward"]
 
@@ -126,23 +124,6 @@ def _affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight, nchunks, want
         add_up_chunks(dweight, part_dyxhat)
 
 
-@functools.lru_cache(maxsize=4)
-def _no_g(dtype) -> np.ndarray:
-    """The stand-in for an absent g: an empty (0, 0, 0) array of ``dtype``, numba's type of a real g.
-
-    Cached per dtype, so an absent g allocates nothing. Writable and C-contiguous like g: numba types a
-    read-only or non-contiguous array differently, and would compile a specialisation for it. Never indexed.
-    """
-    return np.empty((0, 0, 0), dtype=dtype)
-
-
-@functools.lru_cache(maxsize=4)
-def _no_sums(dtype) -> np.ndarray:
-    """The stand-in for dweight and dbias when neither is wanted: an empty (0,) array of ``dtype``, numba's
-    type of the real (C,) outputs; cached, writable, never indexed (as :func:`_no_g`)."""
-    return np.empty(0, dtype=dtype)
-
-
 def group_norm_affine_forward(y, weight, bias):
     """In place on ``y`` (N, C, S) holding x̂: y = weight_c · y + bias_c; weight, bias (C,) of y.dtype or None."""
     # an absent weight goes in as ones, an absent bias as zeros, and the flags skip them (see _jit.py)
@@ -167,7 +148,7 @@ def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
         dweight = dweight if dweight is not None else np.empty(C, dtype=x.dtype)  # (C,)
         dbias = dbias if dbias is not None else np.empty(C, dtype=x.dtype)  # (C,)
     else:
-        dweight = dbias = _no_sums(x.dtype)  # (0,)
-    g_out = g if g is not None else _no_g(x.dtype)  # (N, C, S) or (0, 0, 0) of x.dtype
+        dweight = dbias = shared_empty(1, x.dtype)  # (0,)
+    g_out = g if g is not None else shared_empty(3, x.dtype)  # (N, C, S) or (0, 0, 0) of x.dtype
     w = weight if weight is not None else shared_ones(C, x.dtype)  # (C,): always an array, read only for g
     _affine_backward.launch(x.size, g_out, dweight, dbias, dy, x, mean, rstd, w, nchunks, g is not None, want_sums)
