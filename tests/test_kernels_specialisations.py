@@ -40,16 +40,18 @@ def _call_every_wrapper(dtype, weight, bias):
 
 
 def _dispatchers():
-    """(name, numba dispatcher, positions of weight/bias in its arguments) for every DualKernel variant."""
+    """(name, numba dispatcher, positions of weight/bias in its arguments) for every kernel's dispatchers."""
     from npnorm.kernels import _jit, batch_norm, group_norm, layer_norm, rms_norm
 
     for module in (batch_norm, group_norm, layer_norm, rms_norm):
         for name, kernel in vars(module).items():
-            if isinstance(kernel, _jit.DualKernel):
+            if isinstance(kernel, _jit.DualKernel | _jit.ChunkedKernel):
                 args = list(inspect.signature(kernel.py_func).parameters)
                 positions = [args.index(p) for p in PARAMS if p in args]
-                for variant in (kernel.serial, kernel.parallel):
-                    yield f"{module.__name__}.{name}", variant, positions
+                for variant in kernel.dispatchers:
+                    # a chunked kernel's launcher takes the body's arguments as one tuple: count only
+                    in_body = not (isinstance(kernel, _jit.ChunkedKernel) and variant is kernel.launcher)
+                    yield f"{module.__name__}.{name}", variant, positions if in_body else []
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -79,8 +81,8 @@ def _none_free_kernels():
 
     for module in (batch_norm, group_norm):
         for name, kernel in vars(module).items():
-            if isinstance(kernel, _jit.DualKernel):
-                for variant in (kernel.serial, kernel.parallel):
+            if isinstance(kernel, _jit.DualKernel | _jit.ChunkedKernel):
+                for variant in kernel.dispatchers:
                     yield f"{module.__name__}.{name}", variant
 
 

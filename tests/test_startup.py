@@ -25,14 +25,14 @@ _CACHE_PROBE = """
 import json
 from npnorm.warmup import warmup
 from npnorm.kernels import adam, batch_norm, group_norm, layer_norm, rms_norm
-from npnorm.kernels._jit import DualKernel
+from npnorm.kernels._jit import ChunkedKernel, DualKernel
 
 warmup(progress=None, jobs=1)  # in this process, so that its dispatchers count what they load
 hits = misses = 0
 for module in (batch_norm, group_norm, layer_norm, rms_norm):
     for kernel in vars(module).values():
-        if isinstance(kernel, DualKernel):
-            for variant in (kernel.serial, kernel.parallel):
+        if isinstance(kernel, DualKernel | ChunkedKernel):
+            for variant in kernel.dispatchers:
                 hits += sum(variant.stats.cache_hits.values())
                 misses += sum(variant.stats.cache_misses.values())
 hits += sum(adam._adam_update.stats.cache_hits.values())

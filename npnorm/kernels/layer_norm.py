@@ -48,18 +48,21 @@ How the kernels are written, and why:
 * **One fused pass per row.** Forward reads a row twice (sum, then squared deviations) and writes y in a
   third loop over the same row while it is in cache; backward computes the two row sums, then dx. That keeps
   the kernels at memory-bandwidth speed.
-* **Races.** ``prange`` runs only over independent rows (or blocks of rows). dweight and dbias are sums over
-  rows; writing ``dweight[j] += ...`` from several iterations at once is a data race that silently loses
-  updates. Instead each block of rows (a "chunk") sums into its own row of a partial buffer of shape
-  (nchunks, H), and the kernel adds the partials up in chunk order at its end. The chunks depend only on N,
-  not on the number of threads, so serial and parallel runs add the same numbers in the same order.
+* **Work items and races.** Each kernel body runs work items ``lo .. hi-1`` of ``items``, each a block of
+  rows (``_jit.ChunkedKernel``); in a parallel run the items run on numba's threads at once. dweight and
+  dbias are sums over rows; writing ``dweight[j] += ...`` from several items at once is a data race that
+  silently loses updates. Instead each item sums into its own row of a partial buffer of shape (items, H),
+  and the call with ``last`` set adds the partials up in item order. The items of the backward depend only
+  on the shape (``_jit.num_chunks``), not on the number of threads, so serial and parallel runs add the
+  same numbers in the same order.
 * **Wide rows.** For H ≥ ``BLOCK_FROM_H`` = 1024 the two float64 partial rows (16 KiB and more) crowd the
   data rows out of L1, and updating them once per row dominated the backward; there pass 1 runs over
   ``BLOCK_ROWS`` = 4 rows side by side and updates the partials once for all four (measurements in
   ``_backward_4_rows``).
-* **Serial below a threshold.** Each kernel is compiled twice (``_jit.DualKernel``); inputs smaller than
-  ``_jit.SERIAL_BELOW`` elements run the serial variant because waking the thread pool costs more than the
-  work. The measurement is written down next to that constant.
+* **Serial below a threshold.** Each kernel body is compiled once; inputs smaller than
+  ``_jit.SERIAL_BELOW`` elements run it serially, in one call, because waking the thread pool costs more
+  than the work (measured next to that constant). Larger ones run its items through a small parallel
+  launcher that calls the same compiled body (why, and what it saves in compile time: ``_jit.ChunkedKernel``).
 * **No fastmath, only reassociation.** ``fastmath=True`` would assume "no NaNs", yet a NaN in one row must
   give NaN in that row's outputs (and, through the sums, in dweight and dbias) and nowhere else. The one
   flag we use, "reassoc", lets LLVM split each row sum into vector lanes; the sums then differ from a
@@ -80,9 +83,16 @@ How the kernels are written, and why:
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from ._jit import FASTMATH_REASSOC, add_up_chunks, dual_kernel, kernel, num_chunks, shared_ones, shared_zeros
+from ._jit import (
+    FASTMATH_REASSOC,
+    add_up_chunks,
+    chunked_kernel,
+    kernel,
+    num_chunks,
+    shared_ones,
+    shared_zeros,
+)
 
 __all__ = [
     "ada_norm_backward",
@@ -112,10 +122,10 @@ def _row_mean_rstd(row, eps):
     return m, 1.0 / np.sqrt(v / H + eps)
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, eps):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, eps, items, lo, hi, last):
     N, H = x.shape
-    for i in prange(N):  # rows are independent
+    for i in range(lo * N // items, hi * N // items):  # the rows of items lo .. hi-1 (rows are independent)
         m, r = _row_mean_rstd(x[i], eps)  # two passes over row i, which then stays in cache
         mean[i] = m  # (N,) float64
         rstd[i] = r  # (N,) float64
@@ -201,35 +211,37 @@ def _backward_4_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, ha
     _dx_row(dx, dy, x, weight, has_weight, i + 3, m3, r3, a * (s3 / H), b * (t3 / H))
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, has_weight, detach_mean, detach_var, nchunks):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _layer_norm_backward(
+    dx, dweight, dbias, dy, x, mean, rstd, weight, has_weight, detach_mean, detach_var, parts, items, lo, hi, last
+):  # fmt: skip
     N, H = x.shape
     a = 0.0 if detach_mean else 1.0  # keep the gradient through mean?
     b = 0.0 if detach_var else 1.0  # keep the gradient through rstd?
-    # Per-chunk float64 partial sums of dweight and dbias, (nchunks, H) each; none when neither is wanted.
-    # Allocated and reduced here rather than by the caller: at 64x64 the four NumPy calls that did it cost
-    # ~1.5 µs, a third of the kernel. np.empty, and each chunk zeroes its own row: in a parallel kernel
-    # np.zeros becomes a parallel region of its own, one more barrier per call, which cost a whole scheduler
-    # time slice whenever another process held a core (the backward took twice as long then).
-    nparts = nchunks if dweight is not None else 0
-    dweight_part = np.empty((nparts, H))
-    dbias_part = np.empty((nparts, H))
-    for c in prange(nchunks):
-        # chunk c owns rows [lo, hi) and writes only row c of the partials
-        lo = c * N // nchunks
-        hi = (c + 1) * N // nchunks
-        i = lo
+    # parts[0] and parts[1]: per-item float64 partial sums of dweight and dbias, (2, items, H); none when
+    # neither is wanted. A parallel run brings them (they must outlive its calls). A serial run, all items
+    # in one call, gets an empty stand-in and allocates them here: at 64x64 the NumPy calls that allocated
+    # and added them up cost ~1.5 µs, a third of the kernel. np.empty, and each item zeroes its own row.
+    if dweight is not None and parts.shape[1] < items:
+        if lo != 0 or hi != items:
+            raise ValueError("a parallel run of the LayerNorm backward needs partials from its caller")
+        parts = np.empty((2, items, H))
+    for c in range(lo, hi):
+        # item c owns rows [row0, row1) and writes only row c of the partials
+        row0 = c * N // items
+        row1 = (c + 1) * N // items
+        i = row0
         if dweight is not None:  # resolved at compile time, as every `is None` below
             for j in range(H):
-                dweight_part[c, j] = 0.0
-                dbias_part[c, j] = 0.0
+                parts[0, c, j] = 0.0  # dweight's partial row of item c
+                parts[1, c, j] = 0.0  # dbias's
             if H >= BLOCK_FROM_H:  # wide rows: four at a time (see _backward_4_rows)
-                while i + BLOCK_ROWS <= hi:
-                    _backward_4_rows(dx, dweight_part[c], dbias_part[c], dy, x, mean, rstd, weight, has_weight, a, b, i)
+                while i + BLOCK_ROWS <= row1:
+                    _backward_4_rows(dx, parts[0, c], parts[1, c], dy, x, mean, rstd, weight, has_weight, a, b, i)
                     i += BLOCK_ROWS
         # One row at a time, written out here rather than in a helper: a call per row costs reference counting
         # of its array arguments, which dominated for short rows (GroupNorm runs this on rows of H = 2).
-        for k in range(i, hi):
+        for k in range(i, row1):
             m = mean[k]
             r = rstd[k]
             # pass 1: the row sums Σ g and Σ g * xhat, and this row's share of dweight and dbias
@@ -239,8 +251,8 @@ def _layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, has_weig
                 xhat = (np.float64(x[k, j]) - m) * r
                 g = np.float64(dy[k, j])
                 if dweight is not None:
-                    dbias_part[c, j] += g
-                    dweight_part[c, j] += g * xhat
+                    parts[1, c, j] += g
+                    parts[0, c, j] += g * xhat
                 if has_weight:
                     g = g * weight[j]
                 sum_g += g
@@ -254,10 +266,10 @@ def _layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, has_weig
                 if has_weight:
                     g = g * weight[j]
                 dx[k, j] = r * (g - mean_g - xhat * mean_gxhat)
-    if dweight is not None:
-        # the partials added up in chunk order (the same for any thread count), rounded once to x.dtype
-        add_up_chunks(dweight, dweight_part)
-        add_up_chunks(dbias, dbias_part)
+    if last and dweight is not None:
+        # the partials added up in item order (the same for any thread count), rounded once to x.dtype
+        add_up_chunks(dweight, parts[0])
+        add_up_chunks(dbias, parts[1])
 
 
 def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
@@ -269,7 +281,11 @@ def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
     # an absent weight goes in as ones, an absent bias as zeros, and the flags skip them (see _jit.py)
     w = weight if weight is not None else shared_ones(x.shape[1], x.dtype)  # (H,)
     b = bias if bias is not None else shared_zeros(x.shape[1], x.dtype)  # (H,)
-    _layer_norm_forward.launch(x.size, y, mean, rstd, x, w, b, weight is not None, bias is not None, float(eps))
+    has_w, has_b = weight is not None, bias is not None
+    _layer_norm_forward.launch(x.size, 0, y, mean, rstd, x, w, b, has_w, has_b, float(eps))
+
+
+_NO_PARTS = np.empty((0, 0, 0))  # float64, the stand-in for the partials of a serial run (see the kernel)
 
 
 def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_mean=False, detach_var=False):
@@ -289,18 +305,22 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
     w = weight if weight is not None else shared_ones(H, x.dtype)  # (H,) and a flag, as in the forward
     has_weight = weight is not None
     detach_mean, detach_var = bool(detach_mean), bool(detach_var)
+    items = num_chunks(N, H)  # a function of the shape: the sums over items are the same on any thread count
+    # the partial sums of a parallel run, which outlive its calls; a serial run allocates them itself
+    want_parts = dweight is not None and _layer_norm_backward.runs_parallel(x.size)
+    parts = np.empty((2, items, H)) if want_parts else _NO_PARTS
     _layer_norm_backward.launch(
-        x.size, dx, dweight, dbias, dy, x, mean, rstd, w, has_weight, detach_mean, detach_var, num_chunks(N, H)
+        x.size, items, dx, dweight, dbias, dy, x, mean, rstd, w, has_weight, detach_mean, detach_var, parts
     )
 
 
 # --- AdaNorm -------------------------------------------------------------------------------------------
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _ada_norm_forward(z, mean, rstd, x, C, k, eps):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _ada_norm_forward(z, mean, rstd, x, C, k, eps, items, lo, hi, last):
     N, H = x.shape
-    for i in prange(N):
+    for i in range(lo * N // items, hi * N // items):  # the rows of items lo .. hi-1
         m, r = _row_mean_rstd(x[i], eps)
         mean[i] = m
         rstd[i] = r
@@ -309,10 +329,10 @@ def _ada_norm_forward(z, mean, rstd, x, C, k, eps):
             z[i, j] = C * (1.0 - k * y) * y  # z = phi * y with phi = C (1 - k y)
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _ada_norm_backward(dx, dz, x, mean, rstd, C, k):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _ada_norm_backward(dx, dz, x, mean, rstd, C, k, items, lo, hi, last):
     N, H = x.shape
-    for i in prange(N):
+    for i in range(lo * N // items, hi * N // items):  # the rows of items lo .. hi-1
         m = mean[i]
         r = rstd[i]
         # pass 1: Σ g and Σ g * y with g = dz * phi, phi = C (1 - k y) held constant
@@ -334,9 +354,9 @@ def _ada_norm_backward(dx, dz, x, mean, rstd, C, k):
 
 def ada_norm_forward(z, mean, rstd, x, C, k, eps):
     """z = C * (1 - k*y) * y with y = (x - mean) * rstd; fills ``z`` (N, H), ``mean`` and ``rstd`` (N,) float64."""
-    _ada_norm_forward.launch(x.size, z, mean, rstd, x, float(C), float(k), float(eps))
+    _ada_norm_forward.launch(x.size, 0, z, mean, rstd, x, float(C), float(k), float(eps))
 
 
 def ada_norm_backward(dx, dz, x, mean, rstd, C, k):
     """Fill ``dx`` (N, H) of x.dtype; the gradient through phi = C (1 - k*y) is detached (Xu et al. 2019)."""
-    _ada_norm_backward.launch(x.size, dx, dz, x, mean, rstd, float(C), float(k))
+    _ada_norm_backward.launch(x.size, 0, dx, dz, x, mean, rstd, float(C), float(k))
