@@ -473,3 +473,48 @@ def test_chunk_partials_add_up_in_chunk_order(nchunks, dtype, rng):
         out = np.empty(H, dtype=dtype)
         _reassoc_caller(out, partials)
         np.testing.assert_array_equal(out, expected)
+
+
+# ------------------------------------------------------------------------- the parallel launcher itself
+
+
+def test_a_failing_item_in_a_parallel_run_raises(rng):
+    """A body that fails in a parallel run (here: the backward's items without their partial sums, which
+    the kernel refuses) makes the launcher report it, and the run raises instead of returning garbage."""
+    N, H = 64, 32
+    x, weight, bias, dy = make_case(rng, N, H, np.float64)
+    mean, rstd = np.zeros(N), np.ones(N)
+    dx, dweight, dbias = np.empty_like(x), np.empty(H), np.empty(H)
+    args = (dx, dweight, dbias, dy, x, mean, rstd, weight, True, False, False, K._NO_PARTS)
+    with pytest.raises(RuntimeError, match="failed in a parallel run"):
+        _jit.call_parallel(K._layer_norm_backward.parallel, 4, *args)
+    K._layer_norm_backward.serial(4, *args)  # a serial run allocates its own partials
+    parts = np.empty((2, 4, H))
+    dweight_serial = dweight.copy()
+    _jit.call_parallel(K._layer_norm_backward.parallel, 4, *args[:-1], parts)
+    np.testing.assert_array_equal(dweight, dweight_serial)  # the same items in the same order
+
+
+def test_the_launcher_finds_each_specialisation_of_the_body(rng):
+    """float32 and float64, with and without parameter gradients, all in one process: each parallel run
+    calls the body compiled for its own argument types (a wrong one would give wrong numbers or crash)."""
+    N, H = 40, 24
+    for dtype in DTYPES:
+        x, weight, bias, dy = make_case(rng, N, H, dtype)
+        y_ref, mean, rstd = kernel_forward(x, weight, bias)
+        for want in ((True, True), (False, False)):
+            ref = kernel_backward(dy, x, mean, rstd, weight, want=want)
+            dx = np.empty_like(x)
+            dw = np.empty(H, dtype) if want[0] else None
+            db = np.empty(H, dtype) if want[1] else None
+            parts = np.empty((2, 4, H)) if want[0] else K._NO_PARTS
+            args = (dx, dw, db, dy, x, mean, rstd, weight, True, False, False, parts)
+            _jit.call_parallel(K._layer_norm_backward.parallel, 4, *args)
+            sums = [None if s is None else np.empty(H, dtype) for s in (dw, db)]
+            serial = (np.empty_like(x), *sums)
+            K._layer_norm_backward.serial(4, *serial, dy, x, mean, rstd, weight, True, False, False, K._NO_PARTS)
+            np.testing.assert_array_equal(dx, serial[0])
+            if want[0]:
+                np.testing.assert_array_equal(dw, serial[1])
+                np.testing.assert_array_equal(db, serial[2])
+            np.testing.assert_allclose(dx, ref[0], rtol=RTOL[dtype] * 10, atol=RTOL[dtype] * 10)
