@@ -516,9 +516,12 @@ class ChunkedKernel:
     def parallel(self, items: int, *args):
         """Run ``items`` (> 0) items on numba's threads; enter only through :func:`call_parallel`."""
         if numba.config.DISABLE_JIT:  # plain Python: the items one after another, as the launcher orders them
-            for i in range(items):
-                self.py_func(*args, items, i, i + 1, False)
-            return self.py_func(*args, items, items, items, True)
+            try:
+                for i in range(items):
+                    self.py_func(*args, items, i, i + 1, False)
+                return self.py_func(*args, items, items, items, True)
+            except Exception as exc:  # as the launcher reports a failing body: the same error either way
+                raise RuntimeError(f"npnorm: kernel {self.py_func.__qualname__} failed in a parallel run") from exc
         status = self.launcher(self._table, items, args)
         if status == _NEEDS_ADDRESS:  # first parallel run with these types in this process
             self._add_body(args)
