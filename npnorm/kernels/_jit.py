@@ -48,6 +48,8 @@ __all__ = [
     "FASTMATH_REASSOC",
     "num_chunks",
     "row_items",
+    "item_span",
+    "ends_run",
     "chunked_kernel",
     "ChunkedKernel",
     "SERIAL_BELOW",
@@ -387,27 +389,46 @@ def dual_kernel(fastmath=False):
 # --- one compiled body, run serially or on numba's threads ---------------------------------------------
 
 
+_BODY_TAIL = (nbtypes.int64, nbtypes.int64)  # items, item: two arguments, as each costs ~60 ns to type per call
+
+
+def _item_span(items, item):
+    """The items a chunked body runs in this call: (first, stop), see ChunkedKernel."""
+    if item < 0:
+        return 0, items
+    return item, min(item + 1, items)
+
+
+def _ends_run(items, item):
+    """Whether this call of a chunked body ends the run (adds up the partial sums), see ChunkedKernel."""
+    return item < 0 or item == items
+
+
+item_span = kernel(parallel=False, inline=True)(_item_span)  # inlined: pasted into each body that uses it
+ends_run = kernel(parallel=False, inline=True)(_ends_run)
+
+
 @intrinsic
-def _call_body(typingctx, address, args, items, lo, hi, last):
-    """``body(*args, items, lo, hi, last)`` for the compiled body at ``address``; True unless the body failed.
+def _call_body(typingctx, address, args, items, item):
+    """``body(*args, items, item)`` for the compiled body at ``address``; True unless the body failed.
 
     ``address`` is the body's native entry point (numba's calling convention) for exactly the types in the
-    tuple ``args`` followed by (int64, int64, int64, boolean): :meth:`ChunkedKernel.parallel` compiled it so.
+    tuple ``args`` followed by (int64, int64): :meth:`ChunkedKernel.parallel` compiled it so.
     """
-    argtypes = (*args.types, nbtypes.int64, nbtypes.int64, nbtypes.int64, nbtypes.boolean)
+    argtypes = (*args.types, *_BODY_TAIL)
 
     def codegen(context, builder, signature, llargs):
         llfunc = context.call_conv.get_function_type(nbtypes.void, argtypes).as_pointer()
         func = builder.inttoptr(llargs[0], llfunc)
         values = [
             *cgutils.unpack_tuple(builder, llargs[1], len(args.types)),
-            *(context.cast(builder, v, t, nbtypes.int64) for v, t in zip(llargs[2:5], (items, lo, hi))),
-            context.cast(builder, llargs[5], last, nbtypes.boolean),
+            context.cast(builder, llargs[2], items, nbtypes.int64),
+            context.cast(builder, llargs[3], item, nbtypes.int64),
         ]
         status, _ = context.call_conv.call_function(builder, func, nbtypes.void, argtypes, values)
         return builder.not_(status.is_error)
 
-    return nbtypes.boolean(address, args, items, lo, hi, last), codegen
+    return nbtypes.boolean(address, args, items, item), codegen
 
 
 @intrinsic
@@ -432,7 +453,7 @@ _NEEDS_ADDRESS = 2  # _run_items: the table has no body address for these types 
 
 def _run_items(table, items, args):
     """The parallel run of a chunked kernel body: items 0 .. items-1 on numba's threads, one call each, then
-    the closing call (no items, last=True). 1 if all went well, 0 if a call failed, _NEEDS_ADDRESS if
+    the closing call (item = items). 1 if all went well, 0 if a call failed, _NEEDS_ADDRESS if
     ``table`` (rows of [signature hash, body address], see ChunkedKernel) has no body for these types."""
     key = _signature_hash(args)  # a constant of this specialisation
     mask = table.shape[0] - 1
@@ -448,11 +469,11 @@ def _run_items(table, items, args):
         return _NEEDS_ADDRESS
     ok = np.empty(items, dtype=np.bool_)  # one flag per item: a prange reduction would cost ~1 µs per run
     for i in prange(items):
-        ok[i] = _call_body(address, args, items, i, i + 1, False)
+        ok[i] = _call_body(address, args, items, i)
     for i in range(items):
         if not ok[i]:
             return 0
-    return 1 if _call_body(address, args, items, items, items, True) else 0
+    return 1 if _call_body(address, args, items, items) else 0
 
 
 # Items of a parallel run over independent rows, a function of the size only: 2 at SERIAL_BELOW elements,
@@ -469,22 +490,20 @@ def row_items(size: int) -> int:
     return min(_MAX_ROW_ITEMS, max(2, size // _ROW_ITEM_ELEMENTS))
 
 
-_BODY_TAIL = (nbtypes.int64, nbtypes.int64, nbtypes.int64, nbtypes.boolean)  # items, lo, hi, last
-
-
 class ChunkedKernel:
     """A kernel body compiled once and run either serially, for small inputs, or on numba's threads.
 
-    The body is written as ``body(*args, items, lo, hi, last)``. It does work items ``lo .. hi-1`` of
-    ``items`` (a block of rows, or a block of rows of one channel) and then, if ``last``, whatever ends the
-    run (adding up the items' partial sums). An item touches only its own rows and its own row of the
+    The body is written as ``body(*args, items, item)``: ``item`` in 0 .. items-1 runs that work item (a
+    block of rows, or a block of rows of one channel); ``item == items`` runs only what ends the run (adding
+    up the items' partial sums); ``item == -1`` runs all items and then that. :func:`item_span` and
+    :func:`ends_run` read these for the body. An item touches only its own rows and its own row of the
     partials, so items may run at once. The caller picks ``items``: a function of the shape wherever sums
     depend on it (:func:`num_chunks`), so that any thread count gives the same bits; or 0 where rows are
     independent, which means :func:`row_items` items in a parallel run and one in a serial run.
 
-    * Serial run: one call, ``body(*args, items, 0, items, True)``.
+    * Serial run: one call, ``body(*args, items, -1)``.
     * Parallel run: a small ``prange`` launcher (:func:`_run_items`) calls the same compiled body through
-      its address, once per item on numba's threads, then once with no items and ``last=True``. Every
+      its address, once per item on numba's threads, then once with ``item = items``. Every
       item runs the same code either way, so both runs give the same bits.
 
     Why not a ``prange`` loop in the body, compiled twice (serial and parallel): numba compiles the loop body
@@ -510,16 +529,15 @@ class ChunkedKernel:
 
     def serial(self, items: int, *args):
         """Run the body on all items in one call, in this thread."""
-        items = items or 1
-        return self.body(*args, items, 0, items, True)
+        return self.body(*args, items or 1, -1)
 
     def parallel(self, items: int, *args):
         """Run ``items`` (> 0) items on numba's threads; enter only through :func:`call_parallel`."""
         if numba.config.DISABLE_JIT:  # plain Python: the items one after another, as the launcher orders them
             try:
                 for i in range(items):
-                    self.py_func(*args, items, i, i + 1, False)
-                return self.py_func(*args, items, items, items, True)
+                    self.py_func(*args, items, i)
+                return self.py_func(*args, items, items)
             except Exception as exc:  # as the launcher reports a failing body: the same error either way
                 raise RuntimeError(f"npnorm: kernel {self.py_func.__qualname__} failed in a parallel run") from exc
         status = self.launcher(self._table, items, args)
@@ -531,11 +549,12 @@ class ChunkedKernel:
 
     def _add_body(self, args) -> None:
         """Compile (or load from the cache) the body for the types of ``args``; enter its address in the table."""
-        argtypes = tuple(numba.typeof(a) for a in args)
-        self.body.compile((*argtypes, *_BODY_TAIL))
-        result = self.body.overloads[(*argtypes, *_BODY_TAIL)]
+        args_type = numba.typeof(args)  # the type the launcher sees, and hashes
+        signature = (*args_type.types, *_BODY_TAIL)
+        self.body.compile(signature)
+        result = self.body.overloads[signature]
         address = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
-        key = signature_hash(numba.typeof(args))
+        key = signature_hash(args_type)
         mask = len(self._table) - 1
         for probe in range(len(self._table)):
             row = (key + probe) & mask
@@ -550,12 +569,10 @@ class ChunkedKernel:
 
     def launch(self, size: int, items: int, *args):
         """Serial below ``SERIAL_BELOW`` elements (``size``), else parallel (see the class for ``items``)."""
+        # the test of runs_parallel(size), written out: this is every small kernel call's path
         if size < SERIAL_BELOW or _serial_only:
-            items = items or 1
-            return self.body(*args, items, 0, items, True)  # = self.serial(...), one Python call fewer
-        if not items:
-            items = min(_MAX_ROW_ITEMS, max(2, size // _ROW_ITEM_ELEMENTS))  # = row_items(size)
-        return call_parallel(self.parallel, items, *args)
+            return self.body(*args, items or 1, -1)  # = self.serial(...), one Python call fewer
+        return call_parallel(self.parallel, items or row_items(size), *args)
 
     @property
     def dispatchers(self):

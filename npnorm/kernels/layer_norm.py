@@ -48,13 +48,13 @@ How the kernels are written, and why:
 * **One fused pass per row.** Forward reads a row twice (sum, then squared deviations) and writes y in a
   third loop over the same row while it is in cache; backward computes the two row sums, then dx. That keeps
   the kernels at memory-bandwidth speed.
-* **Work items and races.** Each kernel body runs work items ``lo .. hi-1`` of ``items``, each a block of
+* **Work items and races.** Each call of a kernel body runs some of its ``items`` work items, each a block of
   rows (``_jit.ChunkedKernel``); in a parallel run the items run on numba's threads at once. dweight and
   dbias are sums over rows; writing ``dweight[j] += ...`` from several items at once is a data race that
   silently loses updates. Instead each item sums into its own row of a partial buffer of shape (items, H),
-  and the call with ``last`` set adds the partials up in item order. The items of the backward depend only
-  on the shape (``_jit.num_chunks``), not on the number of threads, so serial and parallel runs add the
-  same numbers in the same order.
+  and the call that ends the run (``_jit.ends_run``) adds the partials up in item order. The items of the
+  backward depend only on the shape (``_jit.num_chunks``), not on the number of threads, so serial and
+  parallel runs add the same numbers in the same order.
 * **Wide rows.** For H ≥ ``BLOCK_FROM_H`` = 1024 the two float64 partial rows (16 KiB and more) crowd the
   data rows out of L1, and updating them once per row dominated the backward; there pass 1 runs over
   ``BLOCK_ROWS`` = 4 rows side by side and updates the partials once for all four (measurements in
@@ -88,6 +88,8 @@ from ._jit import (
     FASTMATH_REASSOC,
     add_up_chunks,
     chunked_kernel,
+    ends_run,
+    item_span,
     kernel,
     num_chunks,
     shared_ones,
@@ -123,8 +125,9 @@ def _row_mean_rstd(row, eps):
 
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
-def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, eps, items, lo, hi, last):
+def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, eps, items, item):
     N, H = x.shape
+    lo, hi = item_span(items, item)
     for i in range(lo * N // items, hi * N // items):  # the rows of items lo .. hi-1 (rows are independent)
         m, r = _row_mean_rstd(x[i], eps)  # two passes over row i, which then stays in cache
         mean[i] = m  # (N,) float64
@@ -213,7 +216,7 @@ def _backward_4_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, ha
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _layer_norm_backward(
-    dx, dweight, dbias, dy, x, mean, rstd, weight, has_weight, detach_mean, detach_var, parts, items, lo, hi, last
+    dx, dweight, dbias, dy, x, mean, rstd, weight, has_weight, detach_mean, detach_var, parts, items, item
 ):  # fmt: skip
     N, H = x.shape
     a = 0.0 if detach_mean else 1.0  # keep the gradient through mean?
@@ -222,8 +225,9 @@ def _layer_norm_backward(
     # neither is wanted. A parallel run brings them (they must outlive its calls). A serial run, all items
     # in one call, gets an empty stand-in and allocates them here: at 64x64 the NumPy calls that allocated
     # and added them up cost ~1.5 µs, a third of the kernel. np.empty, and each item zeroes its own row.
+    lo, hi = item_span(items, item)
     if dweight is not None and parts.shape[1] < items:
-        if lo != 0 or hi != items:
+        if item >= 0:
             raise ValueError("a parallel run of the LayerNorm backward needs partials from its caller")
         parts = np.empty((2, items, H))
     for c in range(lo, hi):
@@ -266,7 +270,7 @@ def _layer_norm_backward(
                 if has_weight:
                     g = g * weight[j]
                 dx[k, j] = r * (g - mean_g - xhat * mean_gxhat)
-    if last and dweight is not None:
+    if ends_run(items, item) and dweight is not None:
         # the partials added up in item order (the same for any thread count), rounded once to x.dtype
         add_up_chunks(dweight, parts[0])
         add_up_chunks(dbias, parts[1])
@@ -281,8 +285,7 @@ def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
     # an absent weight goes in as ones, an absent bias as zeros, and the flags skip them (see _jit.py)
     w = weight if weight is not None else shared_ones(x.shape[1], x.dtype)  # (H,)
     b = bias if bias is not None else shared_zeros(x.shape[1], x.dtype)  # (H,)
-    has_w, has_b = weight is not None, bias is not None
-    _layer_norm_forward.launch(x.size, 0, y, mean, rstd, x, w, b, has_w, has_b, float(eps))
+    _layer_norm_forward.launch(x.size, 0, y, mean, rstd, x, w, b, weight is not None, bias is not None, float(eps))
 
 
 _NO_PARTS = np.empty((0, 0, 0))  # float64, the stand-in for the partials of a serial run (see the kernel)
@@ -318,8 +321,9 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
 
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
-def _ada_norm_forward(z, mean, rstd, x, C, k, eps, items, lo, hi, last):
+def _ada_norm_forward(z, mean, rstd, x, C, k, eps, items, item):
     N, H = x.shape
+    lo, hi = item_span(items, item)
     for i in range(lo * N // items, hi * N // items):  # the rows of items lo .. hi-1
         m, r = _row_mean_rstd(x[i], eps)
         mean[i] = m
@@ -330,8 +334,9 @@ def _ada_norm_forward(z, mean, rstd, x, C, k, eps, items, lo, hi, last):
 
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
-def _ada_norm_backward(dx, dz, x, mean, rstd, C, k, items, lo, hi, last):
+def _ada_norm_backward(dx, dz, x, mean, rstd, C, k, items, item):
     N, H = x.shape
+    lo, hi = item_span(items, item)
     for i in range(lo * N // items, hi * N // items):  # the rows of items lo .. hi-1
         m = mean[i]
         r = rstd[i]
