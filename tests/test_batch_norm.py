@@ -206,19 +206,24 @@ def test_serial_and_parallel_kernels_are_bit_identical(shape):
     rstd = 1.0 / np.sqrt(var + 1e-5)
     scale = rstd * 1.5
     bias = rng.standard_normal(C)
+    nchunks = kern.num_chunks(shape[0], C, size=_jit.SERIAL_BELOW)  # the blocks of a parallel-sized input
+    assert nchunks > 1
+    # a parallel run with L = 1 has one item per chunk; with L > 1 any split of the (chunk, channel) pairs
+    # into items (here 5, uneven) must give the bits of the serial run's single item
+    items = nchunks if x.shape[2] == 1 else 5
     out = {}
     for variant in ("serial", "parallel"):
-        call = partial(_call_variant, variant)
-        nchunks = kern.num_chunks(shape[0], C, size=_jit.SERIAL_BELOW)  # the blocks of a parallel-sized input
-        assert nchunks > 1
+        call = partial(_call_variant, variant, items)
+        # a parallel run brings the partial sums; a serial run allocates its own
+        parts = np.empty((2, nchunks, C)) if variant == "parallel" else kern._NO_PARTS
         k_mean, k_var = np.empty(C), np.empty(C)
-        call(kern._batch_stats, k_mean, k_var, x, nchunks)
+        call(kern._batch_stats, k_mean, k_var, x, nchunks, parts)
         np.testing.assert_allclose(k_mean, mean, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(k_var, var, rtol=1e-12)
         y = np.empty_like(x)
         call(kern._apply, y, x, mean, scale, bias, True)  # the kernel takes β as an array and a flag
         sum_dy, sum_dyx = np.empty(C), np.empty(C)
-        call(kern._grad_sums, sum_dy, sum_dyx, dy, x, mean, rstd, nchunks)
+        call(kern._grad_sums, sum_dy, sum_dyx, dy, x, mean, rstd, nchunks, parts)
         np.testing.assert_allclose(sum_dy, dy.sum(axis=(0, 2)), rtol=1e-12, atol=1e-12)
         dx = np.empty_like(x)
         call(kern._grad_input, dx, dy, x, mean, rstd, scale, sum_dy, sum_dyx, True)
@@ -231,11 +236,25 @@ def test_serial_and_parallel_kernels_are_bit_identical(shape):
         np.testing.assert_array_equal(a, b)
 
 
-def _call_variant(variant, kernel, *args):
-    """Run one variant of a DualKernel; the parallel one only through call_parallel."""
+def test_a_parallel_run_without_partials_raises():
+    """The statistics' items cannot keep partial sums of their own across calls: without the caller's
+    buffers a parallel run must fail loudly, not add up garbage (a serial run allocates them itself)."""
+    from npnorm.kernels import batch_norm as kern
+
+    x = np.random.default_rng(9).standard_normal((64, 3, 1))
+    mean, var = np.empty(3), np.empty(3)
+    with pytest.raises(RuntimeError, match="failed in a parallel run"):
+        _call_variant("parallel", 4, kern._batch_stats, mean, var, x, 4, kern._NO_PARTS)
+    _call_variant("serial", 4, kern._batch_stats, mean, var, x, 4, kern._NO_PARTS)
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2)), rtol=1e-13)
+
+
+def _call_variant(variant, items, kernel, *args):
+    """A serial or a parallel run of a chunked kernel body with ``items`` work items (the parallel one only
+    through call_parallel)."""
     if variant == "serial":
-        return kernel.serial(*args)
-    return _jit.call_parallel(kernel.parallel, *args)
+        return kernel.serial(items, *args)
+    return _jit.call_parallel(kernel.parallel, items, *args)
 
 
 # ------------------------------------------------------------------------------------ running statistics

@@ -138,11 +138,12 @@ def test_numba_equals_numpy_reference(N, G, per_group, S, scale, shift, affine, 
         _assert_close(g, rg, 1e-8, 1e-9 * (1 + (0 if rg is None else np.abs(rg).max(initial=0))), "grad")
 
 
-def _call_variant(variant, kernel, *args):
-    """Run one variant of a DualKernel; the parallel one only through call_parallel."""
+def _call_variant(variant, items, kernel, *args):
+    """A serial or a parallel run of a chunked kernel body with ``items`` work items (the parallel one only
+    through call_parallel)."""
     if variant == "serial":
-        return kernel.serial(*args)
-    return _jit.call_parallel(kernel.parallel, *args)
+        return kernel.serial(items, *args)
+    return _jit.call_parallel(kernel.parallel, items, *args)
 
 
 @pytest.mark.parametrize("shape", [(3000, 12), (6, 8, 900)])
@@ -157,24 +158,29 @@ def test_serial_and_parallel_affine_kernels_are_bit_identical(shape):
     w, b = rng.standard_normal(C), rng.standard_normal(C)
     mean, rstd = rng.standard_normal((N, 4)), 1 + rng.random((N, 4))  # G = 4
     nchunks = bn_kern.num_chunks(N, C, size=_jit.SERIAL_BELOW)  # the blocks of a parallel-sized input
+    # one item per chunk for S = 1; for S > 1 any split of the (chunk, channel) pairs (here 5, uneven)
+    items = nchunks if x.shape[2] == 1 else 5
     out = {}
     for variant in ("serial", "parallel"):
-        call = partial(_call_variant, variant)
+        call = partial(_call_variant, variant, items)
+        # a parallel run brings the partial sums; a serial run allocates its own
+        parts = np.empty((2, nchunks, C)) if variant == "parallel" else kern._NO_PARTS
         y = x.copy()
         call(kern._affine, y, w, b, True, True)  # weight, bias, has_weight, has_bias
         g = np.empty_like(x)
         dw, db = np.empty(C), np.empty(C)
-        call(kern._affine_backward, g, dw, db, dy, x, mean, rstd, w, nchunks, True, True)
+        call(kern._affine_backward, g, dw, db, dy, x, mean, rstd, w, nchunks, True, True, parts)
         xhat = (x - np.repeat(mean, C // 4, axis=1)[:, :, None]) * np.repeat(rstd, C // 4, axis=1)[:, :, None]
         np.testing.assert_allclose(db, dy.sum(axis=(0, 2)), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(dw, (dy * xhat).sum(axis=(0, 2)), rtol=1e-11, atol=1e-11)
         # g alone and the sums alone: the flags skip the other output, given as an empty stand-in
         g_only = np.empty_like(x)
         no_sums = _jit.shared_empty(1, x.dtype)
-        call(kern._affine_backward, g_only, no_sums, no_sums, dy, x, mean, rstd, w, nchunks, True, False)
+        no_parts = kern._NO_PARTS
+        call(kern._affine_backward, g_only, no_sums, no_sums, dy, x, mean, rstd, w, nchunks, True, False, no_parts)
         dw_only, db_only = np.empty(C), np.empty(C)
         no_g = _jit.shared_empty(3, x.dtype)
-        call(kern._affine_backward, no_g, dw_only, db_only, dy, x, mean, rstd, w, nchunks, False, True)
+        call(kern._affine_backward, no_g, dw_only, db_only, dy, x, mean, rstd, w, nchunks, False, True, parts)
         np.testing.assert_array_equal(g_only, g)
         np.testing.assert_array_equal(dw_only, dw)
         np.testing.assert_array_equal(db_only, db)

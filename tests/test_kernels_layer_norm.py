@@ -406,7 +406,7 @@ def test_cached_kernels_go_stale_when_the_shared_helpers_change(tmp_path):
         x = np.arange(12.0).reshape(3, 4)
         y, rrms = np.empty_like(x), np.empty(3)
         K.rms_norm_forward(y, rrms, x, None, 1e-5)
-        stats = K._rms_norm_forward.serial.stats
+        stats = K._rms_norm_forward.body.stats
         print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
         """
     )

@@ -3,6 +3,8 @@ implementations), then the kernels, the identity, numerics, PyTorch and bad inpu
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -196,13 +198,19 @@ def test_parallel_kernels_equal_serial_bit_for_bit(N, H, dtype, affine):
     nchunks = num_chunks(N, H, size=_jit.SERIAL_BELOW)  # the blocks of an input big enough to run in parallel
     assert nchunks > 1
     results = []
-    for run in (kern._rms_norm_forward.serial, lambda *a: _jit.call_parallel(kern._rms_norm_forward.parallel, *a)):
+    forward, backward = kern._rms_norm_forward, kern._rms_norm_backward
+    # the forward's rows are independent: a parallel run in 3 items (uneven) against one serial item
+    for run in (partial(forward.serial, 1), partial(_jit.call_parallel, forward.parallel, 3)):
         y, rrms = np.empty_like(x), np.empty(N)
         run(y, rrms, x, w, affine, 1e-5)
         results.append((y, rrms))
-    for run in (kern._rms_norm_backward.serial, lambda *a: _jit.call_parallel(kern._rms_norm_backward.parallel, *a)):
+    # the backward's items are the chunks; a parallel run brings the partial sums, a serial run allocates them
+    for run, parts in (
+        (partial(backward.serial, nchunks), kern._NO_PARTS),
+        (partial(_jit.call_parallel, backward.parallel, nchunks), np.empty((nchunks, H))),
+    ):
         dx, dweight = np.empty_like(x), np.empty(H, dtype)
-        run(dx, dweight, dy, x, results[0][1], w, affine, nchunks)
+        run(dx, dweight, dy, x, results[0][1], w, affine, parts)
         results.append((dx, dweight))
     for a, b in zip(results[0], results[1], strict=True):  # forward: serial vs parallel
         np.testing.assert_array_equal(a, b)

@@ -4,6 +4,7 @@ the other implementation), the identities of the derivation, the module, PyTorch
 from __future__ import annotations
 
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -449,11 +450,12 @@ def test_parallel_kernels_equal_serial_bit_for_bit(dtype):
     dw = rng.standard_normal((R, Fdim)).astype(dtype)
     forward, backward = kern._weight_norm_forward, kern._weight_norm_backward
     results = []
-    for run in (forward.serial, lambda *a: _jit.call_parallel(forward.parallel, *a)):
+    # rows are independent: one serial item against a parallel run in 3 (uneven) items
+    for run in (partial(forward.serial, 1), partial(_jit.call_parallel, forward.parallel, 3)):
         w, rnorm = np.empty_like(v), np.empty(R)
         run(w, rnorm, v, g)
         results.append((w, rnorm))
-    for run in (backward.serial, lambda *a: _jit.call_parallel(backward.parallel, *a)):
+    for run in (partial(backward.serial, 1), partial(_jit.call_parallel, backward.parallel, 3)):
         dv, dg = np.empty_like(v), np.empty_like(g)
         run(dv, dg, dw, v, g, results[0][1])
         results.append((dv, dg))

@@ -49,6 +49,7 @@ __all__ = [
     "num_chunks",
     "row_items",
     "item_span",
+    "item_share",
     "ends_run",
     "chunked_kernel",
     "ChunkedKernel",
@@ -404,7 +405,18 @@ def _ends_run(items, item):
     return item < 0 or item == items
 
 
+def _item_share(total, items, item):
+    """This call's share of ``total`` units of work (rows, chunks, (sample, channel) pairs) split evenly over
+    ``items`` items: (first, stop), the units of items ``item_span(items, item)``, see ChunkedKernel."""
+    if item < 0:
+        return 0, total
+    if item >= items:  # the closing call: no units
+        return 0, 0
+    return item * total // items, (item + 1) * total // items
+
+
 item_span = kernel(parallel=False, inline=True)(_item_span)  # inlined: pasted into each body that uses it
+item_share = kernel(parallel=False, inline=True)(_item_share)
 ends_run = kernel(parallel=False, inline=True)(_ends_run)
 
 

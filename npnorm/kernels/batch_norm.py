@@ -25,19 +25,23 @@ mean is taken over (in LayerNorm it is not: γ varies across the features of a r
 
 How the kernels are written, and why:
 
-* **Units of work.** The innermost loop always runs over contiguous memory, and a ``prange`` iteration is a
-  contiguous run of it: for an (N, C) input (L = 1) one sample row of C channels; for L > 1 the L values of
-  one (sample, channel) pair. Every inner loop is ``range(n)`` from 0: loops like ``range(c0, c1)`` with a
-  computed start were measured to run 4–10 times slower (LLVM did not vectorise them), which is also
-  why an (N, C) row is not cut into blocks of channels.
+* **Units of work.** The innermost loop always runs over contiguous memory, and a unit of work is a contiguous
+  run of it: for an (N, C) input (L = 1) one sample row of C channels; for L > 1 the L values of one (sample,
+  channel) pair. A work item is an even share of the units (``_jit.item_share``); a serial run does all
+  items in one call, a parallel run gives them to numba's threads (``_jit.ChunkedKernel``). Every
+  inner loop is ``range(n)`` from 0: loops like ``range(c0, c1)`` with a computed start were measured to run
+  4–10 times slower (LLVM did not vectorise them), which is also why an (N, C) row is not cut into blocks of
+  channels.
 * **Races.** A channel's statistics span the whole batch, so sums over samples go through per-chunk partial
   buffers of shape (nchunks, C) float64, as dweight does in ``kernels/layer_norm.py``: the N samples are cut
-  into chunks, the iteration for chunk k (with L = 1) or for the pair (chunk k, channel c) (with L > 1)
-  writes only its own entries, and the kernel adds the partials up at its end, in chunk order (Chan's
+  into chunks, the unit for chunk k (with L = 1) or for the pair (chunk k, channel c) (with L > 1)
+  writes only its own entries, and the call that ends the run adds the partials up in chunk order (Chan's
   combination for the statistics, ``_jit.add_up_chunks`` for the gradient sums). ``+=`` from several
-  iterations into one per-channel accumulator would be a race that silently loses updates. With L > 1 the
+  items into one per-channel accumulator would be a race that silently loses updates. With L > 1 the
   (chunk, channel) pairs make the reductions parallel over channels as well as over samples. The chunks
-  depend only on N, never on the number of threads, so serial and parallel runs give bit-identical results.
+  depend only on the shape, never on the number of threads or items, so serial and parallel runs give
+  bit-identical results. A parallel run gets its partials from the wrapper (they outlive its calls); a
+  serial run allocates them in its one call, which saves the NumPy call at small sizes.
 * **Statistics: two passes per chunk, then Chan's combination.** ``E[x²] − E[x]²`` cancels catastrophically
   when |mean| ≫ std. Each work item computes the mean of its chunk and then the sum of squared deviations
   about that mean — two passes over data it has just read, so the second comes from cache — and the
@@ -68,9 +72,18 @@ and the tests check that the two agree.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from ._jit import FASTMATH_REASSOC, add_up_chunks, dual_kernel, kernel, num_chunks, shared_empty, shared_zeros
+from ._jit import (
+    FASTMATH_REASSOC,
+    add_up_chunks,
+    chunked_kernel,
+    ends_run,
+    item_share,
+    kernel,
+    num_chunks,
+    shared_empty,
+    shared_zeros,
+)
 
 __all__ = [
     "batch_norm_backward",
@@ -80,7 +93,20 @@ __all__ = [
 ]
 
 # Sums over samples go through (nchunks, C) partial buffers, with the chunk count of every npnorm kernel
-# (kernels/_jit.py: a function of the shape alone, so any thread count gives the same sums).
+# (kernels/_jit.py: a function of the shape alone, so any thread count gives the same sums). The two
+# buffers of a kernel are one (2, nchunks, C) float64 array; a serial run gets this empty stand-in.
+_NO_PARTS = np.empty((2, 0, 0))
+
+
+def _parts(kernel, N, C, L, size):
+    """(nchunks, items, partials) of a kernel with sums over samples (see the module docstring)."""
+    nchunks = num_chunks(N, C, size=size)
+    # the units of work: with L = 1 the chunks themselves, one item each; with L > 1 the (chunk, channel)
+    # pairs, each summed whole in one call, so any split of them into items gives the same bits (0: the
+    # split of independent rows, _jit.row_items)
+    items = nchunks if L == 1 else 0
+    parts = np.empty((2, nchunks, C)) if kernel.runs_parallel(size) else _NO_PARTS
+    return nchunks, items, parts
 
 
 # --- statistics ----------------------------------------------------------------------------------------
@@ -129,16 +155,21 @@ def _combine_chunks(mean, var, part_mean, part_m2, N, L):
         var[c] = (sum_m2[c] + sum_spread[c]) / M
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _batch_stats(mean, var, x, nchunks):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _batch_stats(mean, var, x, nchunks, parts, items, item):
     """mean[c], var[c] (biased) over (N, L): per-chunk two-pass statistics, then Chan's combination."""
     N, C, L = x.shape
     # part_mean[k, c], part_m2[k, c]: mean and Σ (x − mean)² of channel c over the samples of chunk k.
     # np.empty, each chunk filling its own row: np.zeros would be a parallel region of its own (_jit.py).
-    part_mean = np.empty((nchunks, C))
-    part_m2 = np.empty((nchunks, C))
+    if parts.shape[1] < nchunks:
+        if item >= 0:
+            raise ValueError("a parallel run of the BatchNorm statistics needs partials from its caller")
+        parts = np.empty((2, nchunks, C))
+    part_mean = parts[0]
+    part_m2 = parts[1]
     if L == 1:  # (N, C): chunk k sums whole rows of C contiguous channels
-        for k in prange(nchunks):
+        first, stop = item_share(nchunks, items, item)
+        for k in range(first, stop):
             n0 = k * N // nchunks
             n1 = (k + 1) * N // nchunks
             for c in range(C):
@@ -173,7 +204,8 @@ def _batch_stats(mean, var, x, nchunks):
                     d = np.float64(x[row, c, 0]) - part_mean[k, c]
                     part_m2[k, c] += d * d
     else:  # (N, C, L): the pair (chunk k, channel c) runs over L contiguous values per sample
-        for i in prange(nchunks * C):
+        first, stop = item_share(nchunks * C, items, item)
+        for i in range(first, stop):
             k = i // C
             c = i % C
             n0 = k * N // nchunks
@@ -190,7 +222,8 @@ def _batch_stats(mean, var, x, nchunks):
                     v += d * d
             part_mean[k, c] = m
             part_m2[k, c] = v
-    _combine_chunks(mean, var, part_mean, part_m2, N, L)
+    if ends_run(items, item):
+        _combine_chunks(mean, var, part_mean, part_m2, N, L)
 
 
 def batch_norm_stats(mean, var, x):
@@ -199,25 +232,28 @@ def batch_norm_stats(mean, var, x):
     ``x`` is (N, C, L) C-contiguous float32/float64 with N·L > 0.
     """
     N, C, L = x.shape
-    _batch_stats.launch(x.size, mean, var, x, num_chunks(N, C, size=x.size))
+    nchunks, items, parts = _parts(_batch_stats, N, C, L, x.size)
+    _batch_stats.launch(x.size, items, mean, var, x, nchunks, parts)
 
 
 # --- forward -------------------------------------------------------------------------------------------
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _apply(y, x, mean, scale, bias, has_bias):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _apply(y, x, mean, scale, bias, has_bias, items, item):
     """y = (x − mean_c) · scale_c (+ bias_c if has_bias), elementwise."""
     N, C, L = x.shape
     if L == 1:
-        for n in prange(N):
+        first, stop = item_share(N, items, item)
+        for n in range(first, stop):
             for c in range(C):
                 out = (np.float64(x[n, c, 0]) - mean[c]) * scale[c]
                 if has_bias:  # the same in every iteration: LLVM moves the test out of the loop
                     out = out + bias[c]
                 y[n, c, 0] = out
     else:
-        for i in prange(N * C):
+        first, stop = item_share(N * C, items, item)
+        for i in range(first, stop):
             n = i // C
             c = i % C
             m = mean[c]
@@ -238,21 +274,26 @@ def batch_norm_forward(y, x, mean, rstd, weight, bias):
     scale = rstd if weight is None else rstd * weight  # (C,) float64: γ folded into rstd
     # an absent bias goes in as zeros, and the flag skips it: one specialisation (see _jit.py)
     b = bias if bias is not None else shared_zeros(x.shape[1], x.dtype)  # (C,)
-    _apply.launch(x.size, y, x, mean, scale, b, bias is not None)
+    _apply.launch(x.size, 0, y, x, mean, scale, b, bias is not None)  # 0: the units are independent
 
 
 # --- backward ------------------------------------------------------------------------------------------
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _grad_sums(sum_dy, sum_dyxhat, dy, x, mean, rstd, nchunks):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _grad_sums(sum_dy, sum_dyxhat, dy, x, mean, rstd, nchunks, parts, items, item):
     """sum_dy[c] = Σ dy and sum_dyxhat[c] = Σ dy · xhat over (N, L), through per-chunk partial sums."""
     N, C, L = x.shape
     # (nchunks, C) float64 partials, each chunk filling its own row (np.empty: see _batch_stats)
-    part_dy = np.empty((nchunks, C))
-    part_dyxhat = np.empty((nchunks, C))
+    if parts.shape[1] < nchunks:
+        if item >= 0:
+            raise ValueError("a parallel run of the BatchNorm gradient sums needs partials from its caller")
+        parts = np.empty((2, nchunks, C))
+    part_dy = parts[0]
+    part_dyxhat = parts[1]
     if L == 1:
-        for k in prange(nchunks):
+        first, stop = item_share(nchunks, items, item)
+        for k in range(first, stop):
             for c in range(C):
                 part_dy[k, c] = 0.0
                 part_dyxhat[k, c] = 0.0
@@ -280,7 +321,8 @@ def _grad_sums(sum_dy, sum_dyxhat, dy, x, mean, rstd, nchunks):
                     part_dy[k, c] += g
                     part_dyxhat[k, c] += g * ((np.float64(x[row, c, 0]) - mean[c]) * rstd[c])
     else:
-        for i in prange(nchunks * C):
+        first, stop = item_share(nchunks * C, items, item)
+        for i in range(first, stop):
             k = i // C
             c = i % C
             m = mean[c]
@@ -294,16 +336,18 @@ def _grad_sums(sum_dy, sum_dyxhat, dy, x, mean, rstd, nchunks):
                     s_dyxhat += g * ((np.float64(x[n, c, l]) - m) * r)
             part_dy[k, c] = s_dy
             part_dyxhat[k, c] = s_dyxhat
-    add_up_chunks(sum_dy, part_dy)  # in chunk order, as the sums over chunks everywhere
-    add_up_chunks(sum_dyxhat, part_dyxhat)
+    if ends_run(items, item):
+        add_up_chunks(sum_dy, part_dy)  # in chunk order, as the sums over chunks everywhere
+        add_up_chunks(sum_dyxhat, part_dyxhat)
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _grad_input(dx, dy, x, mean, rstd, scale, mean_dy, mean_dyxhat, through_stats):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _grad_input(dx, dy, x, mean, rstd, scale, mean_dy, mean_dyxhat, through_stats, items, item):
     """dx = scale_c · (dy − mean_dy_c − xhat · mean_dyxhat_c); without ``through_stats``, dx = scale_c · dy."""
     N, C, L = x.shape
     if L == 1:
-        for n in prange(N):
+        first, stop = item_share(N, items, item)
+        for n in range(first, stop):
             for c in range(C):
                 # the same in every iteration: LLVM moves the test out of the loop
                 if through_stats:
@@ -312,7 +356,8 @@ def _grad_input(dx, dy, x, mean, rstd, scale, mean_dy, mean_dyxhat, through_stat
                 else:  # mean_dy, mean_dyxhat are empty stand-ins, never read
                     dx[n, c, 0] = scale[c] * np.float64(dy[n, c, 0])
     else:
-        for i in prange(N * C):
+        first, stop = item_share(N * C, items, item)
+        for i in range(first, stop):
             n = i // C
             c = i % C
             s = scale[c]
@@ -340,7 +385,8 @@ def batch_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, training)
     if training or dweight is not None or dbias is not None:
         sum_dy = np.empty(C)  # (C,) float64
         sum_dyxhat = np.empty(C)  # (C,) float64
-        _grad_sums.launch(x.size, sum_dy, sum_dyxhat, dy, x, mean, rstd, num_chunks(N, C, size=x.size))
+        nchunks, items, parts = _parts(_grad_sums, N, C, L, x.size)
+        _grad_sums.launch(x.size, items, sum_dy, sum_dyxhat, dy, x, mean, rstd, nchunks, parts)
         if dweight is not None:
             dweight[...] = sum_dyxhat
         if dbias is not None:
@@ -350,7 +396,7 @@ def batch_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, training)
     scale = rstd if weight is None else rstd * weight  # (C,) float64
     if training:
         M = N * L
-        _grad_input.launch(x.size, dx, dy, x, mean, rstd, scale, sum_dy / M, sum_dyxhat / M, True)
+        _grad_input.launch(x.size, 0, dx, dy, x, mean, rstd, scale, sum_dy / M, sum_dyxhat / M, True)
     else:  # running statistics, constants: dx = scale · dy (the flag, not None: one specialisation)
         no_means = shared_empty(1, np.float64)  # (0,) float64, the type of the (C,) means
-        _grad_input.launch(x.size, dx, dy, x, mean, rstd, scale, no_means, no_means, False)
+        _grad_input.launch(x.size, 0, dx, dy, x, mean, rstd, scale, no_means, no_means, False)

@@ -13,39 +13,50 @@ The two kernels here do that step, on (N, C, S) arrays with per-row statistics o
 
 with x̂ = (x − mean[n, group(c)]) · rstd[n, group(c)] recomputed from the saved float64 statistics.
 dγ and dβ are sums over samples, computed exactly as BatchNorm's parameter gradients are in
-``kernels/batch_norm.py`` (whose chunking these kernels share): each ``prange`` iteration — a chunk of
-samples when S = 1, a (chunk, channel) pair when S > 1 — writes only its own entries of (nchunks, C)
-float64 partial buffers, which the kernel adds up at its end in chunk order (``_jit.add_up_chunks``), so
-no iteration ever adds into an element another one writes, and serial and parallel runs agree bit for bit.
+``kernels/batch_norm.py`` (whose chunking these kernels share): each unit of work — a chunk of samples
+when S = 1, a (chunk, channel) pair when S > 1 — writes only its own entries of (nchunks, C) float64
+partial buffers, which the call that ends the run adds up in chunk order (``_jit.add_up_chunks``), so no
+work item (``_jit.ChunkedKernel``) ever adds into an element another one writes, and serial and parallel
+runs agree bit for bit.
 
 An absent γ or β goes in as ones or zeros, with run-time flags in the forward that skip them, so that each
 kernel compiles once per dtype and variant whatever the caller leaves out (see ``kernels/_jit.py``). The
-backward's absent outputs work the same way: no ``g`` (no input gradient, or no γ: g would be dy) and no
-dγ, dβ (no parameter gradient) go in as cached empty arrays of the same numba type, (0, 0, 0) and (0,) of
-x.dtype, plus the flags ``want_g`` and ``want_sums``. As None they were types of their
-own: three combinations, 12 specialisations of ``_affine_backward`` for two dtypes and two variants, ~0.5 s
-of compilation each for the parallel ones; now 4. The flags are the same in every iteration, and LLVM
-unswitches the loops on them, so the work an absent output saves is still skipped. Measured against the
-None specialisations (float32, 2 cores, best of 150): the same time with g and both sums (8192x1024,
-2048x256, 256x64x64) and with the sums alone; g alone the same at 8192x1024 and G = 1, up to 15% slower for
-short groups (2048x256, G = 32: 61 µs against 53 µs), faster for S > 1 (256x64x64: 0.12 ms against 0.14).
+backward's absent outputs work the same way: no ``g`` (no input gradient, or no γ: g would be dy) and no dγ,
+dβ (no parameter gradient) go in as cached empty arrays of the same numba type, (0, 0, 0) and (0,) of x.dtype,
+plus the flags ``want_g`` and ``want_sums``. As None they were types of their own: three combinations, 12
+specialisations of ``_affine_backward`` for two dtypes and two variants, ~0.5 s of compilation each for the
+parallel ones; now 4 (a body and a launcher per dtype). The flags are the same in every iteration, and LLVM
+unswitches the loops on them, so the work an absent output saves is still skipped. Measured against the None
+specialisations (float32, 2 cores, best of 150): the same time with g and both sums (8192x1024, 2048x256,
+256x64x64) and with the sums alone; g alone the same at 8192x1024 and G = 1, up to 15% slower for short groups
+(2048x256, G = 32: 61 µs against 53 µs), faster for S > 1 (256x64x64: 0.12 ms against 0.14).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from ._jit import FASTMATH_REASSOC, add_up_chunks, dual_kernel, num_chunks, shared_empty, shared_ones, shared_zeros
+from ._jit import (
+    FASTMATH_REASSOC,
+    add_up_chunks,
+    chunked_kernel,
+    ends_run,
+    item_share,
+    num_chunks,
+    shared_empty,
+    shared_ones,
+    shared_zeros,
+)
 
 __all__ = ["group_norm_affine_backward", "group_norm_affine_forward"]
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _affine(y, weight, bias, has_weight, has_bias):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _affine(y, weight, bias, has_weight, has_bias, items, item):
     N, C, S = y.shape
-    if S == 1:  # (N, C): one row of C contiguous channels per iteration
-        for n in prange(N):
+    if S == 1:  # (N, C): the unit of work is one row of C contiguous channels
+        first, stop = item_share(N, items, item)
+        for n in range(first, stop):
             for c in range(C):
                 out = np.float64(y[n, c, 0])
                 if has_weight:  # the same in every iteration: LLVM moves the test out of the loop
@@ -53,8 +64,9 @@ def _affine(y, weight, bias, has_weight, has_bias):
                 if has_bias:
                     out = out + bias[c]
                 y[n, c, 0] = out
-    else:  # one (sample, channel) pair, S contiguous values, per iteration
-        for i in prange(N * C):
+    else:  # the unit is one (sample, channel) pair, S contiguous values
+        first, stop = item_share(N * C, items, item)
+        for i in range(first, stop):
             n = i // C
             c = i % C
             for s in range(S):
@@ -66,18 +78,23 @@ def _affine(y, weight, bias, has_weight, has_bias):
                 y[n, c, s] = out
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight, nchunks, want_g, want_sums):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight, nchunks, want_g, want_sums, parts, items, item):
     N, C, S = x.shape
     G = mean.shape[1]
     per_group = C // G  # channels per group
-    # (nchunks, C) float64 partial sums, none unless wanted; np.empty, each work item filling its own
-    # entries (np.zeros would be a parallel region of its own, see kernels/_jit.py)
-    nparts = nchunks if want_sums else 0
-    part_dy = np.empty((nparts, C))
-    part_dyxhat = np.empty((nparts, C))
+    # parts[0], parts[1]: (nchunks, C) float64 partial sums of dβ and dγ, none unless wanted; np.empty, each
+    # unit of work filling its own entries. A parallel run brings them from the wrapper (they outlive its
+    # calls), a serial run allocates them here (see kernels/batch_norm.py).
+    if want_sums and parts.shape[1] < nchunks:
+        if item >= 0:
+            raise ValueError("a parallel run of GroupNorm's affine backward needs partials from its caller")
+        parts = np.empty((2, nchunks, C))
+    part_dy = parts[0]
+    part_dyxhat = parts[1]
     if S == 1:  # (N, C): chunk k runs over whole rows, group by group (each a run of contiguous channels)
-        for k in prange(nchunks):
+        first, stop = item_share(nchunks, items, item)
+        for k in range(first, stop):
             if want_sums:
                 for c in range(C):
                     part_dy[k, c] = 0.0
@@ -99,7 +116,8 @@ def _affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight, nchunks, want
                         if want_g:  # else g is an empty stand-in
                             g[n, c, 0] = d * weight[c]
     else:  # the pair (chunk k, channel c) runs over S contiguous values per sample
-        for i in prange(nchunks * C):
+        first, stop = item_share(nchunks * C, items, item)
+        for i in range(first, stop):
             k = i // C
             c = i % C
             s_dy = np.float64(0.0)
@@ -119,7 +137,7 @@ def _affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight, nchunks, want
             if want_sums:
                 part_dy[k, c] = s_dy
                 part_dyxhat[k, c] = s_dyxhat
-    if want_sums:
+    if want_sums and ends_run(items, item):
         add_up_chunks(dbias, part_dy)  # in chunk order, rounded once to x.dtype
         add_up_chunks(dweight, part_dyxhat)
 
@@ -129,7 +147,10 @@ def group_norm_affine_forward(y, weight, bias):
     # an absent weight goes in as ones, an absent bias as zeros, and the flags skip them (see _jit.py)
     w = weight if weight is not None else shared_ones(y.shape[1], y.dtype)  # (C,)
     b = bias if bias is not None else shared_zeros(y.shape[1], y.dtype)  # (C,)
-    _affine.launch(y.size, y, w, b, weight is not None, bias is not None)
+    _affine.launch(y.size, 0, y, w, b, weight is not None, bias is not None)  # 0: the units are independent
+
+
+_NO_PARTS = np.empty((2, 0, 0))  # float64: no partial sums wanted, or a serial run (see the kernel)
 
 
 def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
@@ -151,4 +172,12 @@ def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
         dweight = dbias = shared_empty(1, x.dtype)  # (0,)
     g_out = g if g is not None else shared_empty(3, x.dtype)  # (N, C, S) or (0, 0, 0) of x.dtype
     w = weight if weight is not None else shared_ones(C, x.dtype)  # (C,): always an array, read only for g
-    _affine_backward.launch(x.size, g_out, dweight, dbias, dy, x, mean, rstd, w, nchunks, g is not None, want_sums)
+    # the units: with S = 1 the chunks, one item each; with S > 1 the (chunk, channel) pairs, each summed
+    # whole in one call, so any split into items gives the same bits (0: as for independent rows)
+    items = nchunks if S == 1 else 0
+    # the partial sums of a parallel run, which outlive its calls; a serial run allocates them itself
+    want_parts = want_sums and _affine_backward.runs_parallel(x.size)
+    parts = np.empty((2, nchunks, C)) if want_parts else _NO_PARTS
+    _affine_backward.launch(
+        x.size, items, g_out, dweight, dbias, dy, x, mean, rstd, w, nchunks, g is not None, want_sums, parts
+    )

@@ -89,6 +89,7 @@ from ._jit import (
     add_up_chunks,
     chunked_kernel,
     ends_run,
+    item_share,
     item_span,
     kernel,
     num_chunks,
@@ -127,8 +128,8 @@ def _row_mean_rstd(row, eps):
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, eps, items, item):
     N, H = x.shape
-    lo, hi = item_span(items, item)
-    for i in range(lo * N // items, hi * N // items):  # the rows of items lo .. hi-1 (rows are independent)
+    first, stop = item_share(N, items, item)
+    for i in range(first, stop):  # this call's rows (rows are independent)
         m, r = _row_mean_rstd(x[i], eps)  # two passes over row i, which then stays in cache
         mean[i] = m  # (N,) float64
         rstd[i] = r  # (N,) float64
@@ -323,8 +324,8 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _ada_norm_forward(z, mean, rstd, x, C, k, eps, items, item):
     N, H = x.shape
-    lo, hi = item_span(items, item)
-    for i in range(lo * N // items, hi * N // items):  # the rows of items lo .. hi-1
+    first, stop = item_share(N, items, item)
+    for i in range(first, stop):  # this call's rows
         m, r = _row_mean_rstd(x[i], eps)
         mean[i] = m
         rstd[i] = r
@@ -336,8 +337,8 @@ def _ada_norm_forward(z, mean, rstd, x, C, k, eps, items, item):
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _ada_norm_backward(dx, dz, x, mean, rstd, C, k, items, item):
     N, H = x.shape
-    lo, hi = item_span(items, item)
-    for i in range(lo * N // items, hi * N // items):  # the rows of items lo .. hi-1
+    first, stop = item_share(N, items, item)
+    for i in range(first, stop):  # this call's rows
         m = mean[i]
         r = rstd[i]
         # pass 1: Σ g and Σ g * y with g = dz * phi, phi = C (1 - k y) held constant

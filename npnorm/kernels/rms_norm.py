@@ -25,12 +25,13 @@ The conventions are those of the LayerNorm kernels (``kernels/layer_norm.py`` sa
   float64 array of shape (N,). One pass is enough: a sum of squares has no cancellation. float64 is for
   range: a float32 square overflows from |x| ≈ 1.8e19 and vanishes below |x| ≈ 4e-23; a float64 square of
   a float32 is exact. Outputs are computed in float64 and rounded once to x.dtype.
-* **Races.** ``prange`` runs only over independent rows (forward) or blocks of rows (backward). dweight is
-  a sum over rows, so each block ("chunk") sums into its own row of a partial buffer of shape (nchunks, H),
-  which the kernel adds up in chunk order at its end. The chunks depend only on N, so serial and parallel
-  kernels give identical bits.
-* **Serial below a threshold** (``_jit.DualKernel``), **no fastmath** beyond reassociation (a NaN must stay
-  in its row).
+* **Work items and races.** Each call of a kernel body runs some of its work items (``_jit.ChunkedKernel``):
+  blocks of independent rows in the forward, blocks ("chunks") of rows in the backward. dweight is a sum
+  over rows, so each chunk sums into its own row of a partial buffer of shape (nchunks, H), and the call
+  that ends the run adds them up in chunk order. The chunks depend only on the shape, so serial and
+  parallel runs give identical bits.
+* **Serial below a threshold** (``_jit.SERIAL_BELOW``; larger inputs run the same compiled body through a
+  parallel launcher), **no fastmath** beyond reassociation (a NaN must stay in its row).
 * **Wide rows.** From H = ``BLOCK_FROM_H`` the backward takes four rows per update of dweight's partial row.
 * **Absent weight.** The wrappers pass an absent weight as ones plus the run-time flag ``has_weight``, so
   that each kernel compiles once per dtype and variant whether or not a weight is given; the flag still
@@ -41,17 +42,27 @@ The conventions are those of the LayerNorm kernels (``kernels/layer_norm.py`` sa
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from ._jit import FASTMATH_REASSOC, add_up_chunks, dual_kernel, kernel, num_chunks, shared_ones
+from ._jit import (
+    FASTMATH_REASSOC,
+    add_up_chunks,
+    chunked_kernel,
+    ends_run,
+    item_share,
+    item_span,
+    kernel,
+    num_chunks,
+    shared_ones,
+)
 
 __all__ = ["rms_norm_backward", "rms_norm_forward"]
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _rms_norm_forward(y, rrms, x, weight, has_weight, eps):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _rms_norm_forward(y, rrms, x, weight, has_weight, eps, items, item):
     N, H = x.shape
-    for i in prange(N):  # rows are independent
+    first, stop = item_share(N, items, item)
+    for i in range(first, stop):  # this call's rows (rows are independent)
         # pass 1: the mean square, accumulated in float64 whatever the dtype of x
         s = np.float64(0.0)
         for j in range(H):
@@ -115,16 +126,21 @@ def _backward_4_rows(dx, dweight_part, dy, x, rrms, weight, has_weight, i):
     _dx_row(dx, dy, x, weight, has_weight, i + 3, r3, t3 / H)
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _rms_norm_backward(dx, dweight, dy, x, rrms, weight, has_weight, nchunks):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _rms_norm_backward(dx, dweight, dy, x, rrms, weight, has_weight, dweight_part, items, item):
     N, H = x.shape
-    # Per-chunk float64 partial sums of dweight, (nchunks, H), allocated and added up here as in LayerNorm's
-    # backward (np.empty, each chunk zeroing its own row: np.zeros would be a parallel region of its own).
-    dweight_part = np.empty((nchunks if dweight is not None else 0, H))
-    for c in prange(nchunks):
-        # chunk c owns rows [c*N//nchunks, (c+1)*N//nchunks) and writes only row c of the partials
-        lo = c * N // nchunks
-        hi = (c + 1) * N // nchunks
+    # The items are the chunks. dweight_part: per-chunk float64 partial sums of dweight, (items, H), as in
+    # LayerNorm's backward: a parallel run brings them (they outlive its calls); a serial run gets an empty
+    # stand-in and allocates them here (np.empty, each chunk zeroing its own row).
+    if dweight is not None and dweight_part.shape[0] < items:
+        if item >= 0:
+            raise ValueError("a parallel run of the RMSNorm backward needs partials from its caller")
+        dweight_part = np.empty((items, H))
+    first, stop = item_span(items, item)
+    for c in range(first, stop):
+        # chunk c owns rows [c*N//items, (c+1)*N//items) and writes only row c of the partials
+        lo = c * N // items
+        hi = (c + 1) * N // items
         i = lo
         if dweight is not None:  # resolved at compile time, as every `is None` below
             for j in range(H):
@@ -154,7 +170,7 @@ def _rms_norm_backward(dx, dweight, dy, x, rrms, weight, has_weight, nchunks):
                 if has_weight:
                     g = g * weight[j]
                 dx[row, j] = r * (g - xhat * mean_gxhat)
-    if dweight is not None:
+    if ends_run(items, item) and dweight is not None:
         add_up_chunks(dweight, dweight_part)  # in chunk order, rounded once to x.dtype
 
 
@@ -166,7 +182,10 @@ def rms_norm_forward(y, rrms, x, weight, eps):
     """
     # an absent weight goes in as ones, and the flag skips it: one specialisation (see _jit.py)
     w = weight if weight is not None else shared_ones(x.shape[1], x.dtype)  # (H,)
-    _rms_norm_forward.launch(x.size, y, rrms, x, w, weight is not None, float(eps))
+    _rms_norm_forward.launch(x.size, 0, y, rrms, x, w, weight is not None, float(eps))  # 0: rows are independent
+
+
+_NO_PARTS = np.empty((0, 0))  # float64, the stand-in for the partials of a serial run (see the kernel)
 
 
 def rms_norm_backward(dx, dweight, dy, x, rrms, weight):
@@ -177,4 +196,8 @@ def rms_norm_backward(dx, dweight, dy, x, rrms, weight):
     N, H = x.shape
     # None for dweight stays a specialisation of its own: it skips the partial sums
     w = weight if weight is not None else shared_ones(H, x.dtype)  # (H,) and a flag, as in the forward
-    _rms_norm_backward.launch(x.size, dx, dweight, dy, x, rrms, w, weight is not None, num_chunks(N, H))
+    items = num_chunks(N, H)  # a function of the shape: the sums over chunks are the same on any thread count
+    # the partial sums of a parallel run, which outlive its calls; a serial run allocates them itself
+    want_parts = dweight is not None and _rms_norm_backward.runs_parallel(x.size)
+    parts = np.empty((items, H)) if want_parts else _NO_PARTS
+    _rms_norm_backward.launch(x.size, items, dx, dweight, dy, x, rrms, w, weight is not None, parts)

@@ -26,25 +26,26 @@ The conventions are those of the other kernels (``kernels/rms_norm.py``):
 * **Zero rows.** A row with ‖v‖ = 0 gets rnorm = inf (numpy error model, no exception inside the kernel)
   and a NaN row of w. The kernel does not judge: the caller checks rnorm afterwards and raises the same
   ValueError as the reference, so the NaN row is never seen.
-* **Races.** Every output (w, rnorm, dv, dg) belongs to one row, so ``prange`` runs over rows and nothing
-  is summed across rows: no partial buffers, and serial and parallel kernels give identical bits.
-* **Serial below a threshold** (``_jit.DualKernel``) and **no fastmath** beyond reassociation of the row sums.
+* **Races.** Every output (w, rnorm, dv, dg) belongs to one row, so the work items
+  (``_jit.ChunkedKernel``) are blocks of rows and nothing is summed across rows: no partial buffers, and
+  serial and parallel runs give identical bits.
+* **Serial below a threshold** (``_jit.SERIAL_BELOW``) and **no fastmath** beyond reassociation of the row sums.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from ._jit import FASTMATH_REASSOC, dual_kernel
+from ._jit import FASTMATH_REASSOC, chunked_kernel, item_share
 
 __all__ = ["weight_norm_backward", "weight_norm_forward"]
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _weight_norm_forward(w, rnorm, v, g):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _weight_norm_forward(w, rnorm, v, g, items, item):
     R, F = v.shape
-    for i in prange(R):  # rows are independent
+    first, stop = item_share(R, items, item)
+    for i in range(first, stop):  # this call's rows (rows are independent)
         # pass 1: the squared norm, accumulated in float64 whatever the dtype of v
         s = np.float64(0.0)
         for j in range(F):
@@ -58,10 +59,11 @@ def _weight_norm_forward(w, rnorm, v, g):
             w[i, j] = scale * np.float64(v[i, j])
 
 
-@dual_kernel(fastmath=FASTMATH_REASSOC)
-def _weight_norm_backward(dv, dg, dw, v, g, rnorm):
+@chunked_kernel(fastmath=FASTMATH_REASSOC)
+def _weight_norm_backward(dv, dg, dw, v, g, rnorm, items, item):
     R, F = v.shape
-    for i in prange(R):  # rows are independent: dg is one number per row, no sum across rows
+    first, stop = item_share(R, items, item)
+    for i in range(first, stop):  # rows are independent: dg is one number per row, no sum across rows
         r = rnorm[i]
         # pass 1: dg = Σ_j dw_j · vhat_j
         s = np.float64(0.0)
@@ -81,7 +83,7 @@ def weight_norm_forward(w, rnorm, v, g):
     ``v`` is (R, F) C-contiguous float32/float64, ``g`` is (R,) of v.dtype. A zero row of v leaves
     rnorm = inf and a NaN row in w: check rnorm afterwards.
     """
-    _weight_norm_forward.launch(v.size, w, rnorm, v, g)
+    _weight_norm_forward.launch(v.size, 0, w, rnorm, v, g)  # 0: rows are independent
 
 
 def weight_norm_backward(dv, dg, dw, v, g, rnorm):
@@ -89,4 +91,4 @@ def weight_norm_backward(dv, dg, dw, v, g, rnorm):
 
     ``rnorm`` is the float64 (R,) statistic saved by :func:`weight_norm_forward`.
     """
-    _weight_norm_backward.launch(v.size, dv, dg, dw, v, g, rnorm)
+    _weight_norm_backward.launch(v.size, 0, dv, dg, dw, v, g, rnorm)
