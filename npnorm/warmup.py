@@ -217,6 +217,10 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
         import contextlib
         import multiprocessing
 
+        # The launcher that every kernel shares compiles when kernels/_jit.py is first imported: here, once,
+        # so that the processes below load it from the cache instead of all writing it at once.
+        with contextlib.suppress(ImportError):  # no numba: nothing to compile
+            from .kernels import _jit  # noqa: F401
         # "spawn": fresh interpreters, safe whatever threads (OpenMP, numba's pool) this process has started.
         context = multiprocessing.get_context("spawn")
         # One single-process pool per job, each owning whole groups (so no two processes compile one

@@ -215,15 +215,15 @@ def test_serial_and_parallel_kernels_are_bit_identical(shape):
     for variant in ("serial", "parallel"):
         call = partial(_call_variant, variant, items)
         # a parallel run brings the partial sums; a serial run allocates its own
-        parts = np.empty((2, nchunks, C)) if variant == "parallel" else kern._NO_PARTS
+        parts = [np.empty((nchunks, C)) if variant == "parallel" else kern._NO_PARTS for _ in range(2)]
         k_mean, k_var = np.empty(C), np.empty(C)
-        call(kern._batch_stats, k_mean, k_var, x, nchunks, parts)
+        call(kern._batch_stats, k_mean, k_var, x, nchunks, *parts)
         np.testing.assert_allclose(k_mean, mean, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(k_var, var, rtol=1e-12)
         y = np.empty_like(x)
         call(kern._apply, y, x, mean, scale, bias, True)  # the kernel takes β as an array and a flag
         sum_dy, sum_dyx = np.empty(C), np.empty(C)
-        call(kern._grad_sums, sum_dy, sum_dyx, dy, x, mean, rstd, nchunks, parts)
+        call(kern._grad_sums, sum_dy, sum_dyx, dy, x, mean, rstd, nchunks, *parts)
         np.testing.assert_allclose(sum_dy, dy.sum(axis=(0, 2)), rtol=1e-12, atol=1e-12)
         dx = np.empty_like(x)
         call(kern._grad_input, dx, dy, x, mean, rstd, scale, sum_dy, sum_dyx, True)
@@ -244,8 +244,8 @@ def test_a_parallel_run_without_partials_raises():
     x = np.random.default_rng(9).standard_normal((64, 3, 1))
     mean, var = np.empty(3), np.empty(3)
     with pytest.raises(RuntimeError, match="failed in a parallel run"):
-        _call_variant("parallel", 4, kern._batch_stats, mean, var, x, 4, kern._NO_PARTS)
-    _call_variant("serial", 4, kern._batch_stats, mean, var, x, 4, kern._NO_PARTS)
+        _call_variant("parallel", 4, kern._batch_stats, mean, var, x, 4, kern._NO_PARTS, kern._NO_PARTS)
+    _call_variant("serial", 4, kern._batch_stats, mean, var, x, 4, kern._NO_PARTS, kern._NO_PARTS)
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2)), rtol=1e-13)
 
 

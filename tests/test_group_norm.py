@@ -164,23 +164,23 @@ def test_serial_and_parallel_affine_kernels_are_bit_identical(shape):
     for variant in ("serial", "parallel"):
         call = partial(_call_variant, variant, items)
         # a parallel run brings the partial sums; a serial run allocates its own
-        parts = np.empty((2, nchunks, C)) if variant == "parallel" else kern._NO_PARTS
+        parts = [np.empty((nchunks, C)) if variant == "parallel" else kern._NO_PARTS for _ in range(2)]
         y = x.copy()
         call(kern._affine, y, w, b, True, True)  # weight, bias, has_weight, has_bias
         g = np.empty_like(x)
         dw, db = np.empty(C), np.empty(C)
-        call(kern._affine_backward, g, dw, db, dy, x, mean, rstd, w, nchunks, True, True, parts)
+        call(kern._affine_backward, g, dw, db, dy, x, mean, rstd, w, nchunks, True, True, *parts)
         xhat = (x - np.repeat(mean, C // 4, axis=1)[:, :, None]) * np.repeat(rstd, C // 4, axis=1)[:, :, None]
         np.testing.assert_allclose(db, dy.sum(axis=(0, 2)), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(dw, (dy * xhat).sum(axis=(0, 2)), rtol=1e-11, atol=1e-11)
         # g alone and the sums alone: the flags skip the other output, given as an empty stand-in
         g_only = np.empty_like(x)
         no_sums = _jit.shared_empty(1, x.dtype)
-        no_parts = kern._NO_PARTS
-        call(kern._affine_backward, g_only, no_sums, no_sums, dy, x, mean, rstd, w, nchunks, True, False, no_parts)
+        no_parts = (kern._NO_PARTS, kern._NO_PARTS)
+        call(kern._affine_backward, g_only, no_sums, no_sums, dy, x, mean, rstd, w, nchunks, True, False, *no_parts)
         dw_only, db_only = np.empty(C), np.empty(C)
         no_g = _jit.shared_empty(3, x.dtype)
-        call(kern._affine_backward, no_g, dw_only, db_only, dy, x, mean, rstd, w, nchunks, False, True, parts)
+        call(kern._affine_backward, no_g, dw_only, db_only, dy, x, mean, rstd, w, nchunks, False, True, *parts)
         np.testing.assert_array_equal(g_only, g)
         np.testing.assert_array_equal(dw_only, dw)
         np.testing.assert_array_equal(db_only, db)

@@ -485,13 +485,13 @@ def test_a_failing_item_in_a_parallel_run_raises(rng):
     x, weight, bias, dy = make_case(rng, N, H, np.float64)
     mean, rstd = np.zeros(N), np.ones(N)
     dx, dweight, dbias = np.empty_like(x), np.empty(H), np.empty(H)
-    args = (dx, dweight, dbias, dy, x, mean, rstd, weight, True, False, False, K._NO_PARTS)
+    args = (dx, dweight, dbias, dy, x, mean, rstd, weight, True, False, False, K._NO_PARTS, K._NO_PARTS)
     with pytest.raises(RuntimeError, match="failed in a parallel run"):
         _jit.call_parallel(K._layer_norm_backward.parallel, 4, *args)
     K._layer_norm_backward.serial(4, *args)  # a serial run allocates its own partials
-    parts = np.empty((2, 4, H))
+    parts = np.empty((4, H)), np.empty((4, H))
     dweight_serial = dweight.copy()
-    _jit.call_parallel(K._layer_norm_backward.parallel, 4, *args[:-1], parts)
+    _jit.call_parallel(K._layer_norm_backward.parallel, 4, *args[:-2], *parts)
     np.testing.assert_array_equal(dweight, dweight_serial)  # the same items in the same order
 
 
@@ -507,12 +507,13 @@ def test_the_launcher_finds_each_specialisation_of_the_body(rng):
             dx = np.empty_like(x)
             dw = np.empty(H, dtype) if want[0] else None
             db = np.empty(H, dtype) if want[1] else None
-            parts = np.empty((2, 4, H)) if want[0] else K._NO_PARTS
-            args = (dx, dw, db, dy, x, mean, rstd, weight, True, False, False, parts)
+            parts = (np.empty((4, H)), np.empty((4, H))) if want[0] else (K._NO_PARTS, K._NO_PARTS)
+            args = (dx, dw, db, dy, x, mean, rstd, weight, True, False, False, *parts)
             _jit.call_parallel(K._layer_norm_backward.parallel, 4, *args)
             sums = [None if s is None else np.empty(H, dtype) for s in (dw, db)]
             serial = (np.empty_like(x), *sums)
-            K._layer_norm_backward.serial(4, *serial, dy, x, mean, rstd, weight, True, False, False, K._NO_PARTS)
+            no_parts = (K._NO_PARTS, K._NO_PARTS)
+            K._layer_norm_backward.serial(4, *serial, dy, x, mean, rstd, weight, True, False, False, *no_parts)
             np.testing.assert_array_equal(dx, serial[0])
             if want[0]:
                 np.testing.assert_array_equal(dw, serial[1])

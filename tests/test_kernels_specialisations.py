@@ -45,13 +45,11 @@ def _dispatchers():
 
     for module in (batch_norm, group_norm, layer_norm, rms_norm):
         for name, kernel in vars(module).items():
-            if isinstance(kernel, _jit.DualKernel | _jit.ChunkedKernel):
+            if isinstance(kernel, _jit.ChunkedKernel):
                 args = list(inspect.signature(kernel.py_func).parameters)
                 positions = [args.index(p) for p in PARAMS if p in args]
-                for variant in kernel.dispatchers:
-                    # a chunked kernel's launcher takes the body's arguments as one tuple: count only
-                    in_body = not (isinstance(kernel, _jit.ChunkedKernel) and variant is kernel.launcher)
-                    yield f"{module.__name__}.{name}", variant, positions if in_body else []
+                for dispatcher in kernel.dispatchers:
+                    yield f"{module.__name__}.{name}", dispatcher, positions
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -76,14 +74,14 @@ def test_absent_weight_and_bias_reach_the_kernels_as_arrays(dtype):
 
 
 def _none_free_kernels():
-    """(name, dispatcher) for every DualKernel variant of the modules that take no None at all."""
+    """(name, dispatcher) for every kernel dispatcher of the modules that take no None at all."""
     from npnorm.kernels import _jit, batch_norm, group_norm
 
     for module in (batch_norm, group_norm):
         for name, kernel in vars(module).items():
-            if isinstance(kernel, _jit.DualKernel | _jit.ChunkedKernel):
-                for variant in kernel.dispatchers:
-                    yield f"{module.__name__}.{name}", variant
+            if isinstance(kernel, _jit.ChunkedKernel):
+                for dispatcher in kernel.dispatchers:
+                    yield f"{module.__name__}.{name}", dispatcher
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -24,19 +24,16 @@ HEAVY_MODULES = ["numba", "scipy", "matplotlib", "sklearn", "tqdm", "torch"]
 _CACHE_PROBE = """
 import json
 from npnorm.warmup import warmup
-from npnorm.kernels import adam, batch_norm, group_norm, layer_norm, rms_norm
-from npnorm.kernels._jit import ChunkedKernel, DualKernel
+from npnorm.kernels import _jit, adam, batch_norm, group_norm, layer_norm, rms_norm
 
 warmup(progress=None, jobs=1)  # in this process, so that its dispatchers count what they load
-hits = misses = 0
+dispatchers = [adam._adam_update, _jit._launcher]
 for module in (batch_norm, group_norm, layer_norm, rms_norm):
     for kernel in vars(module).values():
-        if isinstance(kernel, DualKernel | ChunkedKernel):
-            for variant in kernel.dispatchers:
-                hits += sum(variant.stats.cache_hits.values())
-                misses += sum(variant.stats.cache_misses.values())
-hits += sum(adam._adam_update.stats.cache_hits.values())
-misses += sum(adam._adam_update.stats.cache_misses.values())
+        if isinstance(kernel, _jit.ChunkedKernel):
+            dispatchers.extend(kernel.dispatchers)
+hits = sum(sum(d.stats.cache_hits.values()) for d in dispatchers)
+misses = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
 print(json.dumps({"hits": hits, "misses": misses}))
 """
 

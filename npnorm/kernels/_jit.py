@@ -23,7 +23,7 @@ Three rules live here so that no kernel file has to repeat them:
   parallel kernel call, until the first call has shown that a thread-safe layer ("tbb" or "omp") is running;
   numba can only tell which layer it picked after its thread pool has started. Serial kernels need no lock.
   GNU OpenMP does not survive ``fork()``: a child forked after the parent ran an OpenMP parallel region
-  aborts when it enters one itself, so in such a child every kernel runs its serial twin.
+  aborts when it enters one itself, so in such a child every kernel runs serially.
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ import threading
 import types
 import warnings
 
+import llvmlite.binding as llvm_binding
 import numba
+import numba.core.compiler
 import numpy as np
+from llvmlite import ir
 from numba import prange
 from numba.core import cgutils
 from numba.core import types as nbtypes
@@ -51,13 +54,13 @@ __all__ = [
     "item_span",
     "item_share",
     "ends_run",
+    "ON_THREADS",
+    "run_on_threads",
     "chunked_kernel",
     "ChunkedKernel",
     "SERIAL_BELOW",
     "add_up_chunks",
-    "DualKernel",
     "call_parallel",
-    "dual_kernel",
     "get_num_threads",
     "kernel",
     "set_num_threads",
@@ -309,14 +312,32 @@ def _renamed(py_func, qualname: str):
     return copy
 
 
-def kernel(parallel: bool, fastmath=False, inline: bool = False):
+class _NoAliasCompiler(numba.core.compiler.Compiler):
+    """numba's compiler, telling LLVM that no two array arguments of the kernel overlap (``noalias``).
+
+    Only for kernels whose callers never pass an output that overlaps an input (arrays that are only read
+    may be the same). numba does this itself for the loop body of a ``prange`` kernel when it finds no
+    aliasing there, which an item body, an ordinary function, does not get. Without it LLVM checks at run
+    time, before each vectorised inner loop, that the output does not overlap the inputs: on BatchNorm and
+    GroupNorm's elementwise passes over (N, C, L) with L = 16 that made them 1.2-1.4 times slower
+    (measured 6 December, interleaved in one process). It did not help, or hurt, the kernels with partial
+    sums (GroupNorm's affine backward 1.15-1.23 times slower at 2048x1024 and 512x256x16), so they go without.
+    """
+
+    def define_pipelines(self):
+        self.state.flags.noalias = True
+        return super().define_pipelines()
+
+
+def kernel(parallel: bool, fastmath=False, inline: bool = False, noalias: bool = False):
     """Decorator: compile a kernel with npnorm's options (lazily, on first call).
 
     ``parallel=True`` turns ``numba.prange`` loops into threaded loops; enter such a kernel through
     :func:`call_parallel`. ``fastmath`` is ``False`` or a set of fine-grained LLVM flags such as
     :data:`FASTMATH_REASSOC`. ``inline=True`` (for helpers called once per row) has numba paste the helper's
     body into its caller: a real call reference-counts every array argument, which measured 32 µs against
-    12 µs for the LayerNorm forward on 2048 rows of H = 2 (GroupNorm's rows).
+    12 µs for the LayerNorm forward on 2048 rows of H = 2 (GroupNorm's rows). ``noalias=True`` promises that
+    no output argument overlaps another argument (see :class:`_NoAliasCompiler`).
     """
 
     def decorate(py_func):
@@ -328,6 +349,8 @@ def kernel(parallel: bool, fastmath=False, inline: bool = False):
         options = dict(parallel=parallel, fastmath=flags, nogil=True, error_model="numpy")
         if inline:
             options["inline"] = "always"
+        if noalias:
+            options["pipeline_class"] = _NoAliasCompiler
         if _writable_cache_dir(py_func) is not None:
             try:
                 dispatcher = numba.njit(cache=False, **options)(func)
@@ -346,51 +369,7 @@ def kernel(parallel: bool, fastmath=False, inline: bool = False):
 add_up_chunks = kernel(parallel=False)(_add_up_chunks)
 
 
-class DualKernel:
-    """One kernel body compiled twice: ``serial`` for small inputs, ``parallel`` for large ones.
-
-    The older of the two kernel kinds: :class:`ChunkedKernel` compiles a body once and costs about a
-    quarter of the compile time per parallel specialisation. LayerNorm and AdaNorm use that; RMSNorm,
-    BatchNorm, GroupNorm's affine step and weight norm still use this one.
-
-    ``launch(size, *args)`` picks the variant by ``size`` (the number of elements the kernel touches) and
-    enters the parallel one through :func:`call_parallel`. Both variants can be called directly (tests
-    compare them); call ``parallel`` only through ``call_parallel``.
-    """
-
-    def __init__(self, py_func, fastmath=False):
-        self.py_func = py_func
-        self.serial = kernel(parallel=False, fastmath=fastmath)(py_func)
-        self.parallel = kernel(parallel=True, fastmath=fastmath)(py_func)
-        functools.update_wrapper(self, py_func)
-
-    def launch(self, size: int, *args):
-        if size < SERIAL_BELOW or _serial_only:
-            return self.serial(*args)
-        return call_parallel(self.parallel, *args)
-
-    @property
-    def dispatchers(self):
-        """The numba dispatchers: the serial and the parallel variant."""
-        return (self.serial, self.parallel)
-
-    def __repr__(self) -> str:
-        return f"<DualKernel {self.py_func.__qualname__}>"
-
-
-def dual_kernel(fastmath=False):
-    """Decorator: ``@dual_kernel()`` turns a kernel body into a :class:`DualKernel`."""
-
-    def decorate(py_func):
-        return DualKernel(py_func, fastmath=fastmath)
-
-    return decorate
-
-
 # --- one compiled body, run serially or on numba's threads ---------------------------------------------
-
-
-_BODY_TAIL = (nbtypes.int64, nbtypes.int64)  # items, item: two arguments, as each costs ~60 ns to type per call
 
 
 def _item_span(items, item):
@@ -419,73 +398,123 @@ item_span = kernel(parallel=False, inline=True)(_item_span)  # inlined: pasted i
 item_share = kernel(parallel=False, inline=True)(_item_share)
 ends_run = kernel(parallel=False, inline=True)(_ends_run)
 
+ON_THREADS = -2  # the `item` of the call that hands a body's items to numba's threads (see ChunkedKernel)
+
+# How the pieces of a parallel run call each other, in LLVM terms. An "item function" is compiled into each
+# kernel body's own module: int32 f(i8* packed_args, int64 item) calls the body on one item, 1 if it went
+# well. The launcher, compiled once for all kernels, takes (item function, packed arguments, items) as
+# three int64 and is reached from the bodies by the name below (llvmlite's symbol table, filled at import).
+_I8_PTR = ir.IntType(8).as_pointer()
+_ITEM_FUNCTION = ir.FunctionType(ir.IntType(32), [_I8_PTR, ir.IntType(64)])
+_LAUNCHER_SYMBOL = "npnorm_run_items"
+_LAUNCHER_ARGS = (nbtypes.int64, nbtypes.int64, nbtypes.int64)
+
 
 @intrinsic
-def _call_body(typingctx, address, args, items, item):
-    """``body(*args, items, item)`` for the compiled body at ``address``; True unless the body failed.
+def _call_item(typingctx, item_function, packed_args, item):
+    """``item_function(packed_args, item)``, both given as addresses; True unless the body failed."""
 
-    ``address`` is the body's native entry point (numba's calling convention) for exactly the types in the
-    tuple ``args`` followed by (int64, int64): :meth:`ChunkedKernel.parallel` compiled it so.
+    def codegen(context, builder, signature, llargs):
+        function = builder.inttoptr(llargs[0], _ITEM_FUNCTION.as_pointer())
+        ok = builder.call(function, [builder.inttoptr(llargs[1], _I8_PTR), llargs[2]])
+        return builder.icmp_signed("!=", ok, ok.type(0))
+
+    return nbtypes.boolean(item_function, packed_args, item), codegen
+
+
+def _run_items(item_function, packed_args, items):
+    """Items 0 .. items-1 of one kernel call on numba's threads; returns how many of them failed.
+
+    The one parallel function of npnorm: every kernel body hands its items to it (see ChunkedKernel).
     """
-    argtypes = (*args.types, *_BODY_TAIL)
-
-    def codegen(context, builder, signature, llargs):
-        llfunc = context.call_conv.get_function_type(nbtypes.void, argtypes).as_pointer()
-        func = builder.inttoptr(llargs[0], llfunc)
-        values = [
-            *cgutils.unpack_tuple(builder, llargs[1], len(args.types)),
-            context.cast(builder, llargs[2], items, nbtypes.int64),
-            context.cast(builder, llargs[3], item, nbtypes.int64),
-        ]
-        status, _ = context.call_conv.call_function(builder, func, nbtypes.void, argtypes, values)
-        return builder.not_(status.is_error)
-
-    return nbtypes.boolean(address, args, items, item), codegen
-
-
-@intrinsic
-def _signature_hash(typingctx, args):
-    """A compile-time constant: :func:`signature_hash` of the type of the tuple ``args``."""
-    value = signature_hash(args)
-
-    def codegen(context, builder, signature, llargs):
-        return context.get_constant(nbtypes.int64, value)
-
-    return nbtypes.int64(args), codegen
-
-
-def signature_hash(args_type) -> int:
-    """A positive int64 naming a numba type, the same in every process (unlike Python's ``hash``)."""
-    digest = hashlib.blake2b(str(args_type).encode(), digest_size=8).digest()
-    return (int.from_bytes(digest, "little") >> 2) | 1
-
-
-_NEEDS_ADDRESS = 2  # _run_items: the table has no body address for these types yet
-
-
-def _run_items(table, items, args):
-    """The parallel run of a chunked kernel body: items 0 .. items-1 on numba's threads, one call each, then
-    the closing call (item = items). 1 if all went well, 0 if a call failed, _NEEDS_ADDRESS if
-    ``table`` (rows of [signature hash, body address], see ChunkedKernel) has no body for these types."""
-    key = _signature_hash(args)  # a constant of this specialisation
-    mask = table.shape[0] - 1
-    address = 0
-    for probe in range(table.shape[0]):  # open addressing: the row of `key`, or the first empty row
-        row = (key + probe) & mask
-        if table[row, 0] == key:
-            address = table[row, 1]
-            break
-        if table[row, 0] == 0:
-            break
-    if address == 0:
-        return _NEEDS_ADDRESS
     ok = np.empty(items, dtype=np.bool_)  # one flag per item: a prange reduction would cost ~1 µs per run
     for i in prange(items):
-        ok[i] = _call_body(address, args, items, i)
+        ok[i] = _call_item(item_function, packed_args, i)
+    failed = 0
     for i in range(items):
         if not ok[i]:
-            return 0
-    return 1 if _call_body(address, args, items, items) else 0
+            failed += 1
+    return failed
+
+
+_launcher = kernel(parallel=True)(_run_items)
+
+
+def _install_launcher() -> None:
+    """Compile (or load from the cache) the launcher and publish its address under ``_LAUNCHER_SYMBOL``.
+
+    Must run before any kernel body is compiled or loaded: LLVM resolves the bodies' reference to the
+    launcher when it links them, and an unresolved symbol there aborts the process.
+    """
+    if numba.config.DISABLE_JIT:
+        return
+    _launcher.compile(_LAUNCHER_ARGS)
+    result = _launcher.overloads[_LAUNCHER_ARGS]
+    address = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
+    llvm_binding.add_symbol(_LAUNCHER_SYMBOL, address)
+
+
+def _packed_type(params):
+    """The LLVM struct that holds a body's arguments (numba's lowered form of them) for its item calls."""
+    return ir.LiteralStructType([param.type for param in params])
+
+
+def _item_function(context, module, body):
+    """The item function of ``body`` (see _ITEM_FUNCTION), defined once in the body's own LLVM module.
+
+    It unpacks the arguments that :func:`run_on_threads` packed, puts its ``item`` in place of the body's
+    last argument and calls the body by numba's calling convention: (return slot, exception slot, *args),
+    an int32 status. A few LLVM instructions: milliseconds of compilation, where a numba-compiled launcher
+    per body specialisation cost 0.35-0.5 s.
+    """
+    function = cgutils.get_or_insert_function(module, _ITEM_FUNCTION, f"{body.name}.item")
+    if not function.is_declaration:
+        return function
+    function.linkage = "internal"
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    params = context.call_conv.get_arguments(body)
+    packed = builder.bitcast(function.args[0], _packed_type(params).as_pointer())
+    args = [builder.load(cgutils.gep_inbounds(builder, packed, 0, i)) for i in range(len(params))]
+    args[-1] = function.args[1]  # the body's last argument is `item`, an int64
+    return_type, exception_type = (arg.type.pointee for arg in body.args[:2])
+    return_slot = cgutils.alloca_once_value(builder, cgutils.get_null_value(return_type))
+    exception_slot = cgutils.alloca_once(builder, exception_type)
+    code = builder.call(body, [return_slot, exception_slot, *args])
+    status = context.call_conv._get_return_status(builder, code, builder.load(exception_slot))
+    builder.ret(builder.zext(status.is_ok, ir.IntType(32)))
+    return function
+
+
+@intrinsic
+def run_on_threads(typingctx, items):
+    """Only as ``return run_on_threads(items)`` at the top of a kernel body, for ``item == ON_THREADS``:
+    run items 0 .. items-1 of this very call on numba's threads, then its closing call (``item = items``)
+    in this thread; raise RuntimeError if any of them raised. See ChunkedKernel.
+    """
+
+    def codegen(context, builder, signature, llargs):
+        body = builder.function  # the kernel body this intrinsic is compiled into
+        params = context.call_conv.get_arguments(body)
+        packed = cgutils.alloca_once(builder, _packed_type(params))
+        for i, value in enumerate(params):  # the arguments of this call, item included (it is replaced)
+            builder.store(value, cgutils.gep_inbounds(builder, packed, 0, i))
+        packed = builder.bitcast(packed, _I8_PTR)
+        item_function = _item_function(context, builder.module, body)
+        n = context.cast(builder, llargs[0], signature.args[0], nbtypes.int64)
+        launcher_type = context.call_conv.get_function_type(nbtypes.int64, _LAUNCHER_ARGS)
+        launcher = cgutils.get_or_insert_function(builder.module, launcher_type, _LAUNCHER_SYMBOL)
+        as_int = [builder.ptrtoint(item_function, n.type), builder.ptrtoint(packed, n.type), n]
+        status, failed = context.call_conv.call_function(builder, launcher, nbtypes.int64, _LAUNCHER_ARGS, as_int)
+        items_ok = builder.and_(status.is_ok, builder.icmp_signed("==", failed, failed.type(0)))
+        closed = cgutils.alloca_once_value(builder, ir.IntType(32)(0))
+        with builder.if_then(items_ok):  # the closing call (adding up the partials) only after good items
+            builder.store(builder.call(item_function, [packed, n]), closed)
+        with builder.if_then(builder.icmp_signed("==", builder.load(closed), ir.IntType(32)(0)), likely=False):
+            message = "npnorm: a kernel failed in a parallel run (one of its work items raised)"
+            context.call_conv.return_user_exc(builder, RuntimeError, (message,))
+        return context.get_dummy_value()
+
+    return nbtypes.none(items), codegen
 
 
 # Items of a parallel run over independent rows, a function of the size only: 2 at SERIAL_BELOW elements,
@@ -506,37 +535,35 @@ class ChunkedKernel:
     """A kernel body compiled once and run either serially, for small inputs, or on numba's threads.
 
     The body is written as ``body(*args, items, item)``: ``item`` in 0 .. items-1 runs that work item (a
-    block of rows, or a block of rows of one channel); ``item == items`` runs only what ends the run (adding
-    up the items' partial sums); ``item == -1`` runs all items and then that. :func:`item_span` and
-    :func:`ends_run` read these for the body. An item touches only its own rows and its own row of the
-    partials, so items may run at once. The caller picks ``items``: a function of the shape wherever sums
-    depend on it (:func:`num_chunks`), so that any thread count gives the same bits; or 0 where rows are
-    independent, which means :func:`row_items` items in a parallel run and one in a serial run.
+    block of rows, or of (chunk, channel) pairs); ``item == items`` runs only what ends the run (adding up
+    the items' partial sums); ``item == -1`` runs all items and then that. :func:`item_span`,
+    :func:`item_share` and :func:`ends_run` read these for the body. An item touches only its own rows and
+    its own row of the partials, so items may run at once. The caller picks ``items``: a function of the
+    shape wherever sums depend on it (:func:`num_chunks`), so that any thread count gives the same bits; or
+    0 where the units are independent, which means :func:`row_items` items in a parallel run and one in a
+    serial run. Every body starts with::
+
+        if item == ON_THREADS:
+            return run_on_threads(items)
 
     * Serial run: one call, ``body(*args, items, -1)``.
-    * Parallel run: a small ``prange`` launcher (:func:`_run_items`) calls the same compiled body through
-      its address, once per item on numba's threads, then once with ``item = items``. Every
+    * Parallel run: one call, ``body(*args, items, ON_THREADS)``. The body packs its own arguments and hands
+      them to the launcher (:func:`_run_items`, the one ``prange`` loop of npnorm), which calls the body's
+      item function once per item on numba's threads; then the body makes the closing call itself. Every
       item runs the same code either way, so both runs give the same bits.
 
-    Why not a ``prange`` loop in the body, compiled twice (serial and parallel): numba compiles the loop body
-    of a parallel kernel as a function of its own, links it into the kernel and optimises it all again, so
-    a parallel specialisation cost 2-3 times its serial twin. Measured, LayerNorm forward float32, cold:
-    1.36 s for the prange kernel against 0.30 s for the body (compiled anyway, for the serial run) plus
-    0.33 s for its launcher. A launcher that called the body directly instead of through its address took
-    1.44 s (numba links the callee in and optimises it again). Run times are the same (bit-identical
-    results; 8192x1024 0.98x, 1024x4096 1.02x, 32768x256 0.99x of the prange kernel's time, interleaved).
+    Why not a ``prange`` loop in each body, compiled twice (serial and parallel): numba compiles the loop
+    body of a parallel kernel as a function of its own, links it into the kernel and optimises it all again,
+    so a parallel specialisation cost 2-3 times its serial twin. Measured, LayerNorm forward float32, cold:
+    1.36 s for the prange kernel against 0.30 s for the body. A numba-compiled launcher per kernel, which
+    called the body by its address, still cost 0.35-0.5 s per specialisation (half of a cold warm-up, 14 s
+    of 30 s); the item function compiled into the body costs milliseconds. Run times are those of the
+    prange kernels (bit-identical results; see docs/performance.md).
     """
 
-    def __init__(self, py_func, fastmath=False):
+    def __init__(self, py_func, fastmath=False, noalias=False):
         self.py_func = py_func
-        self.body = kernel(parallel=False, fastmath=fastmath)(py_func)
-        # a launcher of its own for every kernel: its specialisations go to a cache file of their own, and
-        # npnorm warmup's processes, which compile different kernels, never write to one file at once
-        self.launcher = kernel(parallel=True)(_renamed(_run_items, f"{py_func.__qualname__}__run_items"))
-        # The launcher finds the body's address for its argument types here, by a hash of those types that
-        # it holds as a constant: rows of [hash, address], filled in on a launcher's first run in a process.
-        # (A key computed in Python for every call, from numba's fingerprints of the arguments, cost 0.8 µs.)
-        self._table = np.zeros((64, 2), dtype=np.int64)
+        self.body = kernel(parallel=False, fastmath=fastmath, noalias=noalias)(py_func)
         functools.update_wrapper(self, py_func)
 
     def serial(self, items: int, *args):
@@ -550,30 +577,9 @@ class ChunkedKernel:
                 for i in range(items):
                     self.py_func(*args, items, i)
                 return self.py_func(*args, items, items)
-            except Exception as exc:  # as the launcher reports a failing body: the same error either way
+            except Exception as exc:  # as a compiled body reports a failing item: the same error either way
                 raise RuntimeError(f"npnorm: kernel {self.py_func.__qualname__} failed in a parallel run") from exc
-        status = self.launcher(self._table, items, args)
-        if status == _NEEDS_ADDRESS:  # first parallel run with these types in this process
-            self._add_body(args)
-            status = self.launcher(self._table, items, args)
-        if status != 1:
-            raise RuntimeError(f"npnorm: kernel {self.py_func.__qualname__} failed in a parallel run")
-
-    def _add_body(self, args) -> None:
-        """Compile (or load from the cache) the body for the types of ``args``; enter its address in the table."""
-        args_type = numba.typeof(args)  # the type the launcher sees, and hashes
-        signature = (*args_type.types, *_BODY_TAIL)
-        self.body.compile(signature)
-        result = self.body.overloads[signature]
-        address = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
-        key = signature_hash(args_type)
-        mask = len(self._table) - 1
-        for probe in range(len(self._table)):
-            row = (key + probe) & mask
-            if self._table[row, 0] in (0, key):
-                self._table[row] = key, address
-                return
-        raise RuntimeError(f"npnorm: more than {len(self._table)} specialisations of {self.py_func.__qualname__}")
+        return self.body(*args, items, ON_THREADS)
 
     def runs_parallel(self, size: int) -> bool:
         """Whether :meth:`launch` runs ``size`` elements on numba's threads (callers that allocate for it)."""
@@ -588,18 +594,18 @@ class ChunkedKernel:
 
     @property
     def dispatchers(self):
-        """The numba dispatchers: the body and the launcher."""
-        return (self.body, self.launcher)
+        """The numba dispatchers of this kernel: its body (the launcher is shared, ``_jit._launcher``)."""
+        return (self.body,)
 
     def __repr__(self) -> str:
         return f"<ChunkedKernel {self.py_func.__qualname__}>"
 
 
-def chunked_kernel(fastmath=False):
-    """Decorator: ``@chunked_kernel()`` turns a kernel body into a :class:`ChunkedKernel`."""
+def chunked_kernel(fastmath=False, noalias=False):
+    """Decorator: ``@chunked_kernel()`` turns a kernel body into a :class:`ChunkedKernel` (options: :func:`kernel`)."""
 
     def decorate(py_func):
-        return ChunkedKernel(py_func, fastmath=fastmath)
+        return ChunkedKernel(py_func, fastmath=fastmath, noalias=noalias)
 
     return decorate
 
@@ -620,7 +626,7 @@ def _reset_after_fork() -> None:
 
     A child forked while another thread held the lock would otherwise inherit it locked, forever. And GNU
     OpenMP aborts a forked child that enters a parallel region after its parent had one running
-    ("fork() called from a process already using GNU OpenMP"), so such a child runs the serial twins.
+    ("fork() called from a process already using GNU OpenMP"), so such a child runs every kernel serially.
     """
     global _parallel_entry, _serial_only
     _parallel_entry = threading.Lock()
@@ -660,3 +666,7 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Number of threads parallel kernels use (``numba.get_num_threads``)."""
     return numba.get_num_threads()
+
+
+# Last, once everything above exists: every kernel body links against the launcher (see _install_launcher).
+_install_launcher()

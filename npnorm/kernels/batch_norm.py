@@ -75,12 +75,14 @@ import numpy as np
 
 from ._jit import (
     FASTMATH_REASSOC,
+    ON_THREADS,
     add_up_chunks,
     chunked_kernel,
     ends_run,
     item_share,
     kernel,
     num_chunks,
+    run_on_threads,
     shared_empty,
     shared_zeros,
 )
@@ -94,19 +96,21 @@ __all__ = [
 
 # Sums over samples go through (nchunks, C) partial buffers, with the chunk count of every npnorm kernel
 # (kernels/_jit.py: a function of the shape alone, so any thread count gives the same sums). The two
-# buffers of a kernel are one (2, nchunks, C) float64 array; a serial run gets this empty stand-in.
-_NO_PARTS = np.empty((2, 0, 0))
+# buffers of a kernel are two arrays (one (2, nchunks, C) array instead, with views of it, made the GroupNorm
+# affine backward 10-40% slower: LLVM could no longer tell the two apart); a serial run gets empty stand-ins.
+_NO_PARTS = np.empty((0, 0))
 
 
 def _parts(kernel, N, C, L, size):
-    """(nchunks, items, partials) of a kernel with sums over samples (see the module docstring)."""
+    """(nchunks, items, partials, partials) of a kernel with sums over samples (see the module docstring)."""
     nchunks = num_chunks(N, C, size=size)
     # the units of work: with L = 1 the chunks themselves, one item each; with L > 1 the (chunk, channel)
     # pairs, each summed whole in one call, so any split of them into items gives the same bits (0: the
     # split of independent rows, _jit.row_items)
     items = nchunks if L == 1 else 0
-    parts = np.empty((2, nchunks, C)) if kernel.runs_parallel(size) else _NO_PARTS
-    return nchunks, items, parts
+    if kernel.runs_parallel(size):
+        return nchunks, items, np.empty((nchunks, C)), np.empty((nchunks, C))
+    return nchunks, items, _NO_PARTS, _NO_PARTS
 
 
 # --- statistics ----------------------------------------------------------------------------------------
@@ -156,17 +160,18 @@ def _combine_chunks(mean, var, part_mean, part_m2, N, L):
 
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
-def _batch_stats(mean, var, x, nchunks, parts, items, item):
+def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
     """mean[c], var[c] (biased) over (N, L): per-chunk two-pass statistics, then Chan's combination."""
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     N, C, L = x.shape
     # part_mean[k, c], part_m2[k, c]: mean and Σ (x − mean)² of channel c over the samples of chunk k.
     # np.empty, each chunk filling its own row: np.zeros would be a parallel region of its own (_jit.py).
-    if parts.shape[1] < nchunks:
+    if part_mean.shape[0] < nchunks:
         if item >= 0:
             raise ValueError("a parallel run of the BatchNorm statistics needs partials from its caller")
-        parts = np.empty((2, nchunks, C))
-    part_mean = parts[0]
-    part_m2 = parts[1]
+        part_mean = np.empty((nchunks, C))
+        part_m2 = np.empty((nchunks, C))
     if L == 1:  # (N, C): chunk k sums whole rows of C contiguous channels
         first, stop = item_share(nchunks, items, item)
         for k in range(first, stop):
@@ -232,16 +237,18 @@ def batch_norm_stats(mean, var, x):
     ``x`` is (N, C, L) C-contiguous float32/float64 with N·L > 0.
     """
     N, C, L = x.shape
-    nchunks, items, parts = _parts(_batch_stats, N, C, L, x.size)
-    _batch_stats.launch(x.size, items, mean, var, x, nchunks, parts)
+    nchunks, items, part_mean, part_m2 = _parts(_batch_stats, N, C, L, x.size)
+    _batch_stats.launch(x.size, items, mean, var, x, nchunks, part_mean, part_m2)
 
 
 # --- forward -------------------------------------------------------------------------------------------
 
 
-@chunked_kernel(fastmath=FASTMATH_REASSOC)
+@chunked_kernel(fastmath=FASTMATH_REASSOC, noalias=True)  # outputs never overlap inputs
 def _apply(y, x, mean, scale, bias, has_bias, items, item):
     """y = (x − mean_c) · scale_c (+ bias_c if has_bias), elementwise."""
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     N, C, L = x.shape
     if L == 1:
         first, stop = item_share(N, items, item)
@@ -281,16 +288,17 @@ def batch_norm_forward(y, x, mean, rstd, weight, bias):
 
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
-def _grad_sums(sum_dy, sum_dyxhat, dy, x, mean, rstd, nchunks, parts, items, item):
+def _grad_sums(sum_dy, sum_dyxhat, dy, x, mean, rstd, nchunks, part_dy, part_dyxhat, items, item):
     """sum_dy[c] = Σ dy and sum_dyxhat[c] = Σ dy · xhat over (N, L), through per-chunk partial sums."""
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     N, C, L = x.shape
     # (nchunks, C) float64 partials, each chunk filling its own row (np.empty: see _batch_stats)
-    if parts.shape[1] < nchunks:
+    if part_dy.shape[0] < nchunks:
         if item >= 0:
             raise ValueError("a parallel run of the BatchNorm gradient sums needs partials from its caller")
-        parts = np.empty((2, nchunks, C))
-    part_dy = parts[0]
-    part_dyxhat = parts[1]
+        part_dy = np.empty((nchunks, C))
+        part_dyxhat = np.empty((nchunks, C))
     if L == 1:
         first, stop = item_share(nchunks, items, item)
         for k in range(first, stop):
@@ -341,9 +349,11 @@ def _grad_sums(sum_dy, sum_dyxhat, dy, x, mean, rstd, nchunks, parts, items, ite
         add_up_chunks(sum_dyxhat, part_dyxhat)
 
 
-@chunked_kernel(fastmath=FASTMATH_REASSOC)
+@chunked_kernel(fastmath=FASTMATH_REASSOC, noalias=True)  # outputs never overlap inputs
 def _grad_input(dx, dy, x, mean, rstd, scale, mean_dy, mean_dyxhat, through_stats, items, item):
     """dx = scale_c · (dy − mean_dy_c − xhat · mean_dyxhat_c); without ``through_stats``, dx = scale_c · dy."""
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     N, C, L = x.shape
     if L == 1:
         first, stop = item_share(N, items, item)
@@ -385,8 +395,8 @@ def batch_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, training)
     if training or dweight is not None or dbias is not None:
         sum_dy = np.empty(C)  # (C,) float64
         sum_dyxhat = np.empty(C)  # (C,) float64
-        nchunks, items, parts = _parts(_grad_sums, N, C, L, x.size)
-        _grad_sums.launch(x.size, items, sum_dy, sum_dyxhat, dy, x, mean, rstd, nchunks, parts)
+        nchunks, items, part_dy, part_dyxhat = _parts(_grad_sums, N, C, L, x.size)
+        _grad_sums.launch(x.size, items, sum_dy, sum_dyxhat, dy, x, mean, rstd, nchunks, part_dy, part_dyxhat)
         if dweight is not None:
             dweight[...] = sum_dyxhat
         if dbias is not None:

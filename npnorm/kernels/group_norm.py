@@ -38,11 +38,13 @@ import numpy as np
 
 from ._jit import (
     FASTMATH_REASSOC,
+    ON_THREADS,
     add_up_chunks,
     chunked_kernel,
     ends_run,
     item_share,
     num_chunks,
+    run_on_threads,
     shared_empty,
     shared_ones,
     shared_zeros,
@@ -51,8 +53,10 @@ from ._jit import (
 __all__ = ["group_norm_affine_backward", "group_norm_affine_forward"]
 
 
-@chunked_kernel(fastmath=FASTMATH_REASSOC)
+@chunked_kernel(fastmath=FASTMATH_REASSOC, noalias=True)  # y, in place, is one argument: nothing overlaps it
 def _affine(y, weight, bias, has_weight, has_bias, items, item):
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     N, C, S = y.shape
     if S == 1:  # (N, C): the unit of work is one row of C contiguous channels
         first, stop = item_share(N, items, item)
@@ -79,19 +83,22 @@ def _affine(y, weight, bias, has_weight, has_bias, items, item):
 
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
-def _affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight, nchunks, want_g, want_sums, parts, items, item):
+def _affine_backward(
+    g, dweight, dbias, dy, x, mean, rstd, weight, nchunks, want_g, want_sums, part_dy, part_dyxhat, items, item
+):  # fmt: skip
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     N, C, S = x.shape
     G = mean.shape[1]
     per_group = C // G  # channels per group
-    # parts[0], parts[1]: (nchunks, C) float64 partial sums of dβ and dγ, none unless wanted; np.empty, each
-    # unit of work filling its own entries. A parallel run brings them from the wrapper (they outlive its
-    # calls), a serial run allocates them here (see kernels/batch_norm.py).
-    if want_sums and parts.shape[1] < nchunks:
+    # part_dy, part_dyxhat: (nchunks, C) float64 partial sums of dβ and dγ, none unless wanted; np.empty,
+    # each unit of work filling its own entries. A parallel run brings them from the wrapper (they outlive
+    # its calls), a serial run allocates them here (see kernels/batch_norm.py).
+    if want_sums and part_dy.shape[0] < nchunks:
         if item >= 0:
             raise ValueError("a parallel run of GroupNorm's affine backward needs partials from its caller")
-        parts = np.empty((2, nchunks, C))
-    part_dy = parts[0]
-    part_dyxhat = parts[1]
+        part_dy = np.empty((nchunks, C))
+        part_dyxhat = np.empty((nchunks, C))
     if S == 1:  # (N, C): chunk k runs over whole rows, group by group (each a run of contiguous channels)
         first, stop = item_share(nchunks, items, item)
         for k in range(first, stop):
@@ -150,7 +157,7 @@ def group_norm_affine_forward(y, weight, bias):
     _affine.launch(y.size, 0, y, w, b, weight is not None, bias is not None)  # 0: the units are independent
 
 
-_NO_PARTS = np.empty((2, 0, 0))  # float64: no partial sums wanted, or a serial run (see the kernel)
+_NO_PARTS = np.empty((0, 0))  # float64: no partial sums wanted, or a serial run (see the kernel)
 
 
 def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
@@ -176,8 +183,11 @@ def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
     # whole in one call, so any split into items gives the same bits (0: as for independent rows)
     items = nchunks if S == 1 else 0
     # the partial sums of a parallel run, which outlive its calls; a serial run allocates them itself
-    want_parts = want_sums and _affine_backward.runs_parallel(x.size)
-    parts = np.empty((2, nchunks, C)) if want_parts else _NO_PARTS
+    if want_sums and _affine_backward.runs_parallel(x.size):
+        part_dy, part_dyxhat = np.empty((nchunks, C)), np.empty((nchunks, C))
+    else:
+        part_dy = part_dyxhat = _NO_PARTS
+    want_g = g is not None
     _affine_backward.launch(
-        x.size, items, g_out, dweight, dbias, dy, x, mean, rstd, w, nchunks, g is not None, want_sums, parts
+        x.size, items, g_out, dweight, dbias, dy, x, mean, rstd, w, nchunks, want_g, want_sums, part_dy, part_dyxhat
     )

@@ -86,6 +86,7 @@ import numpy as np
 
 from ._jit import (
     FASTMATH_REASSOC,
+    ON_THREADS,
     add_up_chunks,
     chunked_kernel,
     ends_run,
@@ -93,6 +94,7 @@ from ._jit import (
     item_span,
     kernel,
     num_chunks,
+    run_on_threads,
     shared_ones,
     shared_zeros,
 )
@@ -127,6 +129,8 @@ def _row_mean_rstd(row, eps):
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, eps, items, item):
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     N, H = x.shape
     first, stop = item_share(N, items, item)
     for i in range(first, stop):  # this call's rows (rows are independent)
@@ -217,20 +221,26 @@ def _backward_4_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, ha
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _layer_norm_backward(
-    dx, dweight, dbias, dy, x, mean, rstd, weight, has_weight, detach_mean, detach_var, parts, items, item
+    dx, dweight, dbias, dy, x, mean, rstd, weight, has_weight, detach_mean, detach_var, dweight_part, dbias_part,
+    items, item
 ):  # fmt: skip
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     N, H = x.shape
     a = 0.0 if detach_mean else 1.0  # keep the gradient through mean?
     b = 0.0 if detach_var else 1.0  # keep the gradient through rstd?
-    # parts[0] and parts[1]: per-item float64 partial sums of dweight and dbias, (2, items, H); none when
-    # neither is wanted. A parallel run brings them (they must outlive its calls). A serial run, all items
-    # in one call, gets an empty stand-in and allocates them here: at 64x64 the NumPy calls that allocated
-    # and added them up cost ~1.5 µs, a third of the kernel. np.empty, and each item zeroes its own row.
+    # dweight_part, dbias_part: per-item float64 partial sums of dweight and dbias, (items, H) each; none
+    # when neither is wanted. A parallel run brings them (they must outlive its calls). A serial run, all
+    # items in one call, gets empty stand-ins and allocates them here: at 64x64 the NumPy calls that
+    # allocated and added them up cost ~1.5 µs, a third of the kernel. np.empty, and each item zeroes its
+    # own rows. Two arrays, not views of one: LLVM cannot tell views of one array apart, and kept the
+    # GroupNorm affine backward, which had them, from vectorising (10-40% slower, kernels/batch_norm.py).
     lo, hi = item_span(items, item)
-    if dweight is not None and parts.shape[1] < items:
+    if dweight is not None and dweight_part.shape[0] < items:
         if item >= 0:
             raise ValueError("a parallel run of the LayerNorm backward needs partials from its caller")
-        parts = np.empty((2, items, H))
+        dweight_part = np.empty((items, H))
+        dbias_part = np.empty((items, H))
     for c in range(lo, hi):
         # item c owns rows [row0, row1) and writes only row c of the partials
         row0 = c * N // items
@@ -238,11 +248,11 @@ def _layer_norm_backward(
         i = row0
         if dweight is not None:  # resolved at compile time, as every `is None` below
             for j in range(H):
-                parts[0, c, j] = 0.0  # dweight's partial row of item c
-                parts[1, c, j] = 0.0  # dbias's
+                dweight_part[c, j] = 0.0
+                dbias_part[c, j] = 0.0
             if H >= BLOCK_FROM_H:  # wide rows: four at a time (see _backward_4_rows)
                 while i + BLOCK_ROWS <= row1:
-                    _backward_4_rows(dx, parts[0, c], parts[1, c], dy, x, mean, rstd, weight, has_weight, a, b, i)
+                    _backward_4_rows(dx, dweight_part[c], dbias_part[c], dy, x, mean, rstd, weight, has_weight, a, b, i)
                     i += BLOCK_ROWS
         # One row at a time, written out here rather than in a helper: a call per row costs reference counting
         # of its array arguments, which dominated for short rows (GroupNorm runs this on rows of H = 2).
@@ -256,8 +266,8 @@ def _layer_norm_backward(
                 xhat = (np.float64(x[k, j]) - m) * r
                 g = np.float64(dy[k, j])
                 if dweight is not None:
-                    parts[1, c, j] += g
-                    parts[0, c, j] += g * xhat
+                    dbias_part[c, j] += g
+                    dweight_part[c, j] += g * xhat
                 if has_weight:
                     g = g * weight[j]
                 sum_g += g
@@ -273,8 +283,8 @@ def _layer_norm_backward(
                 dx[k, j] = r * (g - mean_g - xhat * mean_gxhat)
     if ends_run(items, item) and dweight is not None:
         # the partials added up in item order (the same for any thread count), rounded once to x.dtype
-        add_up_chunks(dweight, parts[0])
-        add_up_chunks(dbias, parts[1])
+        add_up_chunks(dweight, dweight_part)
+        add_up_chunks(dbias, dbias_part)
 
 
 def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
@@ -289,7 +299,7 @@ def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
     _layer_norm_forward.launch(x.size, 0, y, mean, rstd, x, w, b, weight is not None, bias is not None, float(eps))
 
 
-_NO_PARTS = np.empty((0, 0, 0))  # float64, the stand-in for the partials of a serial run (see the kernel)
+_NO_PARTS = np.empty((0, 0))  # float64, the stand-in for the partials of a serial run (see the kernel)
 
 
 def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_mean=False, detach_var=False):
@@ -311,10 +321,12 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
     detach_mean, detach_var = bool(detach_mean), bool(detach_var)
     items = num_chunks(N, H)  # a function of the shape: the sums over items are the same on any thread count
     # the partial sums of a parallel run, which outlive its calls; a serial run allocates them itself
-    want_parts = dweight is not None and _layer_norm_backward.runs_parallel(x.size)
-    parts = np.empty((2, items, H)) if want_parts else _NO_PARTS
+    if dweight is not None and _layer_norm_backward.runs_parallel(x.size):
+        dw_part, db_part = np.empty((items, H)), np.empty((items, H))
+    else:
+        dw_part = db_part = _NO_PARTS
     _layer_norm_backward.launch(
-        x.size, items, dx, dweight, dbias, dy, x, mean, rstd, w, has_weight, detach_mean, detach_var, parts
+        x.size, items, dx, dweight, dbias, dy, x, mean, rstd, w, has_weight, detach_mean, detach_var, dw_part, db_part
     )
 
 
@@ -323,6 +335,8 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _ada_norm_forward(z, mean, rstd, x, C, k, eps, items, item):
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     N, H = x.shape
     first, stop = item_share(N, items, item)
     for i in range(first, stop):  # this call's rows
@@ -336,6 +350,8 @@ def _ada_norm_forward(z, mean, rstd, x, C, k, eps, items, item):
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _ada_norm_backward(dx, dz, x, mean, rstd, C, k, items, item):
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     N, H = x.shape
     first, stop = item_share(N, items, item)
     for i in range(first, stop):  # this call's rows

@@ -45,6 +45,7 @@ import numpy as np
 
 from ._jit import (
     FASTMATH_REASSOC,
+    ON_THREADS,
     add_up_chunks,
     chunked_kernel,
     ends_run,
@@ -52,6 +53,7 @@ from ._jit import (
     item_span,
     kernel,
     num_chunks,
+    run_on_threads,
     shared_ones,
 )
 
@@ -60,6 +62,8 @@ __all__ = ["rms_norm_backward", "rms_norm_forward"]
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _rms_norm_forward(y, rrms, x, weight, has_weight, eps, items, item):
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     N, H = x.shape
     first, stop = item_share(N, items, item)
     for i in range(first, stop):  # this call's rows (rows are independent)
@@ -128,6 +132,8 @@ def _backward_4_rows(dx, dweight_part, dy, x, rrms, weight, has_weight, i):
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _rms_norm_backward(dx, dweight, dy, x, rrms, weight, has_weight, dweight_part, items, item):
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     N, H = x.shape
     # The items are the chunks. dweight_part: per-chunk float64 partial sums of dweight, (items, H), as in
     # LayerNorm's backward: a parallel run brings them (they outlive its calls); a serial run gets an empty

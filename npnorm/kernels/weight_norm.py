@@ -36,13 +36,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import FASTMATH_REASSOC, chunked_kernel, item_share
+from ._jit import FASTMATH_REASSOC, ON_THREADS, chunked_kernel, item_share, run_on_threads
 
 __all__ = ["weight_norm_backward", "weight_norm_forward"]
 
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _weight_norm_forward(w, rnorm, v, g, items, item):
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     R, F = v.shape
     first, stop = item_share(R, items, item)
     for i in range(first, stop):  # this call's rows (rows are independent)
@@ -61,6 +63,8 @@ def _weight_norm_forward(w, rnorm, v, g, items, item):
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _weight_norm_backward(dv, dg, dw, v, g, rnorm, items, item):
+    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
+        return run_on_threads(items)
     R, F = v.shape
     first, stop = item_share(R, items, item)
     for i in range(first, stop):  # rows are independent: dg is one number per row, no sum across rows
