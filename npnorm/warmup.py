@@ -1,23 +1,24 @@
 """`npnorm warmup`: compile every Numba kernel ahead of time, so that no user call pays for compilation.
 
-Numba compiles a kernel on its first call, once per *specialisation*: per dtype (float32, float64), per
-variant (serial below ``SERIAL_BELOW`` elements, parallel above, see kernels/_jit.py) and per combination
-of argument types. Each compiled specialisation lands in the on-disk cache, from which later processes load
-it in milliseconds instead of compiling it again.
+Numba compiles a kernel on its first call, once per *specialisation*: per dtype (float32, float64) and per
+combination of argument types. Each kernel body is compiled once and runs either serially (below
+``SERIAL_BELOW`` elements) or on numba's threads through the one launcher all kernels share, which compiles
+when kernels/_jit.py is first imported (see ChunkedKernel there). Each compiled specialisation lands in the
+on-disk cache, from which later processes load it in milliseconds instead of compiling it again.
 
 An absent weight or bias is not a type of its own: the kernel wrappers pass ones or zeros and a run-time
 flag instead of None (kernels/_jit.py), so with or without affine parameters is one specialisation. The same
-holds for GroupNorm's affine backward (no g, no parameter gradients: empty stand-ins and flags) and for
-BatchNorm's evaluation mode (a flag of ``_grad_input``). None still makes one where it skips real work: no
-parameter gradient wanted in the LayerNorm and RMSNorm backward kernels.
+holds for parameter gradients nobody wants (empty stand-ins: LayerNorm, RMSNorm and GroupNorm's affine
+backward), GroupNorm's absent g and BatchNorm's evaluation mode (a flag of ``_grad_input``): every kernel
+compiles once per dtype.
 
 ``warmup()`` therefore calls every norm's public ``F.*`` function, forward and backward with
-``impl="numba"``, on one small input (serial kernels) and one just large enough for the parallel ones: with
+``impl="numba"``, on one small input (serial runs) and one just large enough for parallel runs: with
 trainable affine parameters and without any (which also runs the wrappers' None paths), and in both
-training and evaluation modes where a norm has them (BatchNorm: they share their kernels now, and
-evaluation costs milliseconds once training has compiled them; it stays as a check of the wrappers' path).
-Numba compiles in one thread, so groups of norms that share no compiled function (:data:`GROUPS`) compile
-in separate processes at once.
+training and evaluation modes where a norm has them (BatchNorm: they share their kernels, and evaluation
+costs milliseconds once training has compiled them; it stays as a check of the wrappers' path). Numba
+compiles in one thread, so groups of norms that share no compiled function (:data:`GROUPS`) compile in
+separate processes at once.
 """
 
 from __future__ import annotations
@@ -154,6 +155,9 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # 33.6-37.6 s in the second (before those passes, weight_norm moved to the first group: 28.8-31.7 → 25.4-26.7 s).
 # Then LayerNorm and AdaNorm became chunked kernels (kernels/_jit.py, ChunkedKernel): layer_norm 7.0 s, ada_norm
 # 2.7: 27.3 s in all, the second group now the longer (21 s against 26 s), to rebalance as the others follow.
+# Then every kernel became one, all sharing one launcher: layer_norm 3.7 s (0.8 s of it numba's start-up),
+# group_norm 2.7, ada_norm 1.0, weight_norm 1.0, adam 0.2 | rms_norm 2.9, batch_norm 5.3 in one process
+# (17.6 s); the groups are balanced as they are, 10.7-11.5 s in two processes.
 GROUPS = (("layer_norm", "group_norm", "ada_norm", "weight_norm", "adam"), ("rms_norm", "batch_norm"))
 
 
@@ -217,10 +221,10 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
         import contextlib
         import multiprocessing
 
-        # The launcher that every kernel shares compiles when kernels/_jit.py is first imported: here, once,
-        # so that the processes below load it from the cache instead of all writing it at once.
-        with contextlib.suppress(ImportError):  # no numba: nothing to compile
-            from .kernels import _jit  # noqa: F401
+        # Not imported here: kernels/_jit.py, which compiles the launcher all kernels share. Each process below
+        # does, and on a cold cache both compile it and write the same entry to its cache file (identical
+        # code under one key, so neither can drop the other's). Importing it here first would keep both
+        # processes waiting for numba's start-up in this one (about a second: 11.6 s → 10.7-11.5 s, measured).
         # "spawn": fresh interpreters, safe whatever threads (OpenMP, numba's pool) this process has started.
         context = multiprocessing.get_context("spawn")
         # One single-process pool per job, each owning whole groups (so no two processes compile one
