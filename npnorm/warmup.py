@@ -195,10 +195,10 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
     """Compile (or load from the on-disk cache) every kernel specialisation the norms can reach.
 
     With ``jobs`` > 1 (default: one per group in :data:`GROUPS`, at most one per CPU) the groups compile in
-    that many fresh processes at once; numba compiles in one thread, so on 2 cores this nearly halves a cold
-    warm-up (44 s → 26 s measured). Returns {"seconds": total, "norms": {norm: seconds}, "dtypes": [...],
-    "shapes": {"serial": (N, H), "parallel": (N, H)}, "jobs": n}. ``progress`` receives one line per norm as
-    soon as that norm is done (None: silent).
+    that many processes at once, this one and ``jobs - 1`` fresh ones; numba compiles in one thread, so on 2
+    cores this nearly halves a cold warm-up (17.6 s → 9.9-10.5 s measured). Returns {"seconds": total,
+    "norms": {norm: seconds}, "dtypes": [...], "shapes": {"serial": (N, H), "parallel": (N, H)}, "jobs": n}.
+    ``progress`` receives one line per norm as soon as that norm is done (None: silent).
     """
     jobs = _default_jobs() if jobs is None else int(jobs)
     if jobs < 1:
@@ -212,35 +212,55 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
             for name, s in part.items():
                 progress(f"  {name:<12} {s:6.2f} s")
 
-    if jobs == 1:
-        for group in GROUPS:
-            for name in group:
-                report(_warm((name,), dtypes))
+    processes = min(jobs, len(GROUPS))
+    own = [name for i, group in enumerate(GROUPS) if i % processes == 0 for name in group]
+    if processes == 1:
+        for name in own:
+            report(_warm((name,), dtypes))
     else:
         import concurrent.futures
         import contextlib
         import multiprocessing
+        import threading
 
-        # Not imported here: kernels/_jit.py, which compiles the launcher all kernels share. Each process below
-        # does, and on a cold cache both compile it and write the same entry to its cache file (identical
-        # code under one key, so neither can drop the other's). Importing it here first would keep both
-        # processes waiting for numba's start-up in this one (about a second: 11.6 s → 10.7-11.5 s, measured).
+        # This process compiles its share (group 0, ...) itself, while one fresh process per further job
+        # compiles the others: a process of its own for every group would keep each waiting for numba's
+        # start-up in a new interpreter (about a second). Each process loads kernels/_jit.py, which compiles
+        # the launcher all kernels share; on a cold cache both compile it and write the same entry to its
+        # cache file (identical code under one key, so neither can drop the other's). Measured, cold, both
+        # dtypes, 2 cores: 9.9-10.5 s this way (five runs); 10.7-11.5 s with two worker processes; 11.6 s
+        # with two workers and the launcher compiled here before them. With the groups swapped (this process
+        # compiling RMSNorm and BatchNorm) 10.3-10.9 s.
         # "spawn": fresh interpreters, safe whatever threads (OpenMP, numba's pool) this process has started.
         context = multiprocessing.get_context("spawn")
-        # One single-process pool per job, each owning whole groups (so no two processes compile one
+        lock = threading.Lock()  # the workers' lines arrive on the pools' threads
+
+        def report_done(future) -> None:
+            if future.exception() is None:
+                with lock:
+                    report(future.result())
+
+        # One single-process pool per worker, each owning whole groups (so no two processes compile one
         # function), fed one norm at a time: a norm's line is printed when it is done, not when its group is.
         with contextlib.ExitStack() as stack:
             pools = [
                 stack.enter_context(concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context))
-                for _ in range(min(jobs, len(GROUPS)))
+                for _ in range(processes - 1)
             ]
             futures = [
-                pools[i % len(pools)].submit(_warm, (name,), tuple(dtypes))
+                pools[i % processes - 1].submit(_warm, (name,), tuple(dtypes))
                 for i, group in enumerate(GROUPS)
+                if i % processes != 0
                 for name in group
             ]
-            for future in concurrent.futures.as_completed(futures):
-                report(future.result())
+            for future in futures:
+                future.add_done_callback(report_done)
+            for name in own:
+                part = _warm((name,), dtypes)
+                with lock:
+                    report(part)
+            for future in futures:
+                future.result()  # a worker's error, raised here
     return {
         "seconds": time.perf_counter() - start,
         "norms": {name: seconds[name] for name in NORMS},
