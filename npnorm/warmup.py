@@ -8,9 +8,10 @@ on-disk cache, from which later processes load it in milliseconds instead of com
 
 An absent weight or bias is not a type of its own: the kernel wrappers pass ones or zeros and a run-time
 flag instead of None (kernels/_jit.py), so with or without affine parameters is one specialisation. The same
-holds for parameter gradients nobody wants (empty stand-ins: LayerNorm, RMSNorm and GroupNorm's affine
-backward), GroupNorm's absent g and BatchNorm's evaluation mode (a flag of ``_grad_input``): every kernel
-compiles once per dtype.
+holds for GroupNorm's affine backward (no g, no parameter gradients: empty stand-ins and flags) and for
+BatchNorm's evaluation mode (a flag of ``_grad_input``). None still makes one where it skips real work: no
+parameter gradient wanted in the LayerNorm and RMSNorm backward kernels (as a flag it cost 5-20% on narrow
+rows, measured twice: docs/performance.md).
 
 ``warmup()`` therefore calls every norm's public ``F.*`` function, forward and backward with
 ``impl="numba"``, on one small input (serial runs) and one just large enough for parallel runs: with

@@ -496,23 +496,22 @@ def test_a_failing_item_in_a_parallel_run_raises(rng):
 
 
 def test_parallel_runs_of_each_specialisation_match_serial_runs(rng):
-    """float32 and float64, with and without parameter gradients (empty stand-ins), all in one process: each
-    parallel run hands its items to the shared launcher, which calls back the body compiled for those
-    argument types (a wrong one would give wrong numbers or crash)."""
+    """float32 and float64, with and without parameter gradients, all in one process: each parallel run
+    hands its items to the shared launcher, which calls back the body compiled for those argument types
+    (a wrong one would give wrong numbers or crash)."""
     N, H = 40, 24
     for dtype in DTYPES:
         x, weight, bias, dy = make_case(rng, N, H, dtype)
         y_ref, mean, rstd = kernel_forward(x, weight, bias)
         for want in ((True, True), (False, False)):
             ref = kernel_backward(dy, x, mean, rstd, weight, want=want)
-            no_sum = _jit.shared_empty(1, dtype)  # no parameter gradients: the kernel skips the sums
             dx = np.empty_like(x)
-            dw = np.empty(H, dtype) if want[0] else no_sum
-            db = np.empty(H, dtype) if want[1] else no_sum
+            dw = np.empty(H, dtype) if want[0] else None
+            db = np.empty(H, dtype) if want[1] else None
             parts = (np.empty((4, H)), np.empty((4, H))) if want[0] else (K._NO_PARTS, K._NO_PARTS)
             args = (dx, dw, db, dy, x, mean, rstd, weight, True, False, False, *parts)
             _jit.call_parallel(K._layer_norm_backward.parallel, 4, *args)
-            sums = [np.empty(H, dtype) if w else no_sum for w in want]
+            sums = [None if s is None else np.empty(H, dtype) for s in (dw, db)]
             serial = (np.empty_like(x), *sums)
             no_parts = (K._NO_PARTS, K._NO_PARTS)
             K._layer_norm_backward.serial(4, *serial, dy, x, mean, rstd, weight, True, False, False, *no_parts)

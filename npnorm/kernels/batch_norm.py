@@ -125,7 +125,7 @@ def _parts(kernel, N, C, L, size):
 FOUR_ROWS_FROM_C = 1024
 
 
-@kernel(parallel=False)
+@kernel(parallel=False, helper=True)
 def _combine_chunks(mean, var, part_mean, part_m2, N, L):
     """Chan et al.: the chunks' (count n_k, mean_k, M2_k) combined exactly; every term is ≥ 0::
 

@@ -75,12 +75,9 @@ How the kernels are written, and why:
   the multiply by 1 and the add of 0, which cost up to 40% of a kernel's time (measured in _jit.py); they
   are the same in every iteration, and LLVM hoists them out of the loops. Skipping also keeps the results
   of the old None branches (x·1 + 0 would differ from x in the sign of a zero: -0.0 + 0.0 = +0.0).
-* **No parameter gradients.** The backward's dweight and dbias then go in as empty arrays, and the kernel
-  tests ``dweight.shape[0] > 0`` (H ≥ 1) to skip the partial sums. That test is the same in every
-  iteration, LLVM unswitches the loops on it, and one specialisation per dtype serves both cases: as a
-  compile-time ``dweight is None`` it was a second one, 0.9 s of compilation each. Measured against it
-  (float32, best of 7, alternated): the same time at 64x64, 128x256, 8192x1024 and 1024x4096, with and
-  without sums; on GroupNorm's rows of H = 2 (2048 rows) 5-7% slower, where the test runs once per row.
+* **Specialisation on None.** Where None saves real work it remains a compile-time choice: ``if dweight is
+  None`` in the backward (no parameter gradient wanted) prunes the partial sums in one specialisation and
+  keeps them in the other.
 """
 
 from __future__ import annotations
@@ -98,7 +95,6 @@ from ._jit import (
     kernel,
     num_chunks,
     run_on_threads,
-    shared_empty,
     shared_ones,
     shared_zeros,
 )
@@ -157,7 +153,7 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
             y[i, j] = out
 
 
-@kernel(parallel=False, fastmath=FASTMATH_REASSOC)
+@kernel(parallel=False, fastmath=FASTMATH_REASSOC, helper=True)
 def _dx_row(dx, dy, x, weight, has_weight, i, m, r, mean_g, mean_gxhat):
     """Pass 2 of row i: dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat)), the means already scaled by a, b."""
     H = x.shape[1]
@@ -175,7 +171,7 @@ BLOCK_FROM_H = 1024
 BLOCK_ROWS = 4
 
 
-@kernel(parallel=False, fastmath=FASTMATH_REASSOC)
+@kernel(parallel=False, fastmath=FASTMATH_REASSOC, helper=True)
 def _backward_4_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, has_weight, a, b, i):
     """Rows i .. i+3 as in the one-row loop of _layer_norm_backward, with one pass 1 for the four rows.
 
@@ -239,12 +235,8 @@ def _layer_norm_backward(
     # allocated and added them up cost ~1.5 µs, a third of the kernel. np.empty, and each item zeroes its
     # own rows. Two arrays, not views of one: LLVM cannot tell views of one array apart, and kept the
     # GroupNorm affine backward, which had them, from vectorising (10-40% slower, kernels/batch_norm.py).
-    # No parameter gradients wanted: dweight and dbias are empty stand-ins (H ≥ 1), a run-time test that LLVM
-    # moves out of the loops, so that one specialisation serves both cases (a None was a second one: 0.9 s
-    # of compilation per dtype).
-    want_sums = dweight.shape[0] > 0
     lo, hi = item_span(items, item)
-    if want_sums and dweight_part.shape[0] < items:
+    if dweight is not None and dweight_part.shape[0] < items:
         if item >= 0:
             raise ValueError("a parallel run of the LayerNorm backward needs partials from its caller")
         dweight_part = np.empty((items, H))
@@ -254,7 +246,7 @@ def _layer_norm_backward(
         row0 = c * N // items
         row1 = (c + 1) * N // items
         i = row0
-        if want_sums:
+        if dweight is not None:  # resolved at compile time, as every `is None` below
             for j in range(H):
                 dweight_part[c, j] = 0.0
                 dbias_part[c, j] = 0.0
@@ -273,7 +265,7 @@ def _layer_norm_backward(
             for j in range(H):
                 xhat = (np.float64(x[k, j]) - m) * r
                 g = np.float64(dy[k, j])
-                if want_sums:  # the same in every iteration: LLVM moves the test out of the loop
+                if dweight is not None:
                     dbias_part[c, j] += g
                     dweight_part[c, j] += g * xhat
                 if has_weight:
@@ -289,7 +281,7 @@ def _layer_norm_backward(
                 if has_weight:
                     g = g * weight[j]
                 dx[k, j] = r * (g - mean_g - xhat * mean_gxhat)
-    if ends_run(items, item) and want_sums:
+    if ends_run(items, item) and dweight is not None:
         # the partials added up in item order (the same for any thread count), rounded once to x.dtype
         add_up_chunks(dweight, dweight_part)
         add_up_chunks(dbias, dbias_part)
@@ -316,21 +308,20 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
     ``mean`` and ``rstd`` are the float64 statistics saved by :func:`layer_norm_forward`; ``weight`` is the
     (H,) gain or None. ``detach_mean``/``detach_var`` drop the gradient through the mean / the std.
     """
-    # Both parameter gradients or neither: if only one of dweight and dbias is wanted, the other is computed
-    # too (one extra add per element) and thrown away. Neither: empty stand-ins (see the kernel).
+    # One specialisation for "no parameter gradients" and one for "both": if only one of dweight and dbias
+    # is wanted, the other is computed too (one extra add per element) and thrown away.
+    if (dweight is None) != (dbias is None):
+        if dweight is None:
+            dweight = np.empty_like(dbias)
+        else:
+            dbias = np.empty_like(dweight)
     N, H = x.shape
-    want_sums = dweight is not None or dbias is not None
-    if want_sums:
-        dweight = dweight if dweight is not None else np.empty_like(dbias)
-        dbias = dbias if dbias is not None else np.empty_like(dweight)
-    else:
-        dweight = dbias = shared_empty(1, x.dtype)
     w = weight if weight is not None else shared_ones(H, x.dtype)  # (H,) and a flag, as in the forward
     has_weight = weight is not None
     detach_mean, detach_var = bool(detach_mean), bool(detach_var)
     items = num_chunks(N, H)  # a function of the shape: the sums over items are the same on any thread count
     # the partial sums of a parallel run, which outlive its calls; a serial run allocates them itself
-    if want_sums and _layer_norm_backward.runs_parallel(x.size):
+    if dweight is not None and _layer_norm_backward.runs_parallel(x.size):
         dw_part, db_part = np.empty((items, H)), np.empty((items, H))
     else:
         dw_part = db_part = _NO_PARTS

@@ -34,9 +34,9 @@ The conventions are those of the LayerNorm kernels (``kernels/layer_norm.py`` sa
   parallel launcher), **no fastmath** beyond reassociation (a NaN must stay in its row).
 * **Wide rows.** From H = ``BLOCK_FROM_H`` the backward takes four rows per update of dweight's partial row.
 * **Absent weight.** The wrappers pass an absent weight as ones plus the run-time flag ``has_weight``, so
-  that each kernel compiles once per dtype whether or not a weight is given; the flag still skips the
-  multiply by 1 (measured 10-30% of a pass, _jit.py). No weight gradient wanted: ``dweight`` goes in as an
-  empty array, which the backward tests at run time to skip the partial sums (as LayerNorm's does).
+  that each kernel compiles once per dtype and variant whether or not a weight is given; the flag still
+  skips the multiply by 1 (measured 10-30% of a pass, _jit.py). A None ``dweight`` (no weight gradient
+  wanted) remains a compile-time choice: it skips the partial sums, real work.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ from ._jit import (
     kernel,
     num_chunks,
     run_on_threads,
-    shared_empty,
     shared_ones,
 )
 
@@ -83,7 +82,7 @@ def _rms_norm_forward(y, rrms, x, weight, has_weight, eps, items, item):
             y[i, j] = out
 
 
-@kernel(parallel=False, fastmath=FASTMATH_REASSOC)
+@kernel(parallel=False, fastmath=FASTMATH_REASSOC, helper=True)
 def _dx_row(dx, dy, x, weight, has_weight, i, r, mean_gxhat):
     """Pass 2 of row i: dx = rrms * (g - xhat * mean(g * xhat))."""
     H = x.shape[1]
@@ -104,7 +103,7 @@ BLOCK_FROM_H = 2048
 BLOCK_ROWS = 4
 
 
-@kernel(parallel=False, fastmath=FASTMATH_REASSOC)
+@kernel(parallel=False, fastmath=FASTMATH_REASSOC, helper=True)
 def _backward_4_rows(dx, dweight_part, dy, x, rrms, weight, has_weight, i):
     """Rows i .. i+3 as in the one-row loop of _rms_norm_backward, with one pass 1 for the four rows."""
     H = x.shape[1]
@@ -139,10 +138,7 @@ def _rms_norm_backward(dx, dweight, dy, x, rrms, weight, has_weight, dweight_par
     # The items are the chunks. dweight_part: per-chunk float64 partial sums of dweight, (items, H), as in
     # LayerNorm's backward: a parallel run brings them (they outlive its calls); a serial run gets an empty
     # stand-in and allocates them here (np.empty, each chunk zeroing its own row).
-    # No weight gradient wanted: dweight is an empty stand-in (H ≥ 1), a run-time test that LLVM moves out of
-    # the loops, so that one specialisation serves both cases (as in LayerNorm's backward).
-    want_sum = dweight.shape[0] > 0
-    if want_sum and dweight_part.shape[0] < items:
+    if dweight is not None and dweight_part.shape[0] < items:
         if item >= 0:
             raise ValueError("a parallel run of the RMSNorm backward needs partials from its caller")
         dweight_part = np.empty((items, H))
@@ -152,7 +148,7 @@ def _rms_norm_backward(dx, dweight, dy, x, rrms, weight, has_weight, dweight_par
         lo = c * N // items
         hi = (c + 1) * N // items
         i = lo
-        if want_sum:
+        if dweight is not None:  # resolved at compile time, as every `is None` below
             for j in range(H):
                 dweight_part[c, j] = 0.0
             if H >= BLOCK_FROM_H:  # wide rows: four at a time (see _backward_4_rows)
@@ -166,7 +162,7 @@ def _rms_norm_backward(dx, dweight, dy, x, rrms, weight, has_weight, dweight_par
             for j in range(H):
                 xhat = np.float64(x[row, j]) * r
                 g = np.float64(dy[row, j])
-                if want_sum:  # the same in every iteration: LLVM moves the test out of the loop
+                if dweight is not None:
                     dweight_part[c, j] += g * xhat
                 if has_weight:
                     g = g * weight[j]
@@ -180,7 +176,7 @@ def _rms_norm_backward(dx, dweight, dy, x, rrms, weight, has_weight, dweight_par
                 if has_weight:
                     g = g * weight[j]
                 dx[row, j] = r * (g - xhat * mean_gxhat)
-    if ends_run(items, item) and want_sum:
+    if ends_run(items, item) and dweight is not None:
         add_up_chunks(dweight, dweight_part)  # in chunk order, rounded once to x.dtype
 
 
@@ -204,10 +200,10 @@ def rms_norm_backward(dx, dweight, dy, x, rrms, weight):
     ``rrms`` is the float64 statistic saved by :func:`rms_norm_forward`; ``weight`` is the (H,) gain or None.
     """
     N, H = x.shape
+    # None for dweight stays a specialisation of its own: it skips the partial sums
     w = weight if weight is not None else shared_ones(H, x.dtype)  # (H,) and a flag, as in the forward
     items = num_chunks(N, H)  # a function of the shape: the sums over chunks are the same on any thread count
     # the partial sums of a parallel run, which outlive its calls; a serial run allocates them itself
     want_parts = dweight is not None and _rms_norm_backward.runs_parallel(x.size)
     parts = np.empty((items, H)) if want_parts else _NO_PARTS
-    dw = dweight if dweight is not None else shared_empty(1, x.dtype)  # no weight gradient: an empty stand-in
-    _rms_norm_backward.launch(x.size, items, dx, dw, dy, x, rrms, w, weight is not None, parts)
+    _rms_norm_backward.launch(x.size, items, dx, dweight, dy, x, rrms, w, weight is not None, parts)
