@@ -510,7 +510,8 @@ def test_parallel_runs_of_each_specialisation_match_serial_runs(rng):
             db = np.empty(H, dtype) if want[1] else None
             parts = (np.empty((4, H)), np.empty((4, H))) if want[0] else (K._NO_PARTS, K._NO_PARTS)
             args = (dx, dw, db, dy, x, mean, rstd, weight, True, False, False, *parts)
-            _jit.call_parallel(K._layer_norm_backward.parallel, 4, *args)
+            # 3 items share the 4 chunks of the partial sums: the same chunks, so the same bits as serially
+            _jit.call_parallel(K._layer_norm_backward.parallel, 3, *args)
             sums = [None if s is None else np.empty(H, dtype) for s in (dw, db)]
             serial = (np.empty_like(x), *sums)
             no_parts = (K._NO_PARTS, K._NO_PARTS)

@@ -597,6 +597,8 @@ class ChunkedKernel:
         # the test of runs_parallel(size), written out: this is every small kernel call's path
         if size < SERIAL_BELOW or _serial_only:
             return self.body(*args, items or 1, -1)  # = self.serial(...), one Python call fewer
+        if _layer_is_thread_safe:  # = call_parallel(self.parallel, ...) once numba's pool takes any thread
+            return self.body(*args, items or row_items(size), ON_THREADS)
         return call_parallel(self.parallel, items or row_items(size), *args)
 
     @property

@@ -44,6 +44,7 @@ from ._jit import (
     ends_run,
     item_share,
     num_chunks,
+    row_items,
     run_on_threads,
     shared_empty,
     shared_ones,
@@ -179,14 +180,14 @@ def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
         dweight = dbias = shared_empty(1, x.dtype)  # (0,)
     g_out = g if g is not None else shared_empty(3, x.dtype)  # (N, C, S) or (0, 0, 0) of x.dtype
     w = weight if weight is not None else shared_ones(C, x.dtype)  # (C,): always an array, read only for g
-    # the units: with S = 1 the chunks, one item each; with S > 1 the (chunk, channel) pairs, each summed
-    # whole in one call, so any split into items gives the same bits (0: as for independent rows)
-    items = nchunks if S == 1 else 0
-    # the partial sums of a parallel run, which outlive its calls; a serial run allocates them itself
-    if want_sums and _affine_backward.runs_parallel(x.size):
-        part_dy, part_dyxhat = np.empty((nchunks, C)), np.empty((nchunks, C))
-    else:
-        part_dy = part_dyxhat = _NO_PARTS
+    part_dy = part_dyxhat = _NO_PARTS  # a serial run allocates its partial sums itself
+    items = 1
+    if _affine_backward.runs_parallel(x.size):
+        # the units: with S = 1 the chunks, with S > 1 the (chunk, channel) pairs, each summed whole in one
+        # call, so any split into items gives the same bits; as many items as in kernels/batch_norm.py
+        items = min(nchunks, row_items(x.size)) if S == 1 else 0
+        if want_sums:  # the partial sums of a parallel run, which outlive its calls
+            part_dy, part_dyxhat = np.empty((nchunks, C)), np.empty((nchunks, C))
     want_g = g is not None
     _affine_backward.launch(
         x.size, items, g_out, dweight, dbias, dy, x, mean, rstd, w, nchunks, want_g, want_sums, part_dy, part_dyxhat

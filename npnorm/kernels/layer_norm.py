@@ -51,10 +51,11 @@ How the kernels are written, and why:
 * **Work items and races.** Each call of a kernel body runs some of its ``items`` work items, each a block of
   rows (``_jit.ChunkedKernel``); in a parallel run the items run on numba's threads at once. dweight and
   dbias are sums over rows; writing ``dweight[j] += ...`` from several items at once is a data race that
-  silently loses updates. Instead each item sums into its own row of a partial buffer of shape (items, H),
-  and the call that ends the run (``_jit.ends_run``) adds the partials up in item order. The items of the
-  backward depend only on the shape (``_jit.num_chunks``), not on the number of threads, so serial and
-  parallel runs add the same numbers in the same order.
+  silently loses updates. Instead the backward cuts the rows into "chunks", a number that depends only on
+  the shape (``_jit.num_chunks``), not on the number of threads; each chunk sums into its own row of a
+  partial buffer of shape (nchunks, H), each item runs a share of the chunks, and the call that ends the
+  run (``_jit.ends_run``) adds the partials up in chunk order. So serial and parallel runs add the same
+  numbers in the same order.
 * **Wide rows.** For H ≥ ``BLOCK_FROM_H`` = 1024 the two float64 partial rows (16 KiB and more) crowd the
   data rows out of L1, and updating them once per row dominated the backward; there pass 1 runs over
   ``BLOCK_ROWS`` = 4 rows side by side and updates the partials once for all four (measurements in
@@ -91,9 +92,9 @@ from ._jit import (
     chunked_kernel,
     ends_run,
     item_share,
-    item_span,
     kernel,
     num_chunks,
+    row_items,
     run_on_threads,
     shared_ones,
     shared_zeros,
@@ -229,22 +230,28 @@ def _layer_norm_backward(
     N, H = x.shape
     a = 0.0 if detach_mean else 1.0  # keep the gradient through mean?
     b = 0.0 if detach_var else 1.0  # keep the gradient through rstd?
-    # dweight_part, dbias_part: per-item float64 partial sums of dweight and dbias, (items, H) each; none
-    # when neither is wanted. A parallel run brings them (they must outlive its calls). A serial run, all
-    # items in one call, gets empty stand-ins and allocates them here: at 64x64 the NumPy calls that
-    # allocated and added them up cost ~1.5 µs, a third of the kernel. np.empty, and each item zeroes its
-    # own rows. Two arrays, not views of one: LLVM cannot tell views of one array apart, and kept the
+    # dweight_part, dbias_part: per-chunk float64 partial sums of dweight and dbias, (nchunks, H) each;
+    # none when neither is wanted. A parallel run brings them (they must outlive its calls), and each of
+    # its items runs a share of the chunks. A serial run, all in one call, gets empty stand-ins, its
+    # `items` is the chunk count, and it allocates the partials here: at 64x64 the NumPy calls that
+    # allocated and added them up cost ~1.5 µs, a third of the kernel. np.empty, and each chunk zeroes its
+    # own row. Two arrays, not views of one: LLVM cannot tell views of one array apart, and kept the
     # GroupNorm affine backward, which had them, from vectorising (10-40% slower, kernels/batch_norm.py).
-    lo, hi = item_span(items, item)
-    if dweight is not None and dweight_part.shape[0] < items:
-        if item >= 0:
+    # Without partials the chunks are just the items (their rows are independent).
+    nchunks = items
+    if dweight is not None:  # resolved at compile time, as every `is None` below
+        if dweight_part.shape[0] > 0:
+            nchunks = dweight_part.shape[0]
+        elif item >= 0:
             raise ValueError("a parallel run of the LayerNorm backward needs partials from its caller")
-        dweight_part = np.empty((items, H))
-        dbias_part = np.empty((items, H))
-    for c in range(lo, hi):
-        # item c owns rows [row0, row1) and writes only row c of the partials
-        row0 = c * N // items
-        row1 = (c + 1) * N // items
+        else:
+            dweight_part = np.empty((nchunks, H))
+            dbias_part = np.empty((nchunks, H))
+    first, stop = item_share(nchunks, items, item)
+    for c in range(first, stop):
+        # chunk c owns rows [row0, row1) and writes only row c of the partials
+        row0 = c * N // nchunks
+        row1 = (c + 1) * N // nchunks
         i = row0
         if dweight is not None:  # resolved at compile time, as every `is None` below
             for j in range(H):
@@ -319,12 +326,19 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
     w = weight if weight is not None else shared_ones(H, x.dtype)  # (H,) and a flag, as in the forward
     has_weight = weight is not None
     detach_mean, detach_var = bool(detach_mean), bool(detach_var)
-    items = num_chunks(N, H)  # a function of the shape: the sums over items are the same on any thread count
-    # the partial sums of a parallel run, which outlive its calls; a serial run allocates them itself
-    if dweight is not None and _layer_norm_backward.runs_parallel(x.size):
-        dw_part, db_part = np.empty((items, H)), np.empty((items, H))
+    nchunks = num_chunks(N, H)  # a function of the shape: the sums over chunks are the same on any thread count
+    if not _layer_norm_backward.runs_parallel(x.size):
+        # a serial run: all chunks in one call, which allocates the partial sums itself
+        items, dw_part, db_part = nchunks, _NO_PARTS, _NO_PARTS
     else:
-        dw_part = db_part = _NO_PARTS
+        # A share of the chunks per item, as many items as rows of that size would get: a call per item costs
+        # ~0.2 µs (one item per chunk, 16 at 256x256, cost 3 µs of a 35 µs backward). The partial sums must
+        # outlive the run's calls, so they come from here.
+        items = min(nchunks, row_items(x.size))
+        if dweight is not None:
+            dw_part, db_part = np.empty((nchunks, H)), np.empty((nchunks, H))
+        else:
+            dw_part = db_part = _NO_PARTS
     _layer_norm_backward.launch(
         x.size, items, dx, dweight, dbias, dy, x, mean, rstd, w, has_weight, detach_mean, detach_var, dw_part, db_part
     )

@@ -26,7 +26,7 @@ The conventions are those of the LayerNorm kernels (``kernels/layer_norm.py`` sa
   range: a float32 square overflows from |x| ≈ 1.8e19 and vanishes below |x| ≈ 4e-23; a float64 square of
   a float32 is exact. Outputs are computed in float64 and rounded once to x.dtype.
 * **Work items and races.** Each call of a kernel body runs some of its work items (``_jit.ChunkedKernel``):
-  blocks of independent rows in the forward, blocks ("chunks") of rows in the backward. dweight is a sum
+  blocks of independent rows in the forward, shares of fixed blocks ("chunks") of rows in the backward. dweight is a sum
   over rows, so each chunk sums into its own row of a partial buffer of shape (nchunks, H), and the call
   that ends the run adds them up in chunk order. The chunks depend only on the shape, so serial and
   parallel runs give identical bits.
@@ -50,9 +50,9 @@ from ._jit import (
     chunked_kernel,
     ends_run,
     item_share,
-    item_span,
     kernel,
     num_chunks,
+    row_items,
     run_on_threads,
     shared_ones,
 )
@@ -135,18 +135,23 @@ def _rms_norm_backward(dx, dweight, dy, x, rrms, weight, has_weight, dweight_par
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
         return run_on_threads(items)
     N, H = x.shape
-    # The items are the chunks. dweight_part: per-chunk float64 partial sums of dweight, (items, H), as in
-    # LayerNorm's backward: a parallel run brings them (they outlive its calls); a serial run gets an empty
-    # stand-in and allocates them here (np.empty, each chunk zeroing its own row).
-    if dweight is not None and dweight_part.shape[0] < items:
-        if item >= 0:
+    # dweight_part: per-chunk float64 partial sums of dweight, (nchunks, H), as in LayerNorm's backward: a
+    # parallel run brings them (they outlive its calls) and each of its items runs a share of the chunks; a
+    # serial run gets an empty stand-in, its `items` is the chunk count, and it allocates them here
+    # (np.empty, each chunk zeroing its own row). Without partials the chunks are just the items.
+    nchunks = items
+    if dweight is not None:  # resolved at compile time, as every `is None` below
+        if dweight_part.shape[0] > 0:
+            nchunks = dweight_part.shape[0]
+        elif item >= 0:
             raise ValueError("a parallel run of the RMSNorm backward needs partials from its caller")
-        dweight_part = np.empty((items, H))
-    first, stop = item_span(items, item)
+        else:
+            dweight_part = np.empty((nchunks, H))
+    first, stop = item_share(nchunks, items, item)
     for c in range(first, stop):
-        # chunk c owns rows [c*N//items, (c+1)*N//items) and writes only row c of the partials
-        lo = c * N // items
-        hi = (c + 1) * N // items
+        # chunk c owns rows [c*N//nchunks, (c+1)*N//nchunks) and writes only row c of the partials
+        lo = c * N // nchunks
+        hi = (c + 1) * N // nchunks
         i = lo
         if dweight is not None:  # resolved at compile time, as every `is None` below
             for j in range(H):
@@ -202,8 +207,11 @@ def rms_norm_backward(dx, dweight, dy, x, rrms, weight):
     N, H = x.shape
     # None for dweight stays a specialisation of its own: it skips the partial sums
     w = weight if weight is not None else shared_ones(H, x.dtype)  # (H,) and a flag, as in the forward
-    items = num_chunks(N, H)  # a function of the shape: the sums over chunks are the same on any thread count
-    # the partial sums of a parallel run, which outlive its calls; a serial run allocates them itself
-    want_parts = dweight is not None and _rms_norm_backward.runs_parallel(x.size)
-    parts = np.empty((items, H)) if want_parts else _NO_PARTS
+    nchunks = num_chunks(N, H)  # a function of the shape: the sums over chunks are the same on any thread count
+    if not _rms_norm_backward.runs_parallel(x.size):
+        items, parts = nchunks, _NO_PARTS  # a serial run: all chunks in one call, which allocates the partials
+    else:
+        # a share of the chunks per item, as in LayerNorm's backward; the partials outlive the run's calls
+        items = min(nchunks, row_items(x.size))
+        parts = np.empty((nchunks, H)) if dweight is not None else _NO_PARTS
     _rms_norm_backward.launch(x.size, items, dx, dweight, dy, x, rrms, w, weight is not None, parts)
