@@ -1,7 +1,7 @@
 """`npnorm.set_num_threads(n)` and `npnorm.get_num_threads()`: how many threads the Numba kernels use.
 
-Only the parallel variants of the kernels (inputs of at least `kernels._jit.SERIAL_BELOW` elements) use
-more than one thread; everything else runs in the calling thread. The number is numba's:
+Only parallel kernel runs (inputs of at least `kernels._jit.SERIAL_BELOW` elements) use more than one
+thread; everything else runs in the calling thread. The number is numba's:
 
 * numba reads the environment variable ``NUMBA_NUM_THREADS`` once, when it is first imported. It is both
   the default and the upper limit (the size of the thread pool), so ``NUMBA_NUM_THREADS=1`` makes every

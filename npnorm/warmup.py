@@ -32,11 +32,11 @@ import numpy as np
 
 DTYPES = ("float32", "float64")
 H = 64  # features of every warm-up input; the row count decides serial vs parallel
-SMALL_ROWS = 4  # 4 x 64 = 256 elements: the serial variants
+SMALL_ROWS = 4  # 4 x 64 = 256 elements: serial runs
 
 
 def _parallel_rows() -> int:
-    """Rows of the input that reaches the parallel variants: N * H >= SERIAL_BELOW."""
+    """Rows of the input that reaches parallel runs: N * H >= SERIAL_BELOW."""
     try:
         from .kernels._jit import SERIAL_BELOW
     except ImportError:  # no numba: impl="numba" runs the NumPy reference, any size will do
