@@ -51,7 +51,6 @@ __all__ = [
     "FASTMATH_REASSOC",
     "num_chunks",
     "row_items",
-    "item_span",
     "item_share",
     "ends_run",
     "ON_THREADS",
@@ -379,13 +378,6 @@ add_up_chunks = kernel(parallel=False, helper=True)(_add_up_chunks)
 # --- one compiled body, run serially or on numba's threads ---------------------------------------------
 
 
-def _item_span(items, item):
-    """The items a chunked body runs in this call: (first, stop), see ChunkedKernel."""
-    if item < 0:
-        return 0, items
-    return item, min(item + 1, items)
-
-
 def _ends_run(items, item):
     """Whether this call of a chunked body ends the run (adds up the partial sums), see ChunkedKernel."""
     return item < 0 or item == items
@@ -393,7 +385,7 @@ def _ends_run(items, item):
 
 def _item_share(total, items, item):
     """This call's share of ``total`` units of work (rows, chunks, (sample, channel) pairs) split evenly over
-    ``items`` items: (first, stop), the units of items ``item_span(items, item)``, see ChunkedKernel."""
+    ``items`` items: (first, stop); all of them for item -1, none for the closing call (see ChunkedKernel)."""
     if item < 0:
         return 0, total
     if item >= items:  # the closing call: no units
@@ -401,8 +393,7 @@ def _item_share(total, items, item):
     return item * total // items, (item + 1) * total // items
 
 
-item_span = kernel(parallel=False, inline=True)(_item_span)  # inlined: pasted into each body that uses it
-item_share = kernel(parallel=False, inline=True)(_item_share)
+item_share = kernel(parallel=False, inline=True)(_item_share)  # inlined: pasted into each body that uses it
 ends_run = kernel(parallel=False, inline=True)(_ends_run)
 
 ON_THREADS = -2  # the `item` of the call that hands a body's items to numba's threads (see ChunkedKernel)
@@ -541,14 +532,14 @@ def row_items(size: int) -> int:
 class ChunkedKernel:
     """A kernel body compiled once and run either serially, for small inputs, or on numba's threads.
 
-    The body is written as ``body(*args, items, item)``: ``item`` in 0 .. items-1 runs that work item (a
-    block of rows, or of (chunk, channel) pairs); ``item == items`` runs only what ends the run (adding up
-    the items' partial sums); ``item == -1`` runs all items and then that. :func:`item_span`,
-    :func:`item_share` and :func:`ends_run` read these for the body. An item touches only its own rows and
-    its own row of the partials, so items may run at once. The caller picks ``items``: a function of the
-    shape wherever sums depend on it (:func:`num_chunks`), so that any thread count gives the same bits; or
-    0 where the units are independent, which means :func:`row_items` items in a parallel run and one in a
-    serial run. Every body starts with::
+    The body is written as ``body(*args, items, item)``: ``item`` in 0 .. items-1 runs that work item, an
+    even share of the body's units of work (rows; chunks of rows; (chunk, channel) pairs); ``item == items``
+    runs only what ends the run (adding up the partial sums); ``item == -1`` runs all items and then that.
+    :func:`item_share` and :func:`ends_run` read these for the body. A unit touches only its own rows and
+    its own row of the partials, so items may run at once. Where sums cross rows, the rows go into chunks
+    whose number depends only on the shape (:func:`num_chunks`), each chunk summed whole by one call, so that
+    any number of items or threads gives the same bits. ``items = 0`` asks for :func:`row_items` items in a
+    parallel run and one in a serial run. Every body starts with::
 
         if item == ON_THREADS:
             return run_on_threads(items)
