@@ -114,3 +114,16 @@ def test_bench_startup_rows_are_well_formed(tmp_path, capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith(("import npnorm ", "first LayerNorm"))]
     assert len(rows) == 2 and "copy bandwidth" not in out and "engine rows" not in out
+
+
+@pytest.mark.parametrize("setting,expected", [("1", 1), ("0", None), ("", None)])
+def test_default_jobs_reads_numbas_setting_without_importing_numba(setting, expected):
+    """npnorm warmup decides how many processes to start before it imports numba, so that the second
+    process need not wait for that import; NUMBA_DISABLE_JIT=1 (nothing to compile) means one."""
+    pytest.importorskip("numba")
+    script = "import sys; from npnorm import warmup; print(warmup._default_jobs(), 'numba' in sys.modules)"
+    env = {**os.environ, "NUMBA_DISABLE_JIT": setting}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    jobs, imported = out.stdout.split()
+    assert imported == "False"
+    assert int(jobs) == (expected or min(len(warmup.GROUPS), os.cpu_count() or 1))
