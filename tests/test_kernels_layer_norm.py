@@ -478,6 +478,22 @@ def test_chunk_partials_add_up_in_chunk_order(nchunks, dtype, rng):
 # ------------------------------------------------------------------------- the parallel launcher itself
 
 
+def _misnamed_body(x, n, k):
+    """A kernel body whose last two parameters are not called items, item."""
+    if k == _jit.ON_THREADS:
+        return _jit.run_on_threads(n)
+    x[0] = 1.0
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="nothing is compiled without the JIT")
+def test_a_body_must_end_with_items_and_item():
+    """The item function replaces the body's last argument with the item: a body that does not end with
+    (items, item) is refused when it compiles, not run with its arguments mixed up."""
+    misnamed = _jit.ChunkedKernel(_misnamed_body)
+    with pytest.raises(Exception, match="must end with the parameters items, item"):
+        misnamed.body(np.zeros(2), 2, _jit.ON_THREADS)
+
+
 def test_a_failing_item_in_a_parallel_run_raises(rng):
     """A body that fails in a parallel run (here: the backward's items without their partial sums, which
     the kernel refuses) makes the launcher report it, and the run raises instead of returning garbage."""

@@ -1,6 +1,6 @@
 """How every npnorm kernel is compiled and entered.
 
-Three rules live here so that no kernel file has to repeat them:
+Four rules live here so that no kernel file has to repeat them:
 
 * **Compilation.** ``kernel(parallel)`` is ``numba.njit`` with our fixed options: ``nogil=True`` (a running
   kernel lets other Python threads go on), ``error_model="numpy"`` (``1.0 / 0.0`` gives ``inf`` as in NumPy,
@@ -11,6 +11,11 @@ Three rules live here so that no kernel file has to repeat them:
   only when a norm first needs a kernel, so ``import npnorm`` never imports numba.
   ``NUMBA_DISABLE_JIT=1`` runs every kernel as plain Python (``numba.prange`` is then ``range``).
 
+* **One body, serial or parallel.** Each kernel body is compiled once (``ChunkedKernel``), over work items.
+  Small inputs run it in one call; large ones hand its items to numba's threads through ``_run_items``, the
+  one ``prange`` function of npnorm, which every body reaches by name (installed when this module is
+  imported). Compiling a ``prange`` twin of every kernel instead had cost half of a cold warm-up.
+
 * **On-disk cache.** Numba caches compiled code under ``NUMBA_CACHE_DIR`` when that is set, else in
   ``__pycache__`` next to the source file, else (read-only installs) in its per-user cache directory. We
   turn the cache on only if one of these directories is writable (we try to create a temporary file
@@ -20,7 +25,7 @@ Three rules live here so that no kernel file has to repeat them:
 
 * **Entry.** Numba's fallback "workqueue" threading layer aborts the whole process when two Python threads
   enter parallel kernels at the same time. ``call_parallel`` therefore holds a module-level lock around every
-  parallel kernel call, until the first call has shown that a thread-safe layer ("tbb" or "omp") is running;
+  parallel run, until the first call has shown that a thread-safe layer ("tbb" or "omp") is running;
   numba can only tell which layer it picked after its thread pool has started. Serial kernels need no lock.
   GNU OpenMP does not survive ``fork()``: a child forked after the parent ran an OpenMP parallel region
   aborts when it enters one itself, so in such a child every kernel runs serially.
@@ -493,6 +498,8 @@ def run_on_threads(typingctx, items):
     def codegen(context, builder, signature, llargs):
         body = builder.function  # the kernel body this intrinsic is compiled into
         params = context.call_conv.get_arguments(body)
+        if [param.name for param in params[-2:]] != ["arg.items", "arg.item"]:  # numba names them "arg.<name>"
+            raise TypeError(f"run_on_threads: {body.name} must end with the parameters items, item (int)")
         packed = cgutils.alloca_once(builder, _packed_type(params))
         for i, value in enumerate(params):  # the arguments of this call, item included (it is replaced)
             builder.store(value, cgutils.gep_inbounds(builder, packed, 0, i))
