@@ -144,7 +144,12 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # has two processes write one cache file: numba reads, updates and rewrites a function's whole index file,
 # and two writers could drop each other's entries. GroupNorm runs LayerNorm's kernels on its rows, so those
 # two go together. AdaNorm shares only LayerNorm's row statistics (`_row_mean_rstd`), which numba inlines
-# and never caches on its own, so it may go in either group. Measured cold, 2 cores, one after another:
+# and never caches on its own, so it may go in either group. Two functions of kernels/_jit.py are compiled in
+# both groups all the same: the launcher (one signature) and `add_up_chunks` (one per output dtype). Both
+# processes compile them in the same order (every group starts with its float32 inputs), so they write the
+# same entries under the same file names. (Entries in another order could be worse than dropped: numba
+# names a function's data files by their position in its index, so a second writer could pair one key
+# with another signature's code.) Measured cold, 2 cores, one after another:
 # layer_norm 12 s, group_norm 7.5, rms_norm 5.3, batch_norm 12.4, weight_norm 2.5, ada_norm 3.6 (44 s; 53-56 s
 # with group_norm 14 s and batch_norm 15 s before GroupNorm's absent g and partial sums and BatchNorm's
 # evaluation mode became flags too; 65-69 s before absent weights and biases stopped being specialisations
