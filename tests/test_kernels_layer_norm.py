@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -362,6 +363,38 @@ def test_two_threads_under_workqueue_layer():
     env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=_repo_root(), capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no threads without the JIT")
+def test_parallel_runs_from_several_threads_at_once_give_the_serial_results(rng):
+    """Under a thread-safe layer a parallel run enters its body directly, and the body hands its own arguments
+    (packed on its stack) to the shared launcher: runs from four Python threads at once must each compute
+    their own input's result, bit for bit the serial one."""
+    N, H = 256, 192  # 49152 elements: above SERIAL_BELOW, so every call below is a parallel run
+    assert N * H >= _jit.SERIAL_BELOW
+    inputs = [make_case(rng, N, H, np.float64) for _ in range(4)]
+    expected = []
+    for x, weight, bias, _dy in inputs:  # serial runs: the references
+        y, mean, rstd = np.empty_like(x), np.empty(N), np.empty(N)
+        K._layer_norm_forward.serial(1, y, mean, rstd, x, weight, bias, True, True, 1e-5)
+        expected.append(y)
+    failures = []
+
+    def work(i):
+        x, weight, bias, _ = inputs[i]
+        y, mean, rstd = np.empty_like(x), np.empty(N), np.empty(N)
+        for _ in range(50):
+            K.layer_norm_forward(y, mean, rstd, x, weight, bias, 1e-5)
+            if not np.array_equal(y, expected[i]):
+                failures.append(i)
+                return
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="nothing is cached without the JIT")
