@@ -164,7 +164,7 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # 2.7: 27.3 s in all, the second group now the longer (21 s against 26 s), to rebalance as the others follow.
 # Then every kernel became one, all sharing one launcher: layer_norm 3.7 s (0.8 s of it numba's start-up),
 # group_norm 2.7, ada_norm 1.0, weight_norm 1.0, adam 0.2 | rms_norm 2.9, batch_norm 5.3 in one process
-# (17.6 s); the groups are balanced as they are: 9.6-10.8 s in two processes (one of them this one).
+# (17.6 s); the groups are balanced as they are: 9.6-10.9 s in two processes (one of them this one).
 GROUPS = (("layer_norm", "group_norm", "ada_norm", "weight_norm", "adam"), ("rms_norm", "batch_norm"))
 
 
@@ -213,7 +213,7 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
 
     With ``jobs`` > 1 (default: one per group in :data:`GROUPS`, at most one per CPU) the groups compile in
     that many processes at once, this one and ``jobs - 1`` fresh ones; numba compiles in one thread, so on 2
-    cores this nearly halves a cold warm-up (17.6 s → 9.6-10.8 s measured). Returns {"seconds": total,
+    cores this nearly halves a cold warm-up (17.6 s → 9.6-10.9 s measured). Returns {"seconds": total,
     "norms": {norm: seconds}, "dtypes": [...], "shapes": {"serial": (N, H), "parallel": (N, H)}, "jobs": n}.
     ``progress`` receives one line per norm as soon as that norm is done (None: silent).
     """
@@ -245,7 +245,7 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
         # start-up in a new interpreter (about a second). Each process loads kernels/_jit.py, which compiles
         # the launcher all kernels share; on a cold cache both compile it and write the same entry to its
         # cache file (identical code under one key, so neither can drop the other's). Measured, cold, both
-        # dtypes, 2 cores: 9.6-10.8 s this way (14 runs, median 10.3 s); 10.7-11.5 s with two worker processes; 11.6 s
+        # dtypes, 2 cores: 9.6-10.9 s this way (20 runs, median 10.3 s); 10.7-11.5 s with two worker processes; 11.6 s
         # with two workers and the launcher compiled here before them. With the groups swapped (this process
         # compiling RMSNorm and BatchNorm) 10.3-10.9 s.
         # "spawn": fresh interpreters, safe whatever threads (OpenMP, numba's pool) this process has started.
