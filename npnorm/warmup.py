@@ -104,7 +104,7 @@ def _group_norm(x):
     from . import functional as F
 
     affine, none = _affine_choices(x.dtype)
-    # The affine backward compiles once per dtype and variant whichever of g, dγ, dβ are wanted (absent ones
+    # The affine backward compiles once per dtype whichever of g, dγ, dβ are wanted (absent ones
     # are flags, kernels/group_norm.py), so frozen γ, β or no γ need no calls of their own.
     _fwd_bwd(F.group_norm, x, affine, 4)  # the affine forward and backward
     _fwd_bwd(F.group_norm, x, none, 4)  # LayerNorm's row kernels only

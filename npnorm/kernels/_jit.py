@@ -157,7 +157,7 @@ def _add_up_chunks(out, partials):
 # --- absent parameters ---------------------------------------------------------------------------------
 
 # Numba compiles one specialisation per combination of argument types, and None is a type of its own: a
-# kernel with an optional weight and an optional bias would compile four times per dtype and variant. The
+# kernel with an optional weight and an optional bias would compile four times per dtype. The
 # public wrappers therefore pass an absent weight as ones and an absent bias as zeros, of the right length
 # and dtype, so that a kernel only ever sees arrays there, plus a run-time flag (``has_weight``, a bool
 # whatever its value: still one specialisation) that lets the kernel skip the multiply by 1 or the add of 0.

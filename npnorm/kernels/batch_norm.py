@@ -58,11 +58,11 @@ How the kernels are written, and why:
 * **Serial below a threshold** (``_jit.SERIAL_BELOW``), **no fastmath** except reassociation (which lets
   LLVM vectorise a sum; NaN handling stays exact).
 * **Absent parameters.** γ never reaches a kernel (it is folded into ``scale``, a float64 array either way).
-  An absent β goes in as zeros plus the run-time flag ``has_bias``, so ``_apply`` compiles once per dtype
-  and variant; the flag skips the add of 0 (measured 10-20% of the forward, see _jit.py). Evaluation mode
+  An absent β goes in as zeros plus the run-time flag ``has_bias``, so ``_apply`` compiles once per dtype;
+  the flag skips the add of 0 (measured 10-20% of the forward, see _jit.py). Evaluation mode
   (dx = scale · dy) is the run-time flag ``through_stats`` of ``_grad_input`` in the same way, with an empty
   (0,) float64 stand-in for the batch means it does not use: as None they were a type of their own, and
-  ``_grad_input`` compiled twice per dtype and variant. The flag is loop-invariant, LLVM unswitches the
+  ``_grad_input`` compiled twice per dtype. The flag is loop-invariant, LLVM unswitches the
   loops on it, and evaluation still skips the recomputation of x̂ (measured: as fast as before).
 
 The derivation is in ``docs/batch_norm.md``; the NumPy twin of every kernel is in ``norms/batch_norm.py``,

@@ -20,12 +20,12 @@ work item (``_jit.ChunkedKernel``) ever adds into an element another one writes,
 runs agree bit for bit.
 
 An absent γ or β goes in as ones or zeros, with run-time flags in the forward that skip them, so that each
-kernel compiles once per dtype and variant whatever the caller leaves out (see ``kernels/_jit.py``). The
+kernel compiles once per dtype whatever the caller leaves out (see ``kernels/_jit.py``). The
 backward's absent outputs work the same way: no ``g`` (no input gradient, or no γ: g would be dy) and no dγ,
 dβ (no parameter gradient) go in as cached empty arrays of the same numba type, (0, 0, 0) and (0,) of x.dtype,
 plus the flags ``want_g`` and ``want_sums``. As None they were types of their own: three combinations, 12
 specialisations of ``_affine_backward`` for two dtypes and two variants, ~0.5 s of compilation each for the
-parallel ones; now 4 (a body and a launcher per dtype). The flags are the same in every iteration, and LLVM
+parallel ones; now 2 (one body per dtype). The flags are the same in every iteration, and LLVM
 unswitches the loops on them, so the work an absent output saves is still skipped. Measured against the None
 specialisations (float32, 2 cores, best of 150): the same time with g and both sums (8192x1024, 2048x256,
 256x64x64) and with the sums alone; g alone the same at 8192x1024 and G = 1, up to 15% slower for short groups
@@ -170,7 +170,7 @@ def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
     N, C, S = x.shape
     nchunks = num_chunks(N, C, size=x.size)
     # Absent outputs go in as empty stand-ins of the same numba type, skipped by the flags: one
-    # specialisation per dtype and variant, whichever of g, dweight, dbias the caller wants. Both parameter
+    # specialisation per dtype, whichever of g, dweight, dbias the caller wants. Both parameter
     # sums or neither: one wanted alone costs the other's adds (one per element), into a scratch array.
     want_sums = dweight is not None or dbias is not None
     if want_sums:

@@ -71,7 +71,7 @@ How the kernels are written, and why:
 * **Absent weight and bias: arrays and flags.** Numba compiles a specialisation per combination of
   argument types, and None is a type of its own. The wrappers therefore pass an absent weight as ones and
   an absent bias as zeros (cached arrays, ``_jit.shared_ones``), together with the run-time flags
-  ``has_weight`` and ``has_bias``: each kernel then compiles once per dtype and variant, not once per
+  ``has_weight`` and ``has_bias``: each kernel then compiles once per dtype, not once per
   combination, and GroupNorm's rows (no weight, no bias) share LayerNorm's specialisations. The flags skip
   the multiply by 1 and the add of 0, which cost up to 40% of a kernel's time (measured in _jit.py); they
   are the same in every iteration, and LLVM hoists them out of the loops. Skipping also keeps the results

@@ -34,7 +34,7 @@ The conventions are those of the LayerNorm kernels (``kernels/layer_norm.py`` sa
   parallel launcher), **no fastmath** beyond reassociation (a NaN must stay in its row).
 * **Wide rows.** From H = ``BLOCK_FROM_H`` the backward takes four rows per update of dweight's partial row.
 * **Absent weight.** The wrappers pass an absent weight as ones plus the run-time flag ``has_weight``, so
-  that each kernel compiles once per dtype and variant whether or not a weight is given; the flag still
+  that each kernel compiles once per dtype whether or not a weight is given; the flag still
   skips the multiply by 1 (measured 10-30% of a pass, _jit.py). A None ``dweight`` (no weight gradient
   wanted) remains a compile-time choice: it skips the partial sums, real work.
 """
