@@ -77,12 +77,13 @@ from ._jit import (
     FASTMATH_REASSOC,
     ON_THREADS,
     add_up_chunks,
+    chunk_items,
     chunked_kernel,
     ends_run,
     item_share,
     kernel,
+    must_allocate_partials,
     num_chunks,
-    row_items,
     run_on_threads,
     shared_empty,
     shared_zeros,
@@ -107,12 +108,11 @@ def _parts(kernel, N, C, L, size):
     nchunks = num_chunks(N, C, size=size)
     if not kernel.runs_parallel(size):
         return nchunks, 1, _NO_PARTS, _NO_PARTS  # a serial run: one call, which allocates the partials itself
-    # The units of work: with L = 1 the chunks, with L > 1 the (chunk, channel) pairs; either is summed whole
-    # in one call, so any split of them into items gives the same bits. As many items as independent rows
-    # of that size would get (_jit.row_items; 0 asks for that), at most one per chunk: a call per item costs
-    # up to ~0.1 µs, more with more array arguments (16 items against 2 cost the gradient sums 1.2 µs more at
-    # 256x256, measured). The partials outlive the run's calls, so they come from here.
-    items = min(nchunks, row_items(size)) if L == 1 else 0
+    # The units of work: with L = 1 the chunks, a share of them per item (_jit.chunk_items); with L > 1 the
+    # (chunk, channel) pairs, split like independent rows (0). Either is summed whole in one call, so any
+    # split of them into items gives the same bits. The partials outlive the run's calls, so they come
+    # from here.
+    items = chunk_items(nchunks, size) if L == 1 else 0
     return nchunks, items, np.empty((nchunks, C)), np.empty((nchunks, C))
 
 
@@ -170,9 +170,7 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
     N, C, L = x.shape
     # part_mean[k, c], part_m2[k, c]: mean and Σ (x − mean)² of channel c over the samples of chunk k.
     # np.empty, each chunk filling its own row: np.zeros would be a parallel region of its own (_jit.py).
-    if part_mean.shape[0] < nchunks:
-        if item >= 0:
-            raise ValueError("a parallel run of the BatchNorm statistics needs partials from its caller")
+    if must_allocate_partials(part_mean.shape[0], nchunks, item):
         part_mean = np.empty((nchunks, C))
         part_m2 = np.empty((nchunks, C))
     if L == 1:  # (N, C): chunk k sums whole rows of C contiguous channels
@@ -297,9 +295,7 @@ def _grad_sums(sum_dy, sum_dyxhat, dy, x, mean, rstd, nchunks, part_dy, part_dyx
         return run_on_threads(items)
     N, C, L = x.shape
     # (nchunks, C) float64 partials, each chunk filling its own row (np.empty: see _batch_stats)
-    if part_dy.shape[0] < nchunks:
-        if item >= 0:
-            raise ValueError("a parallel run of the BatchNorm gradient sums needs partials from its caller")
+    if must_allocate_partials(part_dy.shape[0], nchunks, item):
         part_dy = np.empty((nchunks, C))
         part_dyxhat = np.empty((nchunks, C))
     if L == 1:

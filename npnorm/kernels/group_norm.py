@@ -40,11 +40,12 @@ from ._jit import (
     FASTMATH_REASSOC,
     ON_THREADS,
     add_up_chunks,
+    chunk_items,
     chunked_kernel,
     ends_run,
     item_share,
+    must_allocate_partials,
     num_chunks,
-    row_items,
     run_on_threads,
     shared_empty,
     shared_ones,
@@ -95,9 +96,7 @@ def _affine_backward(
     # part_dy, part_dyxhat: (nchunks, C) float64 partial sums of dβ and dγ, none unless wanted; np.empty,
     # each unit of work filling its own entries. A parallel run brings them from the wrapper (they outlive
     # its calls), a serial run allocates them here (see kernels/batch_norm.py).
-    if want_sums and part_dy.shape[0] < nchunks:
-        if item >= 0:
-            raise ValueError("a parallel run of GroupNorm's affine backward needs partials from its caller")
+    if want_sums and must_allocate_partials(part_dy.shape[0], nchunks, item):
         part_dy = np.empty((nchunks, C))
         part_dyxhat = np.empty((nchunks, C))
     if S == 1:  # (N, C): chunk k runs over whole rows, group by group (each a run of contiguous channels)
@@ -184,8 +183,8 @@ def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
     items = 1
     if _affine_backward.runs_parallel(x.size):
         # the units: with S = 1 the chunks, with S > 1 the (chunk, channel) pairs, each summed whole in one
-        # call, so any split into items gives the same bits; as many items as in kernels/batch_norm.py
-        items = min(nchunks, row_items(x.size)) if S == 1 else 0
+        # call, so any split into items gives the same bits (as in kernels/batch_norm.py)
+        items = chunk_items(nchunks, x.size) if S == 1 else 0
         if want_sums:  # the partial sums of a parallel run, which outlive its calls
             part_dy, part_dyxhat = np.empty((nchunks, C)), np.empty((nchunks, C))
     want_g = g is not None

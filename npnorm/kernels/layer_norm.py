@@ -89,12 +89,13 @@ from ._jit import (
     FASTMATH_REASSOC,
     ON_THREADS,
     add_up_chunks,
+    chunk_items,
     chunked_kernel,
     ends_run,
     item_share,
     kernel,
+    must_allocate_partials,
     num_chunks,
-    row_items,
     run_on_threads,
     shared_ones,
     shared_zeros,
@@ -242,9 +243,7 @@ def _layer_norm_backward(
     if dweight is not None:  # resolved at compile time, as every `is None` below
         if dweight_part.shape[0] > 0:
             nchunks = dweight_part.shape[0]
-        elif item >= 0:
-            raise ValueError("a parallel run of the LayerNorm backward needs partials from its caller")
-        else:
+        if must_allocate_partials(dweight_part.shape[0], nchunks, item):
             dweight_part = np.empty((nchunks, H))
             dbias_part = np.empty((nchunks, H))
     first, stop = item_share(nchunks, items, item)
@@ -331,10 +330,9 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
         # a serial run: all chunks in one call, which allocates the partial sums itself
         items, dw_part, db_part = nchunks, _NO_PARTS, _NO_PARTS
     else:
-        # A share of the chunks per item, as many items as rows of that size would get: a call per item costs
-        # up to ~0.1 µs (one item per chunk, 16 at 128x256-256x256, cost 1-2.5 µs of a 23-35 µs backward).
-        # The partial sums must outlive the run's calls, so they come from here.
-        items = min(nchunks, row_items(x.size))
+        # a share of the chunks per item (_jit.chunk_items); the partial sums must outlive the run's calls,
+        # so they come from here
+        items = chunk_items(nchunks, x.size)
         if dweight is not None:
             dw_part, db_part = np.empty((nchunks, H)), np.empty((nchunks, H))
         else:

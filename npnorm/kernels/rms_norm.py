@@ -47,12 +47,13 @@ from ._jit import (
     FASTMATH_REASSOC,
     ON_THREADS,
     add_up_chunks,
+    chunk_items,
     chunked_kernel,
     ends_run,
     item_share,
     kernel,
+    must_allocate_partials,
     num_chunks,
-    row_items,
     run_on_threads,
     shared_ones,
 )
@@ -143,9 +144,7 @@ def _rms_norm_backward(dx, dweight, dy, x, rrms, weight, has_weight, dweight_par
     if dweight is not None:  # resolved at compile time, as every `is None` below
         if dweight_part.shape[0] > 0:
             nchunks = dweight_part.shape[0]
-        elif item >= 0:
-            raise ValueError("a parallel run of the RMSNorm backward needs partials from its caller")
-        else:
+        if must_allocate_partials(dweight_part.shape[0], nchunks, item):
             dweight_part = np.empty((nchunks, H))
     first, stop = item_share(nchunks, items, item)
     for c in range(first, stop):
@@ -211,7 +210,7 @@ def rms_norm_backward(dx, dweight, dy, x, rrms, weight):
     if not _rms_norm_backward.runs_parallel(x.size):
         items, parts = nchunks, _NO_PARTS  # a serial run: all chunks in one call, which allocates the partials
     else:
-        # a share of the chunks per item, as in LayerNorm's backward; the partials outlive the run's calls
-        items = min(nchunks, row_items(x.size))
+        # a share of the chunks per item (_jit.chunk_items); the partials outlive the run's calls
+        items = chunk_items(nchunks, x.size)
         parts = np.empty((nchunks, H)) if dweight is not None else _NO_PARTS
     _rms_norm_backward.launch(x.size, items, dx, dweight, dy, x, rrms, w, weight is not None, parts)
