@@ -12,6 +12,9 @@ thread; everything else runs in the calling thread. The number is numba's:
 The results do not depend on the number of threads beyond floating-point reassociation: kernels split
 rows into chunks that depend only on the input's shape (see kernels/layer_norm.py), never on the threads.
 
+npnorm starts numba's threads itself (:func:`start_numba_threads`, before its first kernel or thread
+query), so that GNU OpenMP's idle threads spin only briefly: see the measurements there.
+
 Like the kernels, this module imports numba only when one of its functions is called, so ``import npnorm``
 stays fast. Without numba (where impl="numba" falls back to the NumPy reference) there are no kernel
 threads: ``get_num_threads()`` is 1 and ``set_num_threads`` only checks its argument.
@@ -20,17 +23,92 @@ threads: ``get_num_threads()`` is 1 and ``set_num_threads`` only checks its argu
 from __future__ import annotations
 
 import numbers
+import os
 
-__all__ = ["get_num_threads", "set_num_threads"]
+__all__ = ["get_num_threads", "set_num_threads", "start_numba_threads"]
+
+# GNU OpenMP's idle threads spin before they sleep: 300,000 rounds by default, a fraction of a millisecond
+# after every parallel region. NumPy's OpenBLAS has a thread pool of its own, and a training loop alternates
+# matrix products (OpenBLAS threads) and norm kernels (numba's OpenMP threads). With both pools spinning
+# against each other for 2 cores, each parallel region waited for a core to come free: the benchmark's MLP
+# training step (64-256-256-10, LayerNorm at 128x256, batch 128, Adam) took 26-30 ms at the default thread
+# counts, against 1.0-1.4 ms with either pool limited to one thread (measured 6 December, 2 cores, OpenBLAS
+# 0.3.31 pthreads, numba's "omp" layer; the same clash as OpenBLAS issue #3187). GOMP_SPINCOUNT, measured in
+# the same way (MLP step | LayerNorm forward+backward at 128x256 | at 1024x1024, ms, two runs each):
+#     default (300000)  26-28    | 0.053-0.055 | 0.53-0.63       1000     1.0-1.2 | 0.038-0.041 | 0.55-0.59
+#     0 (sleep at once) 1.0      | 0.075-0.077 | 0.66-0.82       3000     1.2-1.6 | 0.038-0.047 | 0.53-0.56
+#     300               1.0-1.1  | 0.103-0.105 | 0.61-0.62       100000   19-20   | 0.039-0.054 | 0.55-0.61
+# 1000 rounds keep the threads awake across back-to-back kernels (tens of µs) and give the cores back soon
+# after. libgomp reads the setting once, as it is loaded, which numba does when it starts its threads.
+_GOMP_SPINCOUNT = "1000"
+_OPENMP_WAIT_SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")  # either one set: the user's choice stands
+_started = False
+_spin_setting: str | None = None  # what start_numba_threads found and did, see openmp_spin_setting()
 
 
-def _numba():
-    """The numba module, or None where it cannot be imported."""
+def start_numba_threads() -> None:
+    """Start numba's threading layer (once), with GOMP_SPINCOUNT=1000 unless the user set a wait policy.
+
+    The variable is set only while the layer starts (libgomp reads it as it loads) and removed again, so
+    that subprocesses do not inherit it. Without effect if GNU OpenMP was loaded before (torch, for one,
+    brings a libgomp.so.1 of its own, which numba then shares: import torch after npnorm's first kernel, or
+    set GOMP_SPINCOUNT=1000 before Python starts), or if numba's layer is not GNU OpenMP ("tbb" and
+    "workqueue" do not read it). Nothing to start without numba or with NUMBA_DISABLE_JIT=1.
+    """
+    global _started, _spin_setting
+    if _started:
+        return
+    numba = _numba_module()
+    _started = True
+    if numba is None or numba.config.DISABLE_JIT:
+        _spin_setting = "no threads"
+        return
+    users = [f"{name}={os.environ[name]}" for name in _OPENMP_WAIT_SETTINGS if name in os.environ]
+    if users:
+        _spin_setting = f"the user's ({', '.join(users)})"
+        return
+    if _gnu_openmp_loaded():
+        _spin_setting = "GNU OpenMP's default (libgomp was loaded before npnorm started numba's threads)"
+        return
+    os.environ["GOMP_SPINCOUNT"] = _GOMP_SPINCOUNT
+    try:
+        numba.get_num_threads()  # starts the threading layer (and loads libgomp) if it is not running yet
+    finally:
+        del os.environ["GOMP_SPINCOUNT"]
+    _spin_setting = f"GOMP_SPINCOUNT={_GOMP_SPINCOUNT} (npnorm's)"
+
+
+def _gnu_openmp_loaded() -> bool:
+    """Whether this process has a libgomp.so.1 loaded already (False where that cannot be asked)."""
+    import ctypes
+
+    if not hasattr(os, "RTLD_NOLOAD"):
+        return False
+    try:
+        ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)
+    except OSError:
+        return False
+    return True
+
+
+def openmp_spin_setting() -> str | None:
+    """How long GNU OpenMP's idle threads spin in this process, as :func:`start_numba_threads` left it: npnorm's
+    setting, the user's, or the default of a libgomp loaded before; None before numba's threads started."""
+    return _spin_setting
+
+
+def _numba_module():
     try:
         import numba
     except ImportError:
         return None
     return numba
+
+
+def _numba():
+    """The numba module with its threads started (:func:`start_numba_threads`), or None without numba."""
+    start_numba_threads()
+    return _numba_module()
 
 
 def get_num_threads() -> int:

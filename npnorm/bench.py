@@ -52,10 +52,11 @@ The engine rows run with **one thread each**, for everything: BLAS (through thre
 imported), npnorm's Numba kernels (``npnorm.set_num_threads(1)``) and torch (``torch.set_num_threads(1)``,
 its intra-op pool, which also runs its matrix products), all restored afterwards and reported in the
 metadata as ``engine_threads``. Equal budgets make the comparison about the engines rather than about
-thread pools; these matrices are small, so threads mostly add hand-off costs; and on few cores a threaded
-BLAS next to Numba's OpenMP pool oversubscribes them: measured on a 2-core VM, npnorm's MLP step took
-40-125 ms with both at 2 threads against about 1.1 ms with one thread each. The norm rows keep every
-library's default threads.
+thread pools; these matrices are small, so threads mostly add hand-off costs. One more row, "MLP step,
+default threads", runs the same step with every library's default threads, as a plain training loop does:
+on few cores a threaded BLAS next to Numba's OpenMP pool can oversubscribe them (measured on a 2-core VM,
+npnorm's MLP step took 26-125 ms with both at 2 threads, until kernels/_jit.py shortened OpenMP's spinning:
+1.0-1.5 ms since), and this row shows if that comes back. The norm rows keep every library's default threads.
 
 **Start-up rows** (full run, or ``--startup``) time fresh interpreters: ``import npnorm`` and a first
 LayerNorm forward+backward with the kernels already in the on-disk cache (median of 5 processes each), and
@@ -159,6 +160,7 @@ class EngineCase:
     what: str  # one line for the footnotes and the JSON
     ops_per_call: int | None  # engine ops in one call, for µs per op; None for a whole training step
     runners: Callable  # (with_torch: bool) -> {"npnorm": fn, "torch": fn}, zero-argument callables
+    default_threads: bool = False  # run with every library's default threads instead of one thread each
 
 
 ENGINE: dict[str, EngineCase] = {
@@ -185,6 +187,13 @@ ENGINE: dict[str, EngineCase] = {
         what="the same leaves, gradients cleared, then 3 ops forward and backward: us/op = time / 3",
         ops_per_call=3,
         runners=lambda with_torch: tiny_op_runners(with_torch, backward=True),
+    ),
+    "mlp_step_default_threads": EngineCase(
+        label="MLP step, default threads",
+        what="the MLP train step with every library's default threads (BLAS, numba, torch), as a plain loop runs",
+        ops_per_call=None,
+        runners=lambda with_torch: mlp_step_runners(with_torch),
+        default_threads=True,
     ),
 }
 
@@ -643,7 +652,14 @@ def measure_engine(name: str, impls: list[str], quick: bool) -> list[dict]:
     case = ENGINE[name]
     runners = case.runners("torch" in impls)
     cells = [Cell(impl, fn) for impl, fn in runners.items()]
-    time_interleaved(cells, quick, ENGINE_CELL_S)
+    if case.default_threads:
+        # one library after the other: interleaved, each library's idle threads (torch's OpenMP pool, numba's,
+        # OpenBLAS's) would still be spinning from its last sample when the other's sample starts
+        for cell in cells:
+            time.sleep(0.2)  # every pool's threads asleep again
+            time_interleaved([cell], quick, ENGINE_CELL_S)
+    else:
+        time_interleaved(cells, quick, ENGINE_CELL_S)
     records = []
     for cell in cells:
         median = statistics.median(cell.samples)
@@ -659,6 +675,7 @@ def measure_engine(name: str, impls: list[str], quick: bool) -> list[dict]:
                 "calls_per_rep": cell.number,
                 "ops_per_call": case.ops_per_call,
                 "us_per_op": None if case.ops_per_call is None else median * 1e6 / case.ops_per_call,
+                "threads": "default" if case.default_threads else "one each",
             }
         )
     return records
@@ -731,6 +748,7 @@ def metadata(impls: list[str], copy: dict, competing: dict, engine_threads: dict
     import numba
 
     from . import __version__, kernels
+    from ._threads import openmp_spin_setting
     from .norms import _dispatch
 
     meta = {
@@ -755,6 +773,7 @@ def metadata(impls: list[str], copy: dict, competing: dict, engine_threads: dict
         meta["numba_threading_layer"] = numba.threading_layer()
     except ValueError:  # no parallel kernel has run (e.g. only small shapes, which run serially)
         meta["numba_threading_layer"] = None
+    meta["openmp_spin"] = openmp_spin_setting()
     if hasattr(os, "sched_getaffinity"):
         meta["cpus_usable"] = len(os.sched_getaffinity(0))
     if "torch" in impls:
@@ -777,15 +796,18 @@ def run(
     """Measure everything asked for: the norm rows, then the engine cases named in `engine` (npnorm, and torch
     if "torch" is in `impls`, with one thread each), then the start-up rows if `startup` is "warm" (import
     and first call) or "all" (also the cold compile); returns {"meta": {...}, "records": [...]}."""
-    import numba  # here, not at the top: `npnorm --help` should not pay for importing it
+    # here, not at the top: `npnorm --help` should not pay for importing numba. npnorm starts numba's threads
+    # before anything else can (its OpenMP settings, _threads.py), as in a user's process.
+    from ._threads import get_num_threads, start_numba_threads
 
+    start_numba_threads()
     before = CompetingLoad()
     time.sleep(0.2 if quick else 1.0)  # idle, so that only other processes are counted
     competing = {"other_busy_cpus_before": before.cpus()}
     during = CompetingLoad()
     records, copy = [], {}
     if norms:
-        copy = copy_bandwidth(threads=numba.get_num_threads(), reps=QUICK_REPS if quick else 10)
+        copy = copy_bandwidth(threads=get_num_threads(), reps=QUICK_REPS if quick else 10)
         for norm in norms:
             for op in ops:
                 for shape in shapes:
@@ -795,6 +817,10 @@ def run(
     if engine:
         with one_thread_each("torch" in impls) as engine_threads:
             for name in engine:
+                if not ENGINE[name].default_threads:
+                    engine_records += measure_engine(name, impls, quick)
+        for name in engine:
+            if ENGINE[name].default_threads:
                 engine_records += measure_engine(name, impls, quick)
         add_engine_ratios(engine_records)
     startup_records = measure_startup(cold=startup == "all") if startup else []
@@ -906,6 +932,8 @@ def format_table(result: dict) -> str:
     if meta["blas_threads"] is not None:
         threads += f", BLAS {meta['blas_threads']} threads"
     lines = [f"npnorm bench: {meta['dtype']}, numpy {meta['numpy']}, {threads}, {meta['cpu_count']} CPUs"]
+    if meta["numba_threading_layer"] == "omp":
+        lines.append(f"OpenMP idle spinning: {meta['openmp_spin']}")
     if "copy_gbps" in meta:
         lines += [
             f"copy bandwidth, {meta['copy_probe_bytes'] // 2**20} MiB float32, read + write "
@@ -996,6 +1024,10 @@ def _engine_table(meta: dict, records: list[dict]) -> list[str]:
     lines.append("")
     for name in dict.fromkeys(r["op"] for r in records):
         lines.append(f"{ENGINE[name].label}: {ENGINE[name].what}")
+        if ENGINE[name].default_threads:
+            blas_default = "?" if meta["blas_threads"] is None else meta["blas_threads"]
+            torch_default = f", torch {meta['torch_threads']}" if meta["torch_threads"] else ""
+            lines.append(f"  (threads: BLAS {blas_default}, numba {meta['numba_threads']}{torch_default})")
     return lines + [
         "us/op: median time per call / ops per call, in microseconds;",
         "npnorm/torch: time(npnorm) / time(torch), of the medians; above 1 npnorm takes longer;",
@@ -1079,6 +1111,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    from ._threads import start_numba_threads
+
+    # before torch is imported (to see whether it can be): torch brings a libgomp of its own, and numba's
+    # OpenMP layer, started after it, would share that copy, set up with GNU OpenMP's default spinning
+    start_numba_threads()
     shapes = args.shapes or list(QUICK_SHAPES if args.quick else SHAPES)
     impls = args.impls or list(IMPLS)
     if "torch" in impls and not torch_available():

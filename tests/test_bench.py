@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -14,7 +15,7 @@ from npnorm import bench
 
 QUICK_SHAPES = [[256, 256], [64, 64]]
 OPS = ["forward", "backward", "forward_backward"]
-ENGINE_CASES = ["mlp_step", "ln_lstm_step", "add_forward", "chain_forward_backward"]
+ENGINE_CASES = ["mlp_step", "ln_lstm_step", "add_forward", "chain_forward_backward", "mlp_step_default_threads"]
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,7 @@ def test_engine_numbers_are_positive_finite_and_consistent(quick_run):
         assert r["min_ms"] <= r["median_ms"]
         assert 1 <= r["reps"] <= bench.QUICK_REPS and r["calls_per_rep"] >= 1
         assert r["what"] == bench.ENGINE[r["op"]].what
+        assert r["threads"] == ("default" if bench.ENGINE[r["op"]].default_threads else "one each")
         assert r["ops_per_call"] == bench.ENGINE[r["op"]].ops_per_call
         if r["ops_per_call"] is None:  # a whole training step
             assert r["us_per_op"] is None
@@ -138,6 +140,27 @@ def test_engine_threads_are_one_each_and_restored_afterwards():
         if threads["blas"] is not None:
             assert blas_threads == 1
     assert settings() == before
+
+
+def test_default_threads_cases_run_outside_the_one_thread_budget(monkeypatch):
+    """The "default threads" row runs as a plain training loop would; the others with one thread each."""
+    default = npnorm.get_num_threads()
+    seen = {}
+
+    def recording(name):
+        def runners(with_torch):
+            return {"npnorm": lambda: seen.setdefault(name, set()).add(npnorm.get_num_threads())}
+
+        return dataclasses.replace(bench.ENGINE[name], runners=runners)
+
+    for name in ("add_forward", "mlp_step_default_threads"):
+        monkeypatch.setitem(bench.ENGINE, name, recording(name))
+    result = bench.run([], [], [], ["numba"], quick=True, engine=["add_forward", "mlp_step_default_threads"])
+    assert seen == {"add_forward": {1}, "mlp_step_default_threads": {default}}
+    assert [r["threads"] for r in result["records"]] == ["one each", "default"]
+    assert npnorm.get_num_threads() == default
+    table = bench.format_table(result)
+    assert f"numba {default}" in table.split("MLP step, default threads:")[1]
 
 
 def test_engine_threads_without_threadpoolctl_leave_blas_alone(monkeypatch):

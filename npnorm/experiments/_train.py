@@ -41,10 +41,13 @@ class NonFiniteLossError(FloatingPointError):
 def single_threaded_blas():
     """Single-threaded BLAS for the duration (via threadpoolctl, which scikit-learn brings along).
 
-    The matrices here are tiny (32 × 128): a multi-threaded BLAS spends far more time handing the work to its
+    The matrices here are tiny (32 × 128): a multi-threaded BLAS spends more time handing the work to its
     threads than multiplying. Measured on a 2-core VM with OpenBLAS (pthreads): (32, 128) @ (128, 128) took
     ~1 ms with 2 threads and 13 µs with one; a training step of the demo MLP 15-25 ms against 2 ms, and
-    examples/train_mlp.py 17 s against 3 s. Setting OPENBLAS_NUM_THREADS=1 before starting Python does the same.
+    examples/train_mlp.py 17 s against 3 s. Most of that was OpenBLAS's threads and numba's OpenMP threads
+    spinning against each other, which npnorm has since cut short (npnorm/_threads.py: the benchmark's MLP
+    step at default threads went from 26-30 ms to 1.0-1.5 ms); a single BLAS thread still saves the
+    hand-offs. Setting OPENBLAS_NUM_THREADS=1 before starting Python does the same.
     """
     try:
         from threadpoolctl import threadpool_limits

@@ -52,6 +52,8 @@ from numba.core import cgutils
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
+from .. import _threads
+
 __all__ = [
     "FASTMATH_REASSOC",
     "num_chunks",
@@ -714,5 +716,7 @@ def get_num_threads() -> int:
     return numba.get_num_threads()
 
 
-# Last, once everything above exists: every kernel body links against the launcher (see _install_launcher).
+# Last, once everything above exists: numba's threads (started by npnorm, with short OpenMP spins: see
+# npnorm/_threads.py), then the launcher, which every kernel body links against (see _install_launcher).
+_threads.start_numba_threads()
 _install_launcher()
