@@ -650,16 +650,19 @@ def add_ratios(records: list[dict], copy_gbps: float) -> None:
 def measure_engine(name: str, impls: list[str], quick: bool) -> list[dict]:
     """Records for npnorm and (if "torch" in impls) torch on one engine case, measured interleaved."""
     case = ENGINE[name]
-    runners = case.runners("torch" in impls)
-    cells = [Cell(impl, fn) for impl, fn in runners.items()]
     if case.default_threads:
-        # one library after the other: interleaved, each library's idle threads (torch's OpenMP pool, numba's,
-        # OpenBLAS's) would still be spinning from its last sample when the other's sample starts
-        for cell in cells:
-            time.sleep(0.2)  # every pool's threads asleep again
-            time_interleaved([cell], quick, ENGINE_CELL_S)
+        # each library in a fresh process of its own, as a user's training loop runs: in one process the two
+        # would share thread pools (torch's libgomp is numba's too once loaded) and each other's spinning
+        cells, threads = [], {}
+        for impl in ["npnorm"] + (["torch"] if "torch" in impls else []):
+            cell = json.loads(_run_in_fresh_process(_ENGINE_CELL_SCRIPT.format(name=name, impl=impl, quick=quick)))
+            cells.append(Cell(impl, None, cell["number"], cell["reps"], cell["samples"]))
+            threads[impl] = cell["threads"]
     else:
+        runners = case.runners("torch" in impls)
+        cells = [Cell(impl, fn) for impl, fn in runners.items()]
         time_interleaved(cells, quick, ENGINE_CELL_S)
+        threads = {impl: None for impl in runners}  # the engine rows' one thread each (metadata)
     records = []
     for cell in cells:
         median = statistics.median(cell.samples)
@@ -676,9 +679,42 @@ def measure_engine(name: str, impls: list[str], quick: bool) -> list[dict]:
                 "ops_per_call": case.ops_per_call,
                 "us_per_op": None if case.ops_per_call is None else median * 1e6 / case.ops_per_call,
                 "threads": "default" if case.default_threads else "one each",
+                "process_threads": threads[cell.impl],  # default-threads rows: what that fresh process had
             }
         )
     return records
+
+
+_ENGINE_CELL_SCRIPT = """
+import json
+from npnorm import bench
+print(json.dumps(bench.time_engine_cell({name!r}, {impl!r}, {quick!r})))
+"""
+
+
+def time_engine_cell(name: str, impl: str, quick: bool) -> dict:
+    """Time one engine case for one impl ("npnorm" or "torch") here, with this process's threads: {"samples":
+    seconds per call, "number", "reps", "threads": the thread counts and OpenMP setting it ran with}."""
+    from ._threads import get_num_threads, openmp_spin_setting
+
+    cell = Cell(impl, ENGINE[name].runners(impl == "torch")[impl])
+    time_interleaved([cell], quick, ENGINE_CELL_S)
+    threads = {"blas": blas_threads()}
+    if impl == "torch":  # (npnorm's kernels never ran here: numba's threads were not started)
+        import torch
+
+        threads["torch"] = torch.get_num_threads()
+    else:
+        threads.update(numba=get_num_threads(), openmp_spin=openmp_spin_setting())
+    return {"samples": cell.samples, "number": cell.number, "reps": cell.reps, "threads": threads}
+
+
+def _run_in_fresh_process(script: str) -> str:
+    """The last line `script` prints, run in a fresh interpreter."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
 
 
 def add_engine_ratios(records: list[dict]) -> None:
@@ -796,8 +832,10 @@ def run(
     """Measure everything asked for: the norm rows, then the engine cases named in `engine` (npnorm, and torch
     if "torch" is in `impls`, with one thread each), then the start-up rows if `startup` is "warm" (import
     and first call) or "all" (also the cold compile); returns {"meta": {...}, "records": [...]}."""
-    # here, not at the top: `npnorm --help` should not pay for importing numba. npnorm starts numba's threads
-    # before anything else can (its OpenMP settings, _threads.py), as in a user's process.
+    # here, not at the top: `npnorm --help` should not pay for importing numba. With torch imported already
+    # (torch_available), numba's OpenMP layer shares torch's libgomp, with torch's settings: the norm rows
+    # compare both libraries in one process, and torch's spinning stays as torch users have it. The header
+    # says which setting is in force (_threads.py); the "default threads" rows use fresh processes.
     from ._threads import get_num_threads, start_numba_threads
 
     start_numba_threads()
@@ -1024,10 +1062,16 @@ def _engine_table(meta: dict, records: list[dict]) -> list[str]:
     lines.append("")
     for name in dict.fromkeys(r["op"] for r in records):
         lines.append(f"{ENGINE[name].label}: {ENGINE[name].what}")
-        if ENGINE[name].default_threads:
-            blas_default = "?" if meta["blas_threads"] is None else meta["blas_threads"]
-            torch_default = f", torch {meta['torch_threads']}" if meta["torch_threads"] else ""
-            lines.append(f"  (threads: BLAS {blas_default}, numba {meta['numba_threads']}{torch_default})")
+        for r in records:
+            if r["op"] == name and r["process_threads"]:
+                t = r["process_threads"]
+                blas = "?" if t["blas"] is None else t["blas"]
+                own = (
+                    f"torch {t['torch']}"
+                    if "torch" in t
+                    else f"numba {t['numba']} (OpenMP idle spinning: {t['openmp_spin']})"
+                )
+                lines.append(f"  {r['impl']} in a fresh process of its own: BLAS {blas} threads, {own}")
     return lines + [
         "us/op: median time per call / ops per call, in microseconds;",
         "npnorm/torch: time(npnorm) / time(torch), of the medians; above 1 npnorm takes longer;",
@@ -1111,11 +1155,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from ._threads import start_numba_threads
-
-    # before torch is imported (to see whether it can be): torch brings a libgomp of its own, and numba's
-    # OpenMP layer, started after it, would share that copy, set up with GNU OpenMP's default spinning
-    start_numba_threads()
     shapes = args.shapes or list(QUICK_SHAPES if args.quick else SHAPES)
     impls = args.impls or list(IMPLS)
     if "torch" in impls and not torch_available():

@@ -142,25 +142,27 @@ def test_engine_threads_are_one_each_and_restored_afterwards():
     assert settings() == before
 
 
-def test_default_threads_cases_run_outside_the_one_thread_budget(monkeypatch):
-    """The "default threads" row runs as a plain training loop would; the others with one thread each."""
-    default = npnorm.get_num_threads()
-    seen = {}
+def test_default_threads_rows_run_each_library_in_a_fresh_process_with_its_default_threads(monkeypatch):
+    """The "default threads" row runs as a plain training loop would, one process per library; the other
+    engine rows run here, with one thread each."""
+    import numba
 
-    def recording(name):
-        def runners(with_torch):
-            return {"npnorm": lambda: seen.setdefault(name, set()).add(npnorm.get_num_threads())}
-
-        return dataclasses.replace(bench.ENGINE[name], runners=runners)
-
-    for name in ("add_forward", "mlp_step_default_threads"):
-        monkeypatch.setitem(bench.ENGINE, name, recording(name))
+    seen = set()
+    case = bench.ENGINE["add_forward"]
+    runners = lambda with_torch: {"npnorm": lambda: seen.add(npnorm.get_num_threads())}  # noqa: E731
+    monkeypatch.setitem(bench.ENGINE, "add_forward", dataclasses.replace(case, runners=runners))
+    before = npnorm.get_num_threads()
     result = bench.run([], [], [], ["numba"], quick=True, engine=["add_forward", "mlp_step_default_threads"])
-    assert seen == {"add_forward": {1}, "mlp_step_default_threads": {default}}
-    assert [r["threads"] for r in result["records"]] == ["one each", "default"]
-    assert npnorm.get_num_threads() == default
+    assert seen == {1} and npnorm.get_num_threads() == before
+    one_each, default = result["records"]
+    assert (one_each["threads"], one_each["process_threads"]) == ("one each", None)
+    assert default["op"] == "mlp_step_default_threads" and default["threads"] == "default"
+    assert default["process_threads"]["numba"] == numba.config.NUMBA_NUM_THREADS  # a fresh process's default
+    assert default["process_threads"]["openmp_spin"]  # what start_numba_threads found there
+    assert 1 <= default["reps"] <= bench.QUICK_REPS and default["min_ms"] <= default["median_ms"]
+    assert math.isfinite(default["median_ms"]) and default["median_ms"] > 0
     table = bench.format_table(result)
-    assert f"numba {default}" in table.split("MLP step, default threads:")[1]
+    assert "npnorm in a fresh process of its own" in table.split("MLP step, default threads:")[1]
 
 
 def test_engine_threads_without_threadpoolctl_leave_blas_alone(monkeypatch):
