@@ -3,7 +3,7 @@
 Numba compiles a kernel on its first call, once per *specialisation*: per dtype (float32, float64) and per
 combination of argument types. Each kernel body is compiled once and runs either serially (below
 ``SERIAL_BELOW`` elements) or on numba's threads through the one launcher all kernels share, which compiles
-when kernels/_jit.py is first imported (see ChunkedKernel there). Each compiled specialisation lands in the
+on the first parallel run (see ChunkedKernel in kernels/_jit.py). Each compiled specialisation lands in the
 on-disk cache, from which later processes load it in milliseconds instead of compiling it again.
 
 An absent weight or bias is not a type of its own: the kernel wrappers pass ones or zeros and a run-time
@@ -144,10 +144,12 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # has two processes write one cache file: numba reads, updates and rewrites a function's whole index file,
 # and two writers could drop each other's entries. GroupNorm runs LayerNorm's kernels on its rows, so those
 # two go together. AdaNorm shares only LayerNorm's row statistics (`_row_mean_rstd`), which numba inlines
-# and never caches on its own, so it may go in either group. Two functions of kernels/_jit.py are compiled in
-# both groups all the same: the launcher (one signature) and `add_up_chunks` (one per output dtype). Both
-# processes compile them in the same order (every group starts with its float32 inputs), so they write the
-# same entries under the same file names. (Entries in another order could be worse than dropped: numba
+# and never caches on its own, so it may go in either group. Two functions of kernels/_jit.py are needed by
+# both groups all the same. The launcher (one signature) is compiled by this process before its group, and
+# the other process finds it in the cache by its first parallel run (were it not there yet, it would compile
+# the same entry). `add_up_chunks` (one per output dtype) is compiled by both, in the same order (every group
+# starts with its float32 inputs), so they write the same entries under the same file names. (Entries in
+# another order could be worse than dropped: numba
 # names a function's data files by their position in its index, so a second writer could pair one key
 # with another signature's code.) Measured cold, 2 cores, one after another:
 # layer_norm 12 s, group_norm 7.5, rms_norm 5.3, batch_norm 12.4, weight_norm 2.5, ada_norm 3.6 (44 s; 53-56 s
@@ -242,12 +244,12 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
 
         # This process compiles its share (group 0, ...) itself, while one fresh process per further job
         # compiles the others: a process of its own for every group would keep each waiting for numba's
-        # start-up in a new interpreter (about a second). Each process loads kernels/_jit.py, which compiles
-        # the launcher all kernels share; on a cold cache both compile it and write the same entry to its
-        # cache file (identical code under one key, so neither can drop the other's). Measured, cold, both
-        # dtypes, 2 cores: 9.6-10.9 s this way (20 runs, median 10.3 s); 10.7-11.5 s with two worker processes; 11.6 s
-        # with two workers and the launcher compiled here before them. With the groups swapped (this process
-        # compiling RMSNorm and BatchNorm) 10.3-10.9 s.
+        # start-up in a new interpreter (about a second). Measured, cold, both dtypes, 2 cores: 9.6-10.9 s this
+        # way (20 runs, median 10.3 s) when both processes compiled the launcher; 10.7-11.5 s with two worker
+        # processes; 11.6 s with two workers and the launcher compiled here before they started. With the groups
+        # swapped (this process compiling RMSNorm and BatchNorm) 10.3-10.9 s. With the launcher compiled
+        # here only (below), ten runs alternated with the code before: 9.7-13.1 s (median 10.2) against
+        # 9.8-12.5 s (median 10.5), on a machine whose noise is larger than the 0.3 s this saves.
         # "spawn": fresh interpreters, safe whatever threads (OpenMP, numba's pool) this process has started.
         context = multiprocessing.get_context("spawn")
         lock = threading.Lock()  # the workers' lines arrive on the pools' threads
@@ -272,6 +274,12 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
             ]
             for future in futures:
                 future.add_done_callback(report_done)
+            # The launcher all kernels share (kernels/_jit.py), first: while the other process starts up and
+            # compiles its first serial kernels, this one writes it to the cache, where the other then finds
+            # it on its first parallel run instead of compiling it as well.
+            from .kernels import _jit
+
+            _jit.install_launcher()
             for name in own:
                 part = _warm((name,), dtypes)
                 with lock:

@@ -527,6 +527,36 @@ def test_a_body_must_end_with_items_and_item():
         misnamed.body(np.zeros(2), 2, _jit.ON_THREADS)
 
 
+_LAUNCHER_PROBE = """
+import numpy as np
+import npnorm, npnorm.functional as F
+from npnorm.kernels import _jit, layer_norm as K
+
+F.layer_norm(npnorm.Tensor(np.ones((4, 64))), 64)  # a serial run: the launcher is not loaded
+print("after a serial run:", _jit._launcher_slot.value is not None)
+x, y = np.ones((1024, 64)), np.empty((1024, 64))
+args = (y, np.empty(1024), np.empty(1024), x, np.ones(64), np.zeros(64), False, False, 1e-5)
+try:
+    K._layer_norm_forward.body(*args, 4, _jit.ON_THREADS)  # around launch(): nothing installed it
+except RuntimeError as exc:
+    print("body on threads:", exc)
+F.layer_norm(npnorm.Tensor(x), 64)  # a parallel run through launch()
+print("after a parallel run:", _jit._launcher_slot.value is not None)
+"""
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no launcher without the JIT")
+def test_the_launcher_is_installed_by_the_first_parallel_run_and_a_body_without_it_raises():
+    """In a fresh process: serial runs never load the launcher; a body sent to the threads around launch()
+    (so before any parallel run) raises instead of calling through an empty slot; a parallel run installs it."""
+    out = subprocess.run([sys.executable, "-c", _LAUNCHER_PROBE], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "after a serial run: False",
+        "body on threads: npnorm: a parallel run before the launcher was installed (run kernels through launch())",
+        "after a parallel run: True",
+    ]
+
+
 def test_a_failing_item_in_a_parallel_run_raises(rng):
     """A body that fails in a parallel run (here: the backward's items without their partial sums, which
     the kernel refuses) makes the launcher report it, and the run raises instead of returning garbage."""

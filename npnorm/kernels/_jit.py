@@ -13,8 +13,8 @@ Four rules live here so that no kernel file has to repeat them:
 
 * **One body, serial or parallel.** Each kernel body is compiled once (``ChunkedKernel``), over work items.
   Small inputs run it in one call; large ones hand its items to numba's threads through ``_run_items``, the
-  one ``prange`` function of npnorm, which every body reaches by name (installed when this module is
-  imported). Compiling a ``prange`` twin of every kernel instead had cost half of a cold warm-up.
+  one ``prange`` function of npnorm, which every body reaches through a pointer slot (filled on the first
+  parallel run). Compiling a ``prange`` twin of every kernel instead had cost half of a cold warm-up.
 
 * **On-disk cache.** Numba caches compiled code under ``NUMBA_CACHE_DIR`` when that is set, else in
   ``__pycache__`` next to the source file, else (read-only installs) in its per-user cache directory. We
@@ -33,6 +33,7 @@ Four rules live here so that no kernel file has to repeat them:
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import inspect
@@ -435,11 +436,16 @@ ON_THREADS = -2  # the `item` of the call that hands a body's items to numba's t
 # How the pieces of a parallel run call each other, in LLVM terms. An "item function" is compiled into each
 # kernel body's own module: int32 f(i8* packed_args, int64 item) calls the body on one item, 1 if it went
 # well. The launcher, compiled once for all kernels, takes (item function, packed arguments, items) as
-# three int64 and is reached from the bodies by the name below (llvmlite's symbol table, filled at import).
+# three int64. The bodies reach it through a pointer slot, a global variable of this process whose address
+# llvmlite's symbol table holds under the name below (registered at import, before any body can load); the
+# slot is filled on the first parallel run (install_launcher), so that processes that run only small
+# inputs never load the launcher, and a cold `npnorm warmup` compiles it once, not once per process.
 _I8_PTR = ir.IntType(8).as_pointer()
 _ITEM_FUNCTION = ir.FunctionType(ir.IntType(32), [_I8_PTR, ir.IntType(64)])
-_LAUNCHER_SYMBOL = "npnorm_run_items"
+_LAUNCHER_SLOT_SYMBOL = "npnorm_run_items_slot"
 _LAUNCHER_ARGS = (nbtypes.int64, nbtypes.int64, nbtypes.int64)
+_launcher_slot = ctypes.c_void_p(None)  # the launcher's address once installed; bodies read it
+_launcher_lock = threading.Lock()
 
 
 @intrinsic
@@ -472,18 +478,29 @@ def _run_items(item_function, packed_args, items):
 _launcher = kernel(parallel=True)(_run_items)
 
 
-def _install_launcher() -> None:
-    """Compile (or load from the cache) the launcher and publish its address under ``_LAUNCHER_SYMBOL``.
+def _register_launcher_slot() -> None:
+    """Publish the slot's address under ``_LAUNCHER_SLOT_SYMBOL``; costs nothing, compiles nothing.
 
-    Must run before any kernel body is compiled or loaded: LLVM resolves the bodies' reference to the
-    launcher when it links them, and an unresolved symbol there aborts the process.
+    Must run before any kernel body is compiled or loaded: LLVM resolves the bodies' reference to the slot
+    when it links them, and an unresolved symbol there aborts the process.
     """
-    if numba.config.DISABLE_JIT:
+    if not numba.config.DISABLE_JIT:
+        llvm_binding.add_symbol(_LAUNCHER_SLOT_SYMBOL, ctypes.addressof(_launcher_slot))
+
+
+def install_launcher() -> None:
+    """Compile (or load from the cache) the launcher and put its address in the slot; at once if it is there.
+
+    ``ChunkedKernel.parallel`` calls it before a parallel run; `npnorm warmup` calls it first thing, so that
+    its other process finds the launcher in the cache. A body run on threads without it raises RuntimeError.
+    """
+    if _launcher_slot.value is not None or numba.config.DISABLE_JIT:
         return
-    _launcher.compile(_LAUNCHER_ARGS)
-    result = _launcher.overloads[_LAUNCHER_ARGS]
-    address = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
-    llvm_binding.add_symbol(_LAUNCHER_SYMBOL, address)
+    with _launcher_lock:
+        if _launcher_slot.value is None:
+            _launcher.compile(_LAUNCHER_ARGS)
+            result = _launcher.overloads[_LAUNCHER_ARGS]
+            _launcher_slot.value = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
 
 
 def _packed_type(params):
@@ -517,6 +534,28 @@ def _item_function(context, module, body):
     return function
 
 
+def _launcher_slot_global(module):
+    """The declaration of the launcher's slot (an i8*, defined in this process) in a body's LLVM module."""
+    slot = module.globals.get(_LAUNCHER_SLOT_SYMBOL)
+    if slot is None:
+        slot = ir.GlobalVariable(module, _I8_PTR, _LAUNCHER_SLOT_SYMBOL)
+        slot.linkage = "external"
+    return slot
+
+
+def _launcher_thunk(context, module, slot):
+    """A function of the launcher's own type, in the body's module, that calls whatever the slot points to: so
+    that the call itself goes through numba's calling convention (``call_function``) like any other."""
+    launcher_type = context.call_conv.get_function_type(nbtypes.int64, _LAUNCHER_ARGS)
+    thunk = cgutils.get_or_insert_function(module, launcher_type, f"{_LAUNCHER_SLOT_SYMBOL}.call")
+    if thunk.is_declaration:
+        thunk.linkage = "internal"
+        builder = ir.IRBuilder(thunk.append_basic_block("entry"))
+        launcher = builder.bitcast(builder.load(slot), launcher_type.as_pointer())
+        builder.ret(builder.call(launcher, thunk.args))
+    return thunk
+
+
 @intrinsic
 def run_on_threads(typingctx, items):
     """Only as ``return run_on_threads(items)`` at the top of a kernel body, for ``item == ON_THREADS``:
@@ -535,8 +574,11 @@ def run_on_threads(typingctx, items):
         packed = builder.bitcast(packed, _I8_PTR)
         item_function = _item_function(context, builder.module, body)
         n = context.cast(builder, llargs[0], signature.args[0], nbtypes.int64)
-        launcher_type = context.call_conv.get_function_type(nbtypes.int64, _LAUNCHER_ARGS)
-        launcher = cgutils.get_or_insert_function(builder.module, launcher_type, _LAUNCHER_SYMBOL)
+        slot = _launcher_slot_global(builder.module)
+        with builder.if_then(cgutils.is_null(builder, builder.load(slot)), likely=False):
+            message = "npnorm: a parallel run before the launcher was installed (run kernels through launch())"
+            context.call_conv.return_user_exc(builder, RuntimeError, (message,))
+        launcher = _launcher_thunk(context, builder.module, slot)
         as_int = [builder.ptrtoint(item_function, n.type), builder.ptrtoint(packed, n.type), n]
         status, failed = context.call_conv.call_function(builder, launcher, nbtypes.int64, _LAUNCHER_ARGS, as_int)
         items_ok = builder.and_(status.is_ok, builder.icmp_signed("==", failed, failed.type(0)))
@@ -618,6 +660,7 @@ class ChunkedKernel:
 
     def parallel(self, items: int, *args):
         """Run ``items`` (> 0) items on numba's threads; enter only through :func:`call_parallel`."""
+        install_launcher()  # on the first parallel run in this process
         if numba.config.DISABLE_JIT:  # plain Python: the items one after another, as the launcher orders them
             try:
                 for i in range(items):
@@ -717,6 +760,6 @@ def get_num_threads() -> int:
 
 
 # Last, once everything above exists: numba's threads (started by npnorm, with short OpenMP spins: see
-# npnorm/_threads.py), then the launcher, which every kernel body links against (see _install_launcher).
+# npnorm/_threads.py), then the launcher's slot, which every kernel body links against.
 _threads.start_numba_threads()
-_install_launcher()
+_register_launcher_slot()
