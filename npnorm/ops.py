@@ -613,6 +613,17 @@ class LogSoftmax(Function):
         return grad - np.exp(out) * grad.sum(axis=ctx.axis, keepdims=True)
 
 
+def _at_targets(logp: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """logp[..., target]: each position's entry at its target class, shape (N, *).
+
+    For the common (N, C) case by integer indexing, logp[arange(N), target]: the same elements as
+    take_along_axis, which builds broadcast index arrays first (about 9 µs of a 30 µs forward at (128, 10)).
+    """
+    if logp.ndim == 2:
+        return logp[np.arange(len(target)), target]
+    return np.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+
+
 class CrossEntropy(Function):
     """Fused log-softmax + negative log-likelihood over class axis 1 (PyTorch's layout).
 
@@ -625,7 +636,7 @@ class CrossEntropy(Function):
         moved = np.moveaxis(logits, 1, -1) if logits.ndim > 2 else logits  # (N, *, C)
         shifted = moved - moved.max(axis=-1, keepdims=True)
         logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))  # (N, *, C)
-        picked = np.take_along_axis(logp, target[..., None], axis=-1)[..., 0]  # (N, *)
+        picked = _at_targets(logp, target)  # (N, *)
         ctx.save_for_backward(logp, target)
         ctx.reduction, ctx.moved = reduction, logits.ndim > 2
         losses = -picked
@@ -645,7 +656,10 @@ class CrossEntropy(Function):
         else:
             g = grad
         dlogits = np.exp(logp)  # softmax, (N, *, C)
-        np.put_along_axis(dlogits, target[..., None], np.take_along_axis(dlogits, target[..., None], -1) - 1, -1)
+        if dlogits.ndim == 2:  # (N, C): as below, by plain integer indexing (see _at_targets)
+            dlogits[np.arange(len(target)), target] -= 1
+        else:
+            np.put_along_axis(dlogits, target[..., None], np.take_along_axis(dlogits, target[..., None], -1) - 1, -1)
         dlogits *= g[..., None]
         if ctx.moved:
             dlogits = np.moveaxis(dlogits, -1, 1)

@@ -20,6 +20,8 @@ twin for anything else.
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 
@@ -49,6 +51,11 @@ def adam_update(p, m, v, g, beta1, beta2, eps, step_size, bias_correction2_sqrt)
     The float scalars are rounded once to the arrays' dtype, as the NumPy twin rounds them where they meet
     an array.
     """
-    dt = p.dtype.type
-    scalars = (dt(beta1), dt(1 - beta1), dt(beta2), dt(1 - beta2), dt(step_size), dt(bias_correction2_sqrt), dt(eps))
-    _adam_update(p, m, v, g, *scalars)
+    _adam_update(p, m, v, g, *_scalars(p.dtype.type, beta1, beta2, eps, step_size, bias_correction2_sqrt))
+
+
+@functools.lru_cache(maxsize=64)
+def _scalars(dt, beta1, beta2, eps, step_size, bias_correction2_sqrt) -> tuple:
+    """The kernel's scalars in the arrays' dtype: computed once per step, not once per parameter (seven NumPy
+    scalar conversions, ~1.5 µs, against a kernel call of ~0.8 µs for a 256-vector)."""
+    return dt(beta1), dt(1 - beta1), dt(beta2), dt(1 - beta2), dt(step_size), dt(bias_correction2_sqrt), dt(eps)
