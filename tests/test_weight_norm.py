@@ -100,8 +100,15 @@ def test_function_equals_composed_property(R, Fdim, scale, seed):
     dw = rng.standard_normal((R, Fdim))
     ref = _grads(lambda a, b: weight_norm(a, b, impl="numpy"), v, g, dw)
     got = _grads(lambda a, b: weight_norm(a, b, impl="composed"), v, g, dw)
-    for a, b in zip(got, ref):
-        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11 * (1 + np.abs(b).max(initial=0)))
+    for name, a, b in zip(("w", "dv", "dg"), got, ref):
+        atol = 1e-11 * (1 + np.abs(b).max(initial=0))
+        if name == "dv":
+            # dv = (g/‖v‖)(dw − v̂(v̂·dw)): the difference cancels down to rounding of ‖dw‖, which g/‖v‖ then
+            # scales up (up to 1e5 for v of scale 1e-3). For Fdim = 1 dv is 0 exactly, and each way of computing
+            # it leaves a different few ulps: R=4, Fdim=1, scale=1e-3, seed=2253 gave -1.05e-11 against 0.
+            amplified = np.abs(g.data) / np.linalg.norm(v.data, axis=1, keepdims=True)  # (R, 1)
+            atol = atol + 64 * np.finfo(np.float64).eps * amplified * np.linalg.norm(dw, axis=1, keepdims=True)
+        assert np.all(np.abs(a - b) <= 1e-11 * np.abs(b) + atol), (name, np.max(np.abs(a - b), initial=0))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
