@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import threading
 
 __all__ = ["get_num_threads", "set_num_threads", "start_numba_threads"]
 
@@ -43,6 +44,7 @@ __all__ = ["get_num_threads", "set_num_threads", "start_numba_threads"]
 _GOMP_SPINCOUNT = "1000"
 _OPENMP_WAIT_SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")  # either one set: the user's choice stands
 _started = False
+_start_lock = threading.Lock()
 _spin_setting: str | None = None  # what start_numba_threads found and did, see openmp_spin_setting()
 
 
@@ -55,27 +57,38 @@ def start_numba_threads() -> None:
     set GOMP_SPINCOUNT=1000 before Python starts), or if numba's layer is not GNU OpenMP ("tbb" and
     "workqueue" do not read it). Nothing to start without numba or with NUMBA_DISABLE_JIT=1.
     """
+    if _started:
+        return
+    with _start_lock:  # two threads' first kernels at once: one starts the threads, the other waits for it
+        _start_once()
+
+
+def _start_once() -> None:
     global _started, _spin_setting
     if _started:
         return
+    try:
+        _spin_setting = _start()
+    finally:
+        _started = True  # only now: another thread's first kernel must not start numba's threads before us
+
+
+def _start() -> str:
+    """Start the threads (see start_numba_threads); what the OpenMP spin setting is now."""
     numba = _numba_module()
-    _started = True
     if numba is None or numba.config.DISABLE_JIT:
-        _spin_setting = "no threads"
-        return
+        return "no threads"
     users = [f"{name}={os.environ[name]}" for name in _OPENMP_WAIT_SETTINGS if name in os.environ]
     if users:
-        _spin_setting = f"the user's ({', '.join(users)})"
-        return
+        return f"the user's ({', '.join(users)})"
     if _gnu_openmp_loaded():
-        _spin_setting = "GNU OpenMP's default (libgomp was loaded before npnorm started numba's threads)"
-        return
+        return "GNU OpenMP's default (libgomp was loaded before npnorm started numba's threads)"
     os.environ["GOMP_SPINCOUNT"] = _GOMP_SPINCOUNT
     try:
         numba.get_num_threads()  # starts the threading layer (and loads libgomp) if it is not running yet
     finally:
         del os.environ["GOMP_SPINCOUNT"]
-    _spin_setting = f"GOMP_SPINCOUNT={_GOMP_SPINCOUNT} (npnorm's)"
+    return f"GOMP_SPINCOUNT={_GOMP_SPINCOUNT} (npnorm's)"
 
 
 def _gnu_openmp_loaded() -> bool:

@@ -89,3 +89,29 @@ def test_a_libgomp_loaded_before_is_reported_not_changed():
     result = _start(before="import ctypes, ctypes.util; ctypes.CDLL(ctypes.util.find_library('gomp'))")
     assert result["at_start"] is None and result["after"] is None
     assert "loaded before" in result["setting"]
+
+
+_FOUR_THREADS_AT_ONCE = """
+import threading
+barrier = threading.Barrier(4)
+errors = []
+
+def first_kernel():
+    barrier.wait()
+    try:
+        F.layer_norm(npnorm.Tensor(np.ones((1024, 64), np.float32)), 64)
+    except Exception as exc:  # noqa: BLE001
+        errors.append(repr(exc))
+
+threads = [threading.Thread(target=first_kernel) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert not errors, errors
+"""
+
+
+def test_four_threads_whose_first_kernels_start_at_once_start_numbas_threads_once():
+    result = _start(first=_FOUR_THREADS_AT_ONCE)
+    assert result == {"at_start": "1000", "after": None, "setting": "GOMP_SPINCOUNT=1000 (npnorm's)"}

@@ -71,6 +71,7 @@ __all__ = [
     "add_up_chunks",
     "call_parallel",
     "get_num_threads",
+    "install_launcher",
     "kernel",
     "set_num_threads",
     "shared_empty",
