@@ -56,8 +56,8 @@ def start_numba_threads() -> None:
 
     The variable is set only while the layer starts (libgomp reads it as it loads) and removed again, so
     that subprocesses do not inherit it. Without effect if GNU OpenMP was loaded before (torch, for one,
-    brings a libgomp.so.1 of its own, which numba then shares: import torch after npnorm's first kernel, or
-    set GOMP_SPINCOUNT=1000 before Python starts), or if numba's layer is not GNU OpenMP ("tbb" and
+    brings a libgomp.so.1 of its own, which numba then shares: call ``npnorm.get_num_threads()`` before
+    ``import torch``, or set GOMP_SPINCOUNT=1000 before Python starts), or if numba's layer is not GNU OpenMP ("tbb" and
     "workqueue" do not read it). Nothing to start without numba or with NUMBA_DISABLE_JIT=1.
     """
     if _started:
