@@ -215,7 +215,7 @@ def test_serial_and_parallel_kernels_are_bit_identical(shape):
     for variant in ("serial", "parallel"):
         call = partial(_call_variant, variant, items)
         # a parallel run brings the partial sums; a serial run allocates its own
-        parts = [np.empty((nchunks, C)) if variant == "parallel" else kern._NO_PARTS for _ in range(2)]
+        parts = [np.empty((nchunks, C)) if variant == "parallel" else _jit.NO_PARTIALS for _ in range(2)]
         k_mean, k_var = np.empty(C), np.empty(C)
         call(kern._batch_stats, k_mean, k_var, x, nchunks, *parts)
         np.testing.assert_allclose(k_mean, mean, rtol=1e-12, atol=1e-15)
@@ -244,8 +244,8 @@ def test_a_parallel_run_without_partials_raises():
     x = np.random.default_rng(9).standard_normal((64, 3, 1))
     mean, var = np.empty(3), np.empty(3)
     with pytest.raises(RuntimeError, match="failed in a parallel run"):
-        _call_variant("parallel", 4, kern._batch_stats, mean, var, x, 4, kern._NO_PARTS, kern._NO_PARTS)
-    _call_variant("serial", 4, kern._batch_stats, mean, var, x, 4, kern._NO_PARTS, kern._NO_PARTS)
+        _call_variant("parallel", 4, kern._batch_stats, mean, var, x, 4, _jit.NO_PARTIALS, _jit.NO_PARTIALS)
+    _call_variant("serial", 4, kern._batch_stats, mean, var, x, 4, _jit.NO_PARTIALS, _jit.NO_PARTIALS)
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2)), rtol=1e-13)
 
 

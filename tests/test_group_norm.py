@@ -164,7 +164,7 @@ def test_serial_and_parallel_affine_kernels_are_bit_identical(shape):
     for variant in ("serial", "parallel"):
         call = partial(_call_variant, variant, items)
         # a parallel run brings the partial sums; a serial run allocates its own
-        parts = [np.empty((nchunks, C)) if variant == "parallel" else kern._NO_PARTS for _ in range(2)]
+        parts = [np.empty((nchunks, C)) if variant == "parallel" else _jit.NO_PARTIALS for _ in range(2)]
         y = x.copy()
         call(kern._affine, y, w, b, True, True)  # weight, bias, has_weight, has_bias
         g = np.empty_like(x)
@@ -176,7 +176,7 @@ def test_serial_and_parallel_affine_kernels_are_bit_identical(shape):
         # g alone and the sums alone: the flags skip the other output, given as an empty stand-in
         g_only = np.empty_like(x)
         no_sums = _jit.shared_empty(1, x.dtype)
-        no_parts = (kern._NO_PARTS, kern._NO_PARTS)
+        no_parts = (_jit.NO_PARTIALS, _jit.NO_PARTIALS)
         call(kern._affine_backward, g_only, no_sums, no_sums, dy, x, mean, rstd, w, nchunks, True, False, *no_parts)
         dw_only, db_only = np.empty(C), np.empty(C)
         no_g = _jit.shared_empty(3, x.dtype)

@@ -564,7 +564,7 @@ def test_a_failing_item_in_a_parallel_run_raises(rng):
     x, weight, bias, dy = make_case(rng, N, H, np.float64)
     mean, rstd = np.zeros(N), np.ones(N)
     dx, dweight, dbias = np.empty_like(x), np.empty(H), np.empty(H)
-    args = (dx, dweight, dbias, dy, x, mean, rstd, weight, True, False, False, K._NO_PARTS, K._NO_PARTS)
+    args = (dx, dweight, dbias, dy, x, mean, rstd, weight, True, False, False, _jit.NO_PARTIALS, _jit.NO_PARTIALS)
     with pytest.raises(RuntimeError, match="failed in a parallel run"):
         _jit.call_parallel(K._layer_norm_backward.parallel, 4, *args)
     K._layer_norm_backward.serial(4, *args)  # a serial run allocates its own partials
@@ -587,13 +587,13 @@ def test_parallel_runs_of_each_specialisation_match_serial_runs(rng):
             dx = np.empty_like(x)
             dw = np.empty(H, dtype) if want[0] else None
             db = np.empty(H, dtype) if want[1] else None
-            parts = (np.empty((4, H)), np.empty((4, H))) if want[0] else (K._NO_PARTS, K._NO_PARTS)
+            parts = (np.empty((4, H)), np.empty((4, H))) if want[0] else (_jit.NO_PARTIALS, _jit.NO_PARTIALS)
             args = (dx, dw, db, dy, x, mean, rstd, weight, True, False, False, *parts)
             # 3 items share the 4 chunks of the partial sums: the same chunks, so the same bits as serially
             _jit.call_parallel(K._layer_norm_backward.parallel, 3, *args)
             sums = [None if s is None else np.empty(H, dtype) for s in (dw, db)]
             serial = (np.empty_like(x), *sums)
-            no_parts = (K._NO_PARTS, K._NO_PARTS)
+            no_parts = (_jit.NO_PARTIALS, _jit.NO_PARTIALS)
             K._layer_norm_backward.serial(4, *serial, dy, x, mean, rstd, weight, True, False, False, *no_parts)
             np.testing.assert_array_equal(dx, serial[0])
             if want[0]:

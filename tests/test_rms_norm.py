@@ -207,7 +207,7 @@ def test_parallel_kernels_equal_serial_bit_for_bit(N, H, dtype, affine):
     # A serial run's items are the chunks, and it allocates the partial sums; a parallel run brings them and
     # its items (here 3, fewer than the chunks) share the chunks: the same chunks, so the same bits.
     for run, parts in (
-        (partial(backward.serial, nchunks), kern._NO_PARTS),
+        (partial(backward.serial, nchunks), _jit.NO_PARTIALS),
         (partial(_jit.call_parallel, backward.parallel, 3), np.empty((nchunks, H))),
     ):
         dx, dweight = np.empty_like(x), np.empty(H, dtype)

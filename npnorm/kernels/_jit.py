@@ -61,6 +61,7 @@ __all__ = [
     "row_items",
     "chunk_items",
     "must_allocate_partials",
+    "NO_PARTIALS",
     "item_share",
     "ends_run",
     "ON_THREADS",
@@ -191,6 +192,12 @@ def shared_ones(n: int, dtype) -> np.ndarray:
 def shared_zeros(n: int, dtype) -> np.ndarray:
     """An (n,) array of zeros of ``dtype``, the stand-in for an absent bias β; cached and shared as above."""
     return np.zeros(n, dtype=dtype)
+
+
+# The partial sums a kernel with cross-row sums gets when it must allocate its own (a serial run) or wants
+# none: (0, 0) float64, typed as the real (nchunks, H) partials are, so both share one specialisation.
+# Shared by every such kernel; never written.
+NO_PARTIALS = np.empty((0, 0))
 
 
 @functools.lru_cache(maxsize=16)

@@ -75,6 +75,7 @@ import numpy as np
 
 from ._jit import (
     FASTMATH_REASSOC,
+    NO_PARTIALS,
     ON_THREADS,
     add_up_chunks,
     chunk_items,
@@ -99,15 +100,15 @@ __all__ = [
 # Sums over samples go through (nchunks, C) partial buffers, with the chunk count of every npnorm kernel
 # (kernels/_jit.py: a function of the shape alone, so any thread count gives the same sums). The two
 # buffers of a kernel are two arrays (one (2, nchunks, C) array instead, with views of it, made the GroupNorm
-# affine backward 10-40% slower: LLVM could no longer tell the two apart); a serial run gets empty stand-ins.
-_NO_PARTS = np.empty((0, 0))
+# affine backward 10-40% slower: LLVM could no longer tell the two apart); a serial run gets empty stand-ins
+# (_jit.NO_PARTIALS).
 
 
 def _parts(kernel, N, C, L, size):
     """(nchunks, items, partials, partials) of a kernel with sums over samples (see the module docstring)."""
     nchunks = num_chunks(N, C, size=size)
     if not kernel.runs_parallel(size):
-        return nchunks, 1, _NO_PARTS, _NO_PARTS  # a serial run: one call, which allocates the partials itself
+        return nchunks, 1, NO_PARTIALS, NO_PARTIALS  # a serial run: one call, which allocates the partials itself
     # The units of work: with L = 1 the chunks, a share of them per item (_jit.chunk_items); with L > 1 the
     # (chunk, channel) pairs, split like independent rows (0). Either is summed whole in one call, so any
     # split of them into items gives the same bits. The partials outlive the run's calls, so they come

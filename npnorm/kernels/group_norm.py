@@ -38,6 +38,7 @@ import numpy as np
 
 from ._jit import (
     FASTMATH_REASSOC,
+    NO_PARTIALS,
     ON_THREADS,
     add_up_chunks,
     chunk_items,
@@ -157,9 +158,6 @@ def group_norm_affine_forward(y, weight, bias):
     _affine.launch(y.size, 0, y, w, b, weight is not None, bias is not None)  # 0: the units are independent
 
 
-_NO_PARTS = np.empty((0, 0))  # float64: no partial sums wanted, or a serial run (see the kernel)
-
-
 def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
     """Fill ``g`` = weight_c · dy (N, C, S) unless None, and ``dweight``, ``dbias`` (C,) unless None.
 
@@ -179,7 +177,7 @@ def group_norm_affine_backward(g, dweight, dbias, dy, x, mean, rstd, weight):
         dweight = dbias = shared_empty(1, x.dtype)  # (0,)
     g_out = g if g is not None else shared_empty(3, x.dtype)  # (N, C, S) or (0, 0, 0) of x.dtype
     w = weight if weight is not None else shared_ones(C, x.dtype)  # (C,): always an array, read only for g
-    part_dy = part_dyxhat = _NO_PARTS  # a serial run allocates its partial sums itself
+    part_dy = part_dyxhat = NO_PARTIALS  # a serial run allocates its partial sums itself
     items = 1
     if _affine_backward.runs_parallel(x.size):
         # the units: with S = 1 the chunks, with S > 1 the (chunk, channel) pairs, each summed whole in one

@@ -87,6 +87,7 @@ import numpy as np
 
 from ._jit import (
     FASTMATH_REASSOC,
+    NO_PARTIALS,
     ON_THREADS,
     add_up_chunks,
     chunk_items,
@@ -305,9 +306,6 @@ def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
     _layer_norm_forward.launch(x.size, 0, y, mean, rstd, x, w, b, weight is not None, bias is not None, float(eps))
 
 
-_NO_PARTS = np.empty((0, 0))  # float64, the stand-in for the partials of a serial run (see the kernel)
-
-
 def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_mean=False, detach_var=False):
     """Fill ``dx`` (N, H) and, unless they are None, ``dweight`` and ``dbias`` (H,), all of x.dtype.
 
@@ -328,7 +326,7 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
     nchunks = num_chunks(N, H)  # a function of the shape: the sums over chunks are the same on any thread count
     if not _layer_norm_backward.runs_parallel(x.size):
         # a serial run: all chunks in one call, which allocates the partial sums itself
-        items, dw_part, db_part = nchunks, _NO_PARTS, _NO_PARTS
+        items, dw_part, db_part = nchunks, NO_PARTIALS, NO_PARTIALS
     else:
         # a share of the chunks per item (_jit.chunk_items); the partial sums must outlive the run's calls,
         # so they come from here
@@ -336,7 +334,7 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
         if dweight is not None:
             dw_part, db_part = np.empty((nchunks, H)), np.empty((nchunks, H))
         else:
-            dw_part = db_part = _NO_PARTS
+            dw_part = db_part = NO_PARTIALS
     _layer_norm_backward.launch(
         x.size, items, dx, dweight, dbias, dy, x, mean, rstd, w, has_weight, detach_mean, detach_var, dw_part, db_part
     )

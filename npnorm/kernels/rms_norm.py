@@ -45,6 +45,7 @@ import numpy as np
 
 from ._jit import (
     FASTMATH_REASSOC,
+    NO_PARTIALS,
     ON_THREADS,
     add_up_chunks,
     chunk_items,
@@ -195,9 +196,6 @@ def rms_norm_forward(y, rrms, x, weight, eps):
     _rms_norm_forward.launch(x.size, 0, y, rrms, x, w, weight is not None, float(eps))  # 0: rows are independent
 
 
-_NO_PARTS = np.empty((0, 0))  # float64, the stand-in for the partials of a serial run (see the kernel)
-
-
 def rms_norm_backward(dx, dweight, dy, x, rrms, weight):
     """Fill ``dx`` (N, H) and, unless it is None, ``dweight`` (H,), both of x.dtype.
 
@@ -208,9 +206,9 @@ def rms_norm_backward(dx, dweight, dy, x, rrms, weight):
     w = weight if weight is not None else shared_ones(H, x.dtype)  # (H,) and a flag, as in the forward
     nchunks = num_chunks(N, H)  # a function of the shape: the sums over chunks are the same on any thread count
     if not _rms_norm_backward.runs_parallel(x.size):
-        items, parts = nchunks, _NO_PARTS  # a serial run: all chunks in one call, which allocates the partials
+        items, parts = nchunks, NO_PARTIALS  # a serial run: all chunks in one call, which allocates the partials
     else:
         # a share of the chunks per item (_jit.chunk_items); the partials outlive the run's calls
         items = chunk_items(nchunks, x.size)
-        parts = np.empty((nchunks, H)) if dweight is not None else _NO_PARTS
+        parts = np.empty((nchunks, H)) if dweight is not None else NO_PARTIALS
     _rms_norm_backward.launch(x.size, items, dx, dweight, dy, x, rrms, w, weight is not None, parts)
