@@ -709,11 +709,11 @@ def time_engine_cell(name: str, impl: str, quick: bool) -> dict:
     return {"samples": cell.samples, "number": cell.number, "reps": cell.reps, "threads": threads}
 
 
-def _run_in_fresh_process(script: str) -> str:
-    """The last line `script` prints, run in a fresh interpreter."""
+def _run_in_fresh_process(script: str, env: dict | None = None) -> str:
+    """The last line `script` prints, run in a fresh interpreter (with `env`, or this one's environment)."""
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -905,10 +905,7 @@ STARTUP: dict[str, tuple[str, str, float]] = {
 
 
 def _seconds_in_fresh_process(script: str, env: dict | None = None) -> float:
-    import subprocess
-
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.split()[-1])
+    return float(_run_in_fresh_process(script, env).split()[-1])
 
 
 def measure_startup(cold: bool) -> list[dict]:

@@ -150,9 +150,9 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # the other process finds it in the cache by its first parallel run (were it not there yet, it would compile
 # the same entry). `add_up_chunks` (one per output dtype) is compiled by both, in the same order (every group
 # starts with its float32 inputs), so they write the same entries under the same file names. (Entries in
-# another order could be worse than dropped: numba
-# names a function's data files by their position in its index, so a second writer could pair one key
-# with another signature's code.) Measured cold, 2 cores, one after another:
+# another order could be worse than dropped: numba names a function's data files by their position in its
+# index, so a second writer could pair one key with another signature's code.) Measured cold, 2 cores, one
+# after another:
 # layer_norm 12 s, group_norm 7.5, rms_norm 5.3, batch_norm 12.4, weight_norm 2.5, ada_norm 3.6 (44 s; 53-56 s
 # with group_norm 14 s and batch_norm 15 s before GroupNorm's absent g and partial sums and BatchNorm's
 # evaluation mode became flags too; 65-69 s before absent weights and biases stopped being specialisations

@@ -54,6 +54,7 @@ from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
 from .. import _threads
+from .._threads import get_num_threads, set_num_threads  # the public ones (npnorm.set_num_threads), here too
 
 __all__ = [
     "FASTMATH_REASSOC",
@@ -755,16 +756,6 @@ def call_parallel(parallel_kernel, *args):
         result = parallel_kernel(*args)
         _check_threading_layer()
     return result
-
-
-def set_num_threads(n: int) -> None:
-    """Number of threads parallel kernels use from now on, in this thread (``numba.set_num_threads``)."""
-    numba.set_num_threads(n)
-
-
-def get_num_threads() -> int:
-    """Number of threads parallel kernels use (``numba.get_num_threads``)."""
-    return numba.get_num_threads()
 
 
 # Last, once everything above exists: numba's threads (started by npnorm, with short OpenMP spins: see
