@@ -38,7 +38,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=_positive_int,
         default=None,
-        help="processes compiling at once (default: one per group of norms that share kernels, at most one per CPU)",
+        help="processes compiling at once, at most (default: as many as finish soonest, at most one per CPU)",
     )
     warmup.set_defaults(run=_run_warmup)
 

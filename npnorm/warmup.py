@@ -18,8 +18,8 @@ rows, measured twice: docs/performance.md).
 trainable affine parameters and without any (which also runs the wrappers' None paths), and in both
 training and evaluation modes where a norm has them (BatchNorm: they share their kernels, and evaluation
 costs milliseconds once training has compiled them; it stays as a check of the wrappers' path). Numba
-compiles in one thread, so groups of norms that share no compiled function (:data:`GROUPS`) compile in
-separate processes at once.
+compiles in one thread, so norms that share no compiled function (the :data:`UNITS`) compile in separate
+processes at once, as many as the CPUs allow and the work can use (:func:`plan`).
 """
 
 from __future__ import annotations
@@ -141,34 +141,60 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 }
 
 
-# Norms whose kernels share no compiled function, so that compiling the groups in separate processes never
-# has two processes write one cache file: numba reads, updates and rewrites a function's whole index file,
-# and two writers could drop each other's entries. GroupNorm runs LayerNorm's kernels on its rows, so those
-# two go together. AdaNorm shares only LayerNorm's row statistics (`_row_mean_rstd`), which numba inlines
-# and never caches on its own, so it may go in either group. Two functions of kernels/_jit.py are needed by
-# both groups all the same. The launcher (one signature) is compiled by this process before its group, and
-# the other process finds it in the cache by its first parallel run (were it not there yet, it would compile
-# the same entry). `add_up_chunks` (one per output dtype) is compiled by both, in the same order (every group
-# starts with its float32 inputs), so they write the same entries under the same file names. (Entries in
-# another order could be worse than dropped: numba names a function's data files by their position in its
-# index, so a second writer could pair one key with another signature's code.) Measured cold, 2 cores, one
-# after another:
-# layer_norm 12 s, group_norm 7.5, rms_norm 5.3, batch_norm 12.4, weight_norm 2.5, ada_norm 3.6 (44 s; 53-56 s
-# with group_norm 14 s and batch_norm 15 s before GroupNorm's absent g and partial sums and BatchNorm's
-# evaluation mode became flags too; 65-69 s before absent weights and biases stopped being specialisations
-# of their own, with layer_norm 24 s).
-# Adam's kernel (under a second) and weight norm's share nothing with any norm, so they balance the groups,
-# and so may AdaNorm. Two processes at once each take longer per norm than one alone. Measured 6 December
-# after the four-row passes of RMSNorm's and BatchNorm's kernels (which made those two take longer to
-# compile): layer_norm 11.7 s, group_norm 7.7, ada_norm 3.4, weight_norm 2.5, adam 0.2 | rms_norm 9.3,
-# batch_norm 16.3. Three alternated runs each on a busy machine: 29.6-32.6 s with ada_norm in the first group,
-# 33.6-37.6 s in the second (before those passes, weight_norm moved to the first group: 28.8-31.7 → 25.4-26.7 s).
-# Then LayerNorm and AdaNorm became chunked kernels (kernels/_jit.py, ChunkedKernel): layer_norm 7.0 s, ada_norm
-# 2.7: 27.3 s in all, the second group now the longer (21 s against 26 s), to rebalance as the others follow.
-# Then every kernel became one, all sharing one launcher: layer_norm 3.7 s (0.8 s of it numba's start-up),
-# group_norm 2.7, ada_norm 1.0, weight_norm 1.0, adam 0.2 | rms_norm 2.9, batch_norm 5.3 in one process
-# (17.6 s); the groups are balanced as they are: 9.6-10.9 s in two processes (one of them this one).
-GROUPS = (("layer_norm", "group_norm", "ada_norm", "weight_norm", "adam"), ("rms_norm", "batch_norm"))
+# Units of compilation: norms whose kernels share no compiled function with any other unit, so that compiling
+# units in separate processes never has two processes write one cache file. Numba reads, updates and
+# rewrites a function's whole index file, and two writers could drop each other's entries. GroupNorm runs
+# LayerNorm's kernels on its rows, so those two are one unit. AdaNorm shares only LayerNorm's row statistics
+# (`_row_mean_rstd`), which numba inlines and never caches on its own, so it is a unit of its own.
+#
+# Two functions of kernels/_jit.py are needed by several units all the same:
+# - The launcher (one signature) is compiled by this process before its units, and the other processes find
+#   it in the cache by their first parallel run (were it not there yet, they would compile the same entry).
+# - `add_up_chunks` (one per output dtype) is compiled by every process whose units sum over rows, in the
+#   same order (every unit starts with its float32 inputs), so they write the same entries under the same
+#   file names. (Entries in another order could be worse than dropped: numba names a function's data files
+#   by their position in its index, so a second writer could pair one key with another signature's code.)
+#
+# Each unit's weight is the seconds it took to compile alone, cold, float32 and float64, in a fresh process
+# whose numba had already started (0.55-0.6 s more for that), measured 6 December on 2 cores, two runs each:
+# layer_norm 3.85-3.87 + group_norm 2.20-2.23, batch_norm 4.95-5.17, rms_norm 3.39-3.46, ada_norm 0.95,
+# weight_norm 0.85-0.87, adam 0.19. (Earlier, before every kernel shared one launcher and absent
+# parameters became flags, the same compiled in 44-69 s: the history is in docs/performance.md.)
+UNITS: tuple[tuple[tuple[str, ...], float], ...] = (
+    (("layer_norm", "group_norm"), 6.1),
+    (("batch_norm",), 5.1),
+    (("rms_norm",), 3.4),
+    (("ada_norm",), 0.95),
+    (("weight_norm",), 0.86),
+    (("adam",), 0.19),
+)
+
+
+def plan(processes: int) -> list[list[str]]:
+    """The norms each of ``processes`` processes compiles, the first list this process's.
+
+    Longest processing time first: the units, heaviest first, each go to the process with the least
+    work so far (the first such process on a tie). Every process gets at least one unit, so at most
+    ``len(UNITS)`` lists come back. Two processes get (LayerNorm, GroupNorm, AdaNorm, weight norm, Adam)
+    and (BatchNorm, RMSNorm), 8.1 and 8.5 s by the weights: the split measured best on 2 cores (9.6-10.9 s
+    with numba's start-up and the two processes slowing each other). Three get LayerNorm and GroupNorm
+    (6.1 s), BatchNorm and Adam, RMSNorm and the rest; more cannot beat the largest unit.
+    """
+    if processes < 1:
+        raise ValueError(f"warmup: processes must be >= 1, got {processes}")
+    bins: list[list[str]] = [[] for _ in range(min(processes, len(UNITS)))]
+    load = [0.0] * len(bins)
+    for names, seconds in sorted(UNITS, key=lambda unit: -unit[1]):
+        k = load.index(min(load))
+        bins[k].extend(names)
+        load[k] += seconds
+    return bins
+
+
+def _longest(bins: list[list[str]]) -> float:
+    """Seconds of the process with the most work, by the weights of :data:`UNITS` (each counted by its first norm)."""
+    seconds = {names[0]: s for names, s in UNITS}
+    return max(sum(seconds.get(name, 0.0) for name in b) for b in bins)
 
 
 def _shapes() -> dict:
@@ -208,8 +234,18 @@ def _exit_now() -> None:
     os._exit(0)
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and ``taskset`` narrow), else all."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def _default_jobs() -> int:
-    """Processes for a cold warm-up: one per group, at most one per CPU; 1 when there is nothing to compile.
+    """Processes for a cold warm-up: the fewest that finish as soon as one per usable CPU would (by
+    :func:`plan` and the weights of :data:`UNITS`: 1 on one CPU, 2 on two, 3 from three on); 1 when there is
+    nothing to compile.
 
     Without importing numba (0.15-0.2 s that the second process would otherwise wait for): whether it is
     installed, and its NUMBA_DISABLE_JIT setting, which it reads from the environment as below.
@@ -227,16 +263,23 @@ def _default_jobs() -> int:
             disabled = False
     if disabled:
         return 1
-    return max(1, min(len(GROUPS), os.cpu_count() or 1))
+    return _jobs_for(_usable_cpus())
+
+
+def _jobs_for(cpus: int) -> int:
+    """The fewest processes (at most ``cpus``) whose :func:`plan` finishes as soon as ``cpus`` processes would."""
+    fastest = _longest(plan(cpus))
+    return next(k for k in range(1, cpus + 1) if _longest(plan(k)) <= fastest)
 
 
 def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs: int | None = None) -> dict:
     """Compile (or load from the on-disk cache) every kernel specialisation the norms can reach.
 
-    With ``jobs`` > 1 (default: one per group in :data:`GROUPS`, at most one per CPU) the groups compile in
-    that many processes at once, this one and ``jobs - 1`` fresh ones; numba compiles in one thread, so on 2
-    cores this nearly halves a cold warm-up (17.6 s → 9.6-10.9 s measured). Returns {"seconds": total,
-    "norms": {norm: seconds}, "dtypes": [...], "shapes": {"serial": (N, H), "parallel": (N, H)}, "jobs": n}.
+    With ``jobs`` > 1 (default: :func:`_default_jobs`) the :data:`UNITS` compile in up to that many processes
+    at once (:func:`plan`; never more than there are units), this one and fresh ones; numba compiles in one
+    thread, so on 2 cores this nearly halves a cold warm-up (17.6 s → 9.6-10.9 s measured). Returns
+    {"seconds": total, "norms": {norm: seconds}, "dtypes": [...], "shapes": {"serial": (N, H), "parallel":
+    (N, H)}, "jobs": the processes used}.
     ``progress`` receives one line per norm as soon as that norm is done (None: silent).
     """
     jobs = _default_jobs() if jobs is None else int(jobs)
@@ -251,9 +294,9 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
             for name, s in part.items():
                 progress(f"  {name:<12} {s:6.2f} s")
 
-    processes = min(jobs, len(GROUPS))
-    own = [name for i, group in enumerate(GROUPS) if i % processes == 0 for name in group]
-    if processes == 1:
+    shares = plan(jobs)
+    own = shares[0]
+    if len(shares) == 1:
         for name in own:
             report(_warm((name,), dtypes))
     else:
@@ -262,11 +305,11 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
         import multiprocessing
         import threading
 
-        # This process compiles its share (group 0, ...) itself, while one fresh process per further job
-        # compiles the others: a process of its own for every group would keep each waiting for numba's
+        # This process compiles its share (the first) itself, while one fresh process per further share
+        # compiles the others: a fresh process for every share would keep each waiting for numba's
         # start-up in a new interpreter (about a second). Measured, cold, both dtypes, 2 cores: 9.6-10.9 s this
         # way (20 runs, median 10.3 s) when both processes compiled the launcher; 10.7-11.5 s with two worker
-        # processes; 11.6 s with two workers and the launcher compiled here before they started. With the groups
+        # processes; 11.6 s with two workers and the launcher compiled here before they started. With the shares
         # swapped (this process compiling RMSNorm and BatchNorm) 10.3-10.9 s. With the launcher compiled
         # here only (below), ten runs alternated with the code before: 9.7-13.1 s (median 10.2) against
         # 9.8-12.5 s (median 10.5), on a machine whose noise is larger than the 0.3 s this saves.
@@ -279,8 +322,8 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
                 with lock:
                     report(future.result())
 
-        # One single-process pool per worker, each owning whole groups (so no two processes compile one
-        # function), fed one norm at a time: a norm's line is printed when it is done, not when its group is.
+        # One single-process pool per worker, each owning whole units (so no two processes compile one
+        # function), fed one norm at a time: a norm's line is printed when it is done, not when its share is.
         with contextlib.ExitStack() as stack:
             pools = [
                 stack.enter_context(
@@ -288,19 +331,16 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
                         max_workers=1, mp_context=context, initializer=_exit_without_teardown
                     )
                 )
-                for _ in range(processes - 1)
+                for _ in shares[1:]
             ]
             futures = [
-                pools[i % processes - 1].submit(_warm, (name,), tuple(dtypes))
-                for i, group in enumerate(GROUPS)
-                if i % processes != 0
-                for name in group
+                pool.submit(_warm, (name,), tuple(dtypes)) for pool, share in zip(pools, shares[1:]) for name in share
             ]
             for future in futures:
                 future.add_done_callback(report_done)
-            # The launcher all kernels share (kernels/_jit.py), first: while the other process starts up and
-            # compiles its first serial kernels, this one writes it to the cache, where the other then finds
-            # it on its first parallel run instead of compiling it as well.
+            # The launcher all kernels share (kernels/_jit.py), first: while the other processes start up and
+            # compile their first serial kernels, this one writes it to the cache, where the others then find
+            # it on their first parallel run instead of compiling it as well.
             from .kernels import _jit
 
             _jit.install_launcher()
@@ -315,5 +355,5 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
         "norms": {name: seconds[name] for name in NORMS},
         "dtypes": [str(np.dtype(d)) for d in dtypes],
         "shapes": _shapes(),
-        "jobs": jobs,
+        "jobs": len(shares),
     }

@@ -47,8 +47,40 @@ def test_import_npnorm_imports_no_heavy_module():
     assert _run(script).strip() == "[]"
 
 
-def test_warmup_groups_cover_every_norm_once():
-    assert sorted(name for group in warmup.GROUPS for name in group) == sorted(warmup.NORMS)
+def test_warmup_units_cover_every_norm_once():
+    assert sorted(name for names, _ in warmup.UNITS for name in names) == sorted(warmup.NORMS)
+
+
+@pytest.mark.parametrize("processes", range(1, 9))
+def test_warmup_plan_gives_every_norm_to_one_process_and_keeps_units_whole(processes):
+    shares = warmup.plan(processes)
+    assert len(shares) == min(processes, len(warmup.UNITS)) and all(shares)
+    assert sorted(name for share in shares for name in share) == sorted(warmup.NORMS)
+    owner = {name: k for k, share in enumerate(shares) for name in share}
+    for names, _ in warmup.UNITS:  # norms that share compiled functions never compile in two processes
+        assert len({owner[name] for name in names}) == 1, (names, shares)
+
+
+def test_warmup_plan_balances_the_processes_by_the_units_weights():
+    """Longest processing time first: two processes get the split measured best on 2 cores; more processes
+    never finish later, and from three on the heaviest unit alone decides."""
+    assert warmup.plan(2) == [
+        ["layer_norm", "group_norm", "ada_norm", "weight_norm", "adam"],
+        ["batch_norm", "rms_norm"],
+    ]
+    longest = [warmup._longest(warmup.plan(k)) for k in range(1, 9)]
+    assert longest[0] == pytest.approx(sum(seconds for _, seconds in warmup.UNITS))
+    assert all(later <= earlier for earlier, later in zip(longest, longest[1:]))
+    assert longest[2] == pytest.approx(max(seconds for _, seconds in warmup.UNITS))
+
+
+def test_warmup_starts_no_more_processes_than_finish_sooner():
+    assert [warmup._jobs_for(cpus) for cpus in range(1, 9)] == [1, 2, 3, 3, 3, 3, 3, 3]
+
+
+def test_warmup_plan_rejects_zero_processes():
+    with pytest.raises(ValueError, match="processes"):
+        warmup.plan(0)
 
 
 def test_warmup_workers_leave_at_once_after_every_atexit_handler(monkeypatch):
@@ -69,17 +101,21 @@ def test_warmup_rejects_zero_jobs():
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled kernels to cache")
-def test_warmup_in_two_processes_then_a_fresh_process_compiles_nothing(tmp_path):
-    """Both groups compile at once into one cache folder; a fresh process then finds every kernel there."""
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_warmup_in_several_processes_then_a_fresh_process_compiles_nothing(tmp_path, jobs):
+    """The shares compile at once into one cache folder; a fresh process then finds every kernel there.
+
+    Three processes on a 2-CPU machine take longer than two, but write the cache the same way as on more CPUs:
+    three at once compile `add_up_chunks` and look for the launcher."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     run = subprocess.run(
-        [sys.executable, "-m", "npnorm", "warmup", "--jobs", "2", "--dtype", "float32"],
+        [sys.executable, "-m", "npnorm", "warmup", "--jobs", str(jobs), "--dtype", "float32"],
         env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert "(2 processes)" in run.stdout
+    assert f"({jobs} processes)" in run.stdout
     # one line per norm, each printed once (the processes take one norm at a time)
     lines = [line.split()[0] for line in run.stdout.splitlines() if line.startswith("  ")]
     assert sorted(lines) == sorted(warmup.NORMS), run.stdout
@@ -138,4 +174,4 @@ def test_default_jobs_reads_numbas_setting_without_importing_numba(setting, expe
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     jobs, imported = out.stdout.split()
     assert imported == "False"
-    assert int(jobs) == (expected or min(len(warmup.GROUPS), os.cpu_count() or 1))
+    assert int(jobs) == (expected or warmup._jobs_for(warmup._usable_cpus()))
