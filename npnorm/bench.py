@@ -60,7 +60,8 @@ npnorm's MLP step took 26-125 ms with both at 2 threads, until kernels/_jit.py s
 
 **Start-up rows** (full run, or ``--startup``) time fresh interpreters: ``import npnorm`` and a first
 LayerNorm forward+backward with the kernels already in the on-disk cache (median of 5 processes each), and
-``npnorm warmup`` compiling every kernel into an empty ``NUMBA_CACHE_DIR`` (once; left out with ``--quick``).
+``npnorm warmup`` compiling every kernel into an empty ``NUMBA_CACHE_DIR`` (COLD_RUNS times, each into a new
+one; left out with ``--quick``).
 
 **Adding a norm** is one entry in :data:`NORMS`: its npnorm call, its torch call (or None) and the
 names of its affine parameters. **Adding an engine workload** is one entry in :data:`ENGINE`: a function
@@ -268,8 +269,10 @@ class CompetingLoad:
     """How many CPUs *other* processes kept busy since this object was made (Linux; None elsewhere).
 
     A benchmark on a machine where tests or other jobs are running measures them as much as itself, so the
-    report says so. Machine-wide busy CPU time (/proc/stat) minus this process's own (all its threads),
-    per second of wall time.
+    report says so. Machine-wide busy CPU time (/proc/stat) minus this process's own (all its threads) and
+    that of the processes it started and waited for (the start-up rows' fresh interpreters, the warm-up's
+    workers, the default-threads engine rows), per second of wall time. Before those were subtracted, every
+    full run warned of 0.3 "other" CPUs, and ``--startup`` of 1.7.
     """
 
     def __init__(self):
@@ -283,7 +286,13 @@ class CompetingLoad:
         except (OSError, ValueError):
             return None
         busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")  # seconds
-        return busy, time.process_time(), time.perf_counter()
+        return busy, CompetingLoad.own_cpu_seconds(), time.perf_counter()
+
+    @staticmethod
+    def own_cpu_seconds() -> float:
+        """CPU seconds of this process and of its children that have ended and been waited for."""
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
 
     def cpus(self) -> float | None:
         end = self._sample()
@@ -869,7 +878,10 @@ def run(
 
 # ------------------------------------------------------------------------------------------ startup
 
-STARTUP_RUNS = 5  # fresh processes per warm startup row (median); the cold compile runs once
+STARTUP_RUNS = 5  # fresh processes per warm startup row (median)
+# Cold compiles (median), each into an empty cache: single runs on this 2-core VM read 9.6 to 15.6 s for the
+# same code within hours, so one run could not tell a change from the machine's noise.
+COLD_RUNS = 3
 
 # Each script prints the seconds it measured, in a fresh interpreter.
 _IMPORT_SCRIPT = """
@@ -911,7 +923,8 @@ def _seconds_in_fresh_process(script: str, env: dict | None = None) -> float:
 def measure_startup(cold: bool) -> list[dict]:
     """Start-up costs, each in fresh interpreters: ``import npnorm`` and a first LayerNorm forward+backward
     (numba import plus loading the kernels from the on-disk cache, which an untimed run fills first), median
-    of STARTUP_RUNS; with ``cold``, also compiling every kernel (``npnorm.warmup``) into an empty cache."""
+    of STARTUP_RUNS; with ``cold``, also compiling every kernel (``npnorm.warmup``) into an empty cache, median
+    of COLD_RUNS."""
     import tempfile
 
     _seconds_in_fresh_process(_FIRST_CALL_SCRIPT)  # fills the cache if it is empty; not timed
@@ -920,8 +933,10 @@ def measure_startup(cold: bool) -> list[dict]:
     for name in names:
         label, script, target = STARTUP[name]
         if name == "cold_compile":
-            with tempfile.TemporaryDirectory(prefix="npnorm-cold-cache-") as cache:
-                times = [_seconds_in_fresh_process(script, env={**os.environ, "NUMBA_CACHE_DIR": cache})]
+            times = []
+            for _ in range(COLD_RUNS):
+                with tempfile.TemporaryDirectory(prefix="npnorm-cold-cache-") as cache:
+                    times.append(_seconds_in_fresh_process(script, env={**os.environ, "NUMBA_CACHE_DIR": cache}))
         else:
             times = [_seconds_in_fresh_process(script) for _ in range(STARTUP_RUNS)]
         records.append(
@@ -950,7 +965,7 @@ def _startup_table(records: list[dict]) -> list[str]:
         "",
         "import: `import npnorm` timed inside the process (interpreter start-up excluded);",
         "first call: numba import plus loading the kernels from the on-disk cache, after an untimed run filled it;",
-        "empty cache: every kernel compiled with NUMBA_CACHE_DIR set to a new temporary folder.",
+        f"empty cache: every kernel compiled with NUMBA_CACHE_DIR set to a new temporary folder, {COLD_RUNS} runs.",
     ]
 
 

@@ -123,6 +123,17 @@ def test_metadata(quick_run):
     assert threads["torch"] == (1 if bench.torch_available() else None)
 
 
+def test_competing_load_counts_the_processes_the_bench_started_as_its_own():
+    """The start-up rows and the warm-up run in child processes; their CPU time is the bench's, not another
+    process's (before, `npnorm bench --startup` warned that "other processes" kept 1.7 of 2 CPUs busy)."""
+    import subprocess
+
+    before = bench.CompetingLoad.own_cpu_seconds()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    assert bench.CompetingLoad.own_cpu_seconds() - before >= 0.3
+
+
 def test_engine_threads_are_one_each_and_restored_afterwards():
     def settings():
         torch_threads = None

@@ -164,6 +164,26 @@ def test_bench_startup_rows_are_well_formed(tmp_path, capsys):
     assert len(rows) == 2 and "copy bandwidth" not in out and "engine rows" not in out
 
 
+def test_bench_cold_compile_row_is_the_median_of_runs_each_into_a_new_empty_cache(monkeypatch):
+    calls = []
+
+    def fake_seconds(script, env=None):
+        cache = (env or {}).get("NUMBA_CACHE_DIR")
+        calls.append((script, cache, cache is not None and not os.listdir(cache)))
+        return float(len(calls))
+
+    monkeypatch.setattr(bench, "_seconds_in_fresh_process", fake_seconds)
+    records = bench.measure_startup(cold=True)
+    cold = [c for c in calls if c[0] == bench.STARTUP["cold_compile"][1]]
+    assert len(cold) == bench.COLD_RUNS >= 3
+    assert len({cache for _, cache, _ in cold}) == bench.COLD_RUNS  # a new folder each time
+    assert all(empty for _, _, empty in cold)
+    (row,) = [r for r in records if r["op"] == "cold_compile"]
+    first = len(calls) - bench.COLD_RUNS + 1  # the fake's results for the cold runs: first, first + 1, ...
+    assert row["runs"] == bench.COLD_RUNS and row["min_s"] == first
+    assert row["median_s"] == first + (bench.COLD_RUNS - 1) / 2
+
+
 @pytest.mark.parametrize("setting,expected", [("1", 1), ("0", None), ("", None)])
 def test_default_jobs_reads_numbas_setting_without_importing_numba(setting, expected):
     """npnorm warmup decides how many processes to start before it imports numba, so that the second
