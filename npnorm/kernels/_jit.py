@@ -61,6 +61,7 @@ __all__ = [
     "num_chunks",
     "row_items",
     "chunk_items",
+    "partials_chunks",
     "must_allocate_partials",
     "NO_PARTIALS",
     "item_share",
@@ -425,6 +426,13 @@ def _item_share(total, items, item):
     return item * total // items, (item + 1) * total // items
 
 
+def _partials_chunks(rows, items):
+    """The chunk count of a body whose chunk count is not passed in (LayerNorm's and RMSNorm's backward): a
+    parallel run's partial sums carry it in their ``rows``; a serial run, given an empty stand-in, runs all
+    its chunks in one call, and its ``items`` is the chunk count."""
+    return rows if rows > 0 else items
+
+
 def _must_allocate_partials(rows, nchunks, item):
     """Whether this call of a body with cross-row sums allocates its (nchunks, ·) partial sums itself: a serial
     run (item -1) given an empty stand-in does. A parallel run's items cannot (the partials must outlive
@@ -438,6 +446,7 @@ def _must_allocate_partials(rows, nchunks, item):
 
 item_share = kernel(parallel=False, inline=True)(_item_share)  # inlined: pasted into each body that uses it
 ends_run = kernel(parallel=False, inline=True)(_ends_run)
+partials_chunks = kernel(parallel=False, inline=True)(_partials_chunks)
 must_allocate_partials = kernel(parallel=False, inline=True)(_must_allocate_partials)
 
 ON_THREADS = -2  # the `item` of the call that hands a body's items to numba's threads (see ChunkedKernel)

@@ -97,6 +97,7 @@ from ._jit import (
     kernel,
     must_allocate_partials,
     num_chunks,
+    partials_chunks,
     run_on_threads,
     shared_ones,
     shared_zeros,
@@ -242,8 +243,7 @@ def _layer_norm_backward(
     # Without partials the chunks are just the items (their rows are independent).
     nchunks = items
     if dweight is not None:  # resolved at compile time, as every `is None` below
-        if dweight_part.shape[0] > 0:
-            nchunks = dweight_part.shape[0]
+        nchunks = partials_chunks(dweight_part.shape[0], items)
         if must_allocate_partials(dweight_part.shape[0], nchunks, item):
             dweight_part = np.empty((nchunks, H))
             dbias_part = np.empty((nchunks, H))

@@ -55,6 +55,7 @@ from ._jit import (
     kernel,
     must_allocate_partials,
     num_chunks,
+    partials_chunks,
     run_on_threads,
     shared_ones,
 )
@@ -143,8 +144,7 @@ def _rms_norm_backward(dx, dweight, dy, x, rrms, weight, has_weight, dweight_par
     # (np.empty, each chunk zeroing its own row). Without partials the chunks are just the items.
     nchunks = items
     if dweight is not None:  # resolved at compile time, as every `is None` below
-        if dweight_part.shape[0] > 0:
-            nchunks = dweight_part.shape[0]
+        nchunks = partials_chunks(dweight_part.shape[0], items)
         if must_allocate_partials(dweight_part.shape[0], nchunks, item):
             dweight_part = np.empty((nchunks, H))
     first, stop = item_share(nchunks, items, item)
