@@ -315,6 +315,29 @@ def test_float32_forward_error_is_a_few_ulps_of_the_output(offset, scale, rng):
     assert np.abs(y - y_ref).max() <= 4 * 2.0**-24 * np.abs(y_ref).max()
 
 
+@pytest.mark.parametrize("N,H", [(64, 256), (67, 1024)])  # one row at a time; blocks of 4 rows and a rest
+@pytest.mark.parametrize("offset,scale", [(0.0, 1.0), (1e4, 1e-2), (-300.0, 5.0), (3e6, 1.0), (0.0, 1e-3)])
+@pytest.mark.parametrize("affine,detach", [((True, True), (False, False)), ((False, False), (True, False))])
+def test_float32_dx_error_is_within_the_rounding_bound(N, H, offset, scale, affine, detach, rng):
+    """dx's pass in float32 (split mean): |dx - exact| ≤ 12u·rstd·(|g| + |mean_g| + |xhat·mean_gxhat|) per element.
+
+    u = 2^-24. The bound counts every float32 rounding of that pass (kernels/layer_norm.py, _dx_row); the
+    sums it starts from are float64, whose rounding is far below u.
+    """
+    x, weight, _, dy = make_case(rng, N, H, np.float32, affine, offset, scale)
+    dy = (dy * (1.0 + 100.0 * rng.random((N, 1)))).astype(np.float32)  # rows of very different sizes
+    _, mean, rstd = kernel_forward(x, weight, None)
+    dx, _, _ = kernel_backward(dy, x, mean, rstd, weight, (weight is not None, True), detach)
+    exact = backward_reference(f64(dy), f64(x), mean, rstd, f64(weight), *detach)[0]
+    g = f64(dy) * (1.0 if weight is None else f64(weight))
+    xhat = (f64(x) - mean[:, None]) * rstd[:, None]
+    mean_g = (0.0 if detach[0] else 1.0) * g.mean(1, keepdims=True)
+    mean_gxhat = (0.0 if detach[1] else 1.0) * (g * xhat).mean(1, keepdims=True)
+    terms = rstd[:, None] * (np.abs(g) + np.abs(mean_g) + np.abs(xhat * mean_gxhat))
+    ratio = np.abs(f64(dx) - exact) / terms
+    assert ratio.max() <= 12 * 2.0**-24 * (1 + 1e-6)  # (1 + 1e-6): the first-order bound's higher terms
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_eps_zero_constant_row_does_not_crash(dtype, variant, rng):
     x, weight, bias, dy = make_case(rng, 4, 8, dtype)

@@ -33,8 +33,9 @@ How the kernels are written, and why:
 * **Two-pass variance.** ``E[x²] - E[x]²`` cancels catastrophically when |mean| ≫ std (a float32 row with
   mean 1e4 and std 1e-2 would get a variance of 0, or one many times too large). The row is in cache after
   the first pass, so the second pass costs almost nothing.
-* **float64 statistics.** Row sums accumulate in float64 also for float32 input, and ``mean``/``rstd`` are
-  stored as float64 arrays of shape (N,). The backward recomputes xhat = (x - mean) * rstd; a mean rounded
+* **float64 statistics.** Row sums (the forward's mean and variance, the backward's Σ g and Σ g·xhat and
+  the partial sums of dweight and dbias) accumulate in float64 also for float32 input, and ``mean``/``rstd``
+  are stored as float64 arrays of shape (N,). The backward recomputes xhat = (x - mean) * rstd; a mean rounded
   to float32 would be off by up to half an ulp of |mean| — for mean 1e4 that is 5e-4, i.e. 5% of a std of
   1e-2 — and every recomputed xhat would carry that error. Outputs are written in x.dtype.
 * **Split mean.** The forward's output pass runs in x's dtype (8 float32 lanes where float64 has 4; it was
@@ -43,8 +44,16 @@ How the kernels are written, and why:
   xhat = ((x - m_hi) - m_lo) * rstd: for x near m_hi the first difference is exact (Sterbenz), the second
   restores the rest of m, and xhat has an error of a few float32 ulps of xhat itself, whatever |mean| is
   (measured: about 1e-7 of max|y| against float64, as torch for benign rows and 5e5 times smaller than
-  torch for mean 1e4, std 1e-2). For float64 input m_lo = 0 and the pass is plain float64. The statistics
-  and the backward stay in float64.
+  torch for mean 1e4, std 1e-2). For float64 input m_lo = 0 and the pass is plain float64.
+* **The backward's dx pass in x's dtype too.** Pass 2, dx = rstd * (g - mean_g - xhat * mean_gxhat), is
+  elementwise (no sum) once pass 1 has its two float64 means; it runs in x's dtype with the split mean,
+  with rstd and both means rounded once to that dtype. Counting each rounding (u = 2^-24 for float32) gives
+  |dx - exact| <= 12u * rstd * (|g| + |mean_g| + |xhat * mean_gxhat|) to first order, per element
+  (measured: at most 4.1u, against 1u when the pass ran in float64; ``_dx_row`` has the count). It is the accuracy
+  class of the forward's output pass, and what the tests hold the kernels to. Measured, float32, 2 threads,
+  interleaved, against the float64 pass: 256x256 0.71, 64x64 0.80, 1024x1024 0.76 of the time (rows in
+  cache, where the float64 pass was most of the work); 8192x1024 0.96, 1024x4096 0.94, 32768x256 1.02
+  (from memory, where pass 1 dominates).
 * **One fused pass per row.** Forward reads a row twice (sum, then squared deviations) and writes y in a
   third loop over the same row while it is in cache; backward computes the two row sums, then dx. That keeps
   the kernels at memory-bandwidth speed.
@@ -131,6 +140,13 @@ def _row_mean_rstd(row, eps):
     return m, 1.0 / np.sqrt(v / H + eps)
 
 
+@kernel(parallel=False, inline=True)
+def _split_mean(m, x):
+    """The float64 mean m as m_hi + m_lo, both of x's dtype (see "Split mean"); m_lo = 0 for float64 x."""
+    m_hi = x.dtype.type(m)
+    return m_hi, x.dtype.type(m - m_hi)
+
+
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, eps, items, item):
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
@@ -145,8 +161,7 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
         # m = m_hi + m_lo (exactly, up to the rounding of the tiny m_lo), so that centring stays accurate
         # when |mean| ≫ std: x - m_hi is exact for x near m_hi (Sterbenz), and m_lo then brings back what
         # rounding m to float32 lost (see "Split mean" in the module docstring). For float64, m_lo = 0.
-        m_hi = x.dtype.type(m)
-        m_lo = x.dtype.type(m - m_hi)
+        m_hi, m_lo = _split_mean(m, x)
         r_x = x.dtype.type(r)
         for j in range(H):
             out = ((x[i, j] - m_hi) - m_lo) * r_x  # xhat
@@ -159,14 +174,31 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, helper=True)
 def _dx_row(dx, dy, x, weight, has_weight, i, m, r, mean_g, mean_gxhat):
-    """Pass 2 of row i: dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat)), the means already scaled by a, b."""
+    """Pass 2 of row i: dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat)), the means already scaled by a, b.
+
+    In x's dtype (see the module docstring). Its rounding error to first order, with u = 2^-24 (float32's
+    unit roundoff: one rounding changes a value v by at most u|v|), relative to
+    T = |g| + |mean_g| + |xhat * mean_gxhat|:
+
+    * xhat = ((x - m_hi) - m_lo) * rstd: 4u of |xhat| (two differences, a product, rstd rounded);
+    * xhat * mean_gxhat: 6u of its size (xhat's 4u, mean_gxhat rounded, the product);
+    * g = dy * weight: u of |g|; g - mean_g: 2u (mean_g rounded, the difference);
+    * minus xhat * mean_gxhat: u; times the rounded rstd: 2u.
+
+    Every intermediate is at most T in size, so |dx - exact| <= (1 + 2 + 6 + 1 + 2) u * rstd * T
+    = 12u * rstd * T. The float64 means it starts from are exact to float64 rounding, negligible next to u.
+    """
     H = x.shape[1]
+    m_hi, m_lo = _split_mean(m, x)
+    r_x = x.dtype.type(r)
+    mg = x.dtype.type(mean_g)
+    mgx = x.dtype.type(mean_gxhat)
     for j in range(H):
-        xhat = (np.float64(x[i, j]) - m) * r
-        g = np.float64(dy[i, j])
+        xhat = ((x[i, j] - m_hi) - m_lo) * r_x
+        g = dy[i, j]
         if has_weight:
             g = g * weight[j]
-        dx[i, j] = r * (g - mean_g - xhat * mean_gxhat)
+        dx[i, j] = r_x * (g - mg - xhat * mgx)
 
 
 # Wide rows are handled BLOCK_ROWS rows at a time (see _backward_4_rows) from this row length on. Below it
@@ -281,13 +313,17 @@ def _layer_norm_backward(
                 sum_gxhat += g * xhat
             mean_g = a * (sum_g / H)
             mean_gxhat = b * (sum_gxhat / H)
-            # pass 2: dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat))
+            # pass 2: dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat)) in x's dtype, as _dx_row
+            m_hi, m_lo = _split_mean(m, x)
+            r_x = x.dtype.type(r)
+            mg = x.dtype.type(mean_g)
+            mgx = x.dtype.type(mean_gxhat)
             for j in range(H):
-                xhat = (np.float64(x[k, j]) - m) * r
-                g = np.float64(dy[k, j])
+                xhat = ((x[k, j] - m_hi) - m_lo) * r_x
+                g = dy[k, j]
                 if has_weight:
                     g = g * weight[j]
-                dx[k, j] = r * (g - mean_g - xhat * mean_gxhat)
+                dx[k, j] = r_x * (g - mg - xhat * mgx)
     if ends_run(items, item) and dweight is not None:
         # the partials added up in item order (the same for any thread count), rounded once to x.dtype
         add_up_chunks(dweight, dweight_part)
