@@ -52,8 +52,8 @@ How the kernels are written, and why:
   (measured: at most 4.1u, against 1u when the pass ran in float64; ``_dx_row`` has the count). It is the accuracy
   class of the forward's output pass, and what the tests hold the kernels to. Measured, float32, 2 threads,
   interleaved, against the float64 pass: 256x256 0.71, 64x64 0.80, 1024x1024 0.76 of the time (rows in
-  cache, where the float64 pass was most of the work); 8192x1024 0.96, 1024x4096 0.94, 32768x256 1.02
-  (from memory, where pass 1 dominates).
+  cache, where the float64 pass was most of the work); 32768x256 0.75-0.88, 1024x4096 0.95-1.01,
+  8192x1024 0.96-1.00 (four runs, both orders; from memory, where pass 1 and the traffic dominate).
 * **One fused pass per row.** Forward reads a row twice (sum, then squared deviations) and writes y in a
   third loop over the same row while it is in cache; backward computes the two row sums, then dx. That keeps
   the kernels at memory-bandwidth speed.
