@@ -351,6 +351,38 @@ def test_eps_zero_constant_row_does_not_crash(dtype, variant, rng):
     check_layer_norm(x[others], weight, bias, dy[others], eps=0.0)
 
 
+@pytest.mark.parametrize("H", [4, 1030])  # one row at a time; blocks of four rows (the backward's _dx_row)
+def test_float32_rows_at_the_edges_of_its_range_take_the_float64_pass(H, variant, rng):
+    """Rows whose float32 pass would overflow give what float64 gives, rounded once; their neighbours as usual.
+
+    Row 0 spreads across float32's range (x - mean overflows float32); row 1 has a subnormal spread with
+    eps = 0 (rstd ~ 1e40 overflows float32); row 2 is ordinary, row 3 tiny but in range.
+    """
+    x = rng.standard_normal((8, H)).astype(np.float32)
+    x[0, :] = 3e38
+    x[0, ::4] = -3e38
+    x[1] = (np.arange(H) % 4 * 1e-40).astype(np.float32)  # subnormal float32 values
+    x[3] *= np.float32(1e-30)
+    weight = rng.standard_normal(H).astype(np.float32)
+    bias = rng.standard_normal(H).astype(np.float32)
+    dy = rng.standard_normal((8, H)).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # for NUMBA_DISABLE_JIT=1 (NumPy scalars warn)
+        y, mean, rstd = kernel_forward(x, weight, bias, eps=0.0)
+        dx, _, _ = kernel_backward(dy, x, mean, rstd, weight)
+    assert rstd[1] > np.finfo(np.float32).max and np.abs(x[0] - mean[0]).max() > np.finfo(np.float32).max
+    y_ref, _, _ = forward_reference(f64(x), f64(weight), f64(bias), 0.0)
+    dx_ref = backward_reference(f64(dy), f64(x), mean, rstd, f64(weight), False, False)[0]
+    with np.errstate(over="ignore"):
+        y_ref32, dx_ref32 = y_ref.astype(np.float32), dx_ref.astype(np.float32)  # row 1's dx overflows, as it must
+    for row in (0, 1):  # out of float32's range: the float64 pass, bit for bit its rounded result
+        np.testing.assert_array_equal(y[row], y_ref32[row])
+        np.testing.assert_array_equal(dx[row], dx_ref32[row])
+    assert np.isfinite(y[:2]).all()  # not inf or NaN, as the float32 pass gave
+    for row in (2, 3, 4):  # in range: the float32 pass, within its rounding bound
+        np.testing.assert_allclose(y[row], y_ref[row], rtol=1e-6, atol=1e-6 * np.abs(y_ref[row]).max())
+        np.testing.assert_allclose(dx[row], dx_ref[row], rtol=1e-6, atol=1e-6 * np.abs(dx_ref[row]).max())
+
+
 # ------------------------------------------------------------------------------------ how kernels run
 
 

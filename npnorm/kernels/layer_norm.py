@@ -54,6 +54,16 @@ How the kernels are written, and why:
   interleaved, against the float64 pass: 256x256 0.71, 64x64 0.80, 1024x1024 0.76 of the time (rows in
   cache, where the float64 pass was most of the work); 32768x256 0.75-0.88, 1024x4096 0.95-1.01,
   8192x1024 0.96-1.00 (four runs, both orders; from memory, where pass 1 and the traffic dominate).
+* **Range.** A pass in x's dtype needs its intermediates to fit that dtype: rstd itself (a row whose std
+  is below ~1e-38, possible with eps = 0, overflows it in float32), x - mean (up to sqrt(H)·std, which
+  overflows for rows spread across float32's range, |x| near 3.4e38) and the backward's two means. Each
+  row is checked with a few scalar comparisons against ``limit`` = (largest number of x's dtype) /
+  (4·sqrt(H)), and rows outside it take the float64 pass instead (``_y_row_float64``, ``_dx_row_float64``),
+  which gives the float64 answer rounded once (the forward redoes such rows after its loop: a call inside
+  the loop, even one never taken, made it 5-10% slower). Not covered: a single product weight·xhat (forward) or
+  dy·weight (backward) beyond the dtype's largest number (3.4e38 for float32) is inf where float64 could
+  have rounded a finite result; catching that needs a check per element, which cost 5-30% of the kernels
+  (measured 6 December), for inputs no training run survives anyway.
 * **One fused pass per row.** Forward reads a row twice (sum, then squared deviations) and writes y in a
   third loop over the same row while it is in cache; backward computes the two row sums, then dx. That keeps
   the kernels at memory-bandwidth speed.
@@ -147,16 +157,48 @@ def _split_mean(m, x):
     return m_hi, x.dtype.type(m - m_hi)
 
 
+@kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
+def _y_row_float64(y, x, weight, bias, has_weight, has_bias, i, m, r):
+    """Row i of y = weight * xhat + bias in float64, rounded once to y's dtype: for rows out of range ("Range")."""
+    for j in range(x.shape[1]):
+        out = (np.float64(x[i, j]) - m) * r
+        if has_weight:
+            out = out * weight[j]
+        if has_bias:
+            out = out + bias[j]
+        y[i, j] = out
+
+
+@kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
+def _dx_row_float64(dx, dy, x, weight, has_weight, i, m, r, mean_g, mean_gxhat):
+    """Pass 2 of row i in float64, rounded once to dx's dtype: for rows out of range ("Range")."""
+    for j in range(x.shape[1]):
+        xhat = (np.float64(x[i, j]) - m) * r
+        g = np.float64(dy[i, j])
+        if has_weight:
+            g = g * weight[j]
+        dx[i, j] = r * (g - mean_g - xhat * mean_gxhat)
+
+
+@kernel(parallel=False, inline=True)
+def _dx_fits(r, mean_g, mean_gxhat, limit):
+    """Whether pass 2 of a row fits x's dtype: rstd, and both means, within ``limit`` ("Range")."""
+    return 1.0 / limit <= r <= limit and abs(mean_g) <= limit and abs(mean_gxhat) <= limit
+
+
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, eps, items, item):
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
         return run_on_threads(items)
     N, H = x.shape
+    limit = np.finfo(x.dtype).max / (4.0 * np.sqrt(H))  # a row's pass fits x's dtype within it ("Range")
     first, stop = item_share(N, items, item)
+    out_of_range = False  # a row whose pass does not fit x's dtype; such rows are done again below
     for i in range(first, stop):  # this call's rows (rows are independent)
         m, r = _row_mean_rstd(x[i], eps)  # two passes over row i, which then stays in cache
         mean[i] = m  # (N,) float64
         rstd[i] = r  # (N,) float64
+        out_of_range |= not 1.0 / limit <= r <= limit  # NaN and inf too (a flag: no call in this loop)
         # y = weight * xhat + bias in x's dtype, with the float64 mean split into two parts of that dtype,
         # m = m_hi + m_lo (exactly, up to the rounding of the tiny m_lo), so that centring stays accurate
         # when |mean| ≫ std: x - m_hi is exact for x near m_hi (Sterbenz), and m_lo then brings back what
@@ -170,6 +212,10 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
             if has_bias:
                 out = out + bias[j]
             y[i, j] = out
+    if out_of_range:  # rare: those rows again, in float64 ("Range"); a call in the loop above cost 5-10%
+        for i in range(first, stop):
+            if not 1.0 / limit <= rstd[i] <= limit:
+                _y_row_float64(y, x, weight, bias, has_weight, has_bias, i, mean[i], rstd[i])
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, helper=True)
@@ -189,6 +235,9 @@ def _dx_row(dx, dy, x, weight, has_weight, i, m, r, mean_g, mean_gxhat):
     = 12u * rstd * T. The float64 means it starts from are exact to float64 rounding, negligible next to u.
     """
     H = x.shape[1]
+    if not _dx_fits(r, mean_g, mean_gxhat, np.finfo(x.dtype).max / (4.0 * np.sqrt(H))):
+        _dx_row_float64(dx, dy, x, weight, has_weight, i, m, r, mean_g, mean_gxhat)
+        return
     m_hi, m_lo = _split_mean(m, x)
     r_x = x.dtype.type(r)
     mg = x.dtype.type(mean_g)
@@ -263,6 +312,7 @@ def _layer_norm_backward(
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
         return run_on_threads(items)
     N, H = x.shape
+    limit = np.finfo(x.dtype).max / (4.0 * np.sqrt(H))  # pass 2 fits x's dtype within it ("Range")
     a = 0.0 if detach_mean else 1.0  # keep the gradient through mean?
     b = 0.0 if detach_var else 1.0  # keep the gradient through rstd?
     # dweight_part, dbias_part: per-chunk float64 partial sums of dweight and dbias, (nchunks, H) each;
@@ -314,6 +364,9 @@ def _layer_norm_backward(
             mean_g = a * (sum_g / H)
             mean_gxhat = b * (sum_gxhat / H)
             # pass 2: dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat)) in x's dtype, as _dx_row
+            if not _dx_fits(r, mean_g, mean_gxhat, limit):  # out of that dtype's range: in float64 ("Range")
+                _dx_row_float64(dx, dy, x, weight, has_weight, k, m, r, mean_g, mean_gxhat)
+                continue
             m_hi, m_lo = _split_mean(m, x)
             r_x = x.dtype.type(r)
             mg = x.dtype.type(mean_g)
