@@ -383,6 +383,24 @@ def test_float32_rows_at_the_edges_of_its_range_take_the_float64_pass(H, variant
         np.testing.assert_allclose(dx[row], dx_ref[row], rtol=1e-6, atol=1e-6 * np.abs(dx_ref[row]).max())
 
 
+def test_only_rows_out_of_range_are_redone_in_numpy(variant, rng, monkeypatch):
+    """The kernels report whether any row is out of range, and only then do the wrappers redo rows with NumPy."""
+    redone = []
+    for name in ("_redo_forward_rows", "_redo_backward_rows"):
+        original = getattr(K, name)
+        monkeypatch.setattr(K, name, lambda *args, name=name, original=original: redone.append(name) or original(*args))
+    x, weight, bias, dy = make_case(rng, 64, 512, np.float32)
+    _, mean, rstd = kernel_forward(x, weight, bias)
+    kernel_backward(dy, x, mean, rstd, weight)
+    assert redone == []  # ordinary rows: the float32 passes only
+    x[5] = np.float32(1e-40) * (np.arange(512) % 3)  # one row with a subnormal spread, rstd ~ 1e40 with eps = 0
+    with np.errstate(over="ignore", invalid="ignore"):  # for NUMBA_DISABLE_JIT=1 (NumPy scalars warn)
+        _, mean, rstd = kernel_forward(x, weight, bias, eps=0.0)
+        kernel_backward(dy, x, mean, rstd, weight)
+    assert redone == ["_redo_forward_rows", "_redo_backward_rows"]
+    np.testing.assert_array_equal(K._out_of_range_rows(x, rstd), [5])
+
+
 # ------------------------------------------------------------------------------------ how kernels run
 
 

@@ -55,15 +55,19 @@ How the kernels are written, and why:
   cache, where the float64 pass was most of the work); 32768x256 0.75-0.88, 1024x4096 0.95-1.01,
   8192x1024 0.96-1.00 (four runs, both orders; from memory, where pass 1 and the traffic dominate).
 * **Range.** A pass in x's dtype needs its intermediates to fit that dtype: rstd itself (a row whose std
-  is below ~1e-38, possible with eps = 0, overflows it in float32), x - mean (up to sqrt(H)·std, which
-  overflows for rows spread across float32's range, |x| near 3.4e38) and the backward's two means. Each
-  row is checked with a few scalar comparisons against ``limit`` = (largest number of x's dtype) /
-  (4·sqrt(H)), and rows outside it take the float64 pass instead (``_y_row_float64``, ``_dx_row_float64``),
-  which gives the float64 answer rounded once (the forward redoes such rows after its loop: a call inside
-  the loop, even one never taken, made it 5-10% slower). Not covered: a single product weight·xhat (forward) or
+  is below ~1e-38, possible with eps = 0, overflows it in float32) and x - mean (up to sqrt(H)·std, which
+  overflows for rows spread across float32's range, |x| near 3.4e38). Rows with rstd outside [1/limit,
+  limit], limit = (largest number of x's dtype) / (4·sqrt(H)), and rows with a NaN rstd are redone in
+  float64 by the wrappers, with NumPy (``_redo_forward_rows``, ``_redo_backward_rows``): the float64
+  answer rounded once. A serial run's body returns whether there are any (``_any_out_of_range``, a scan of
+  rstd once its rows are done); after a parallel run, whose body cannot return it, the wrapper asks
+  ``any_out_of_range``, the same scan compiled on its own. The passes themselves do not change: handling
+  such rows inside the kernels (a float64 pass per row beside the other) cost 1.5-2 s more compilation, a
+  call to it inside the forward's row loop 5-10% of its time, and a flag array passed in 0.4-0.6 µs per
+  call at 64x64 (3.0 µs), measured 6 December. Not covered: a single product weight·xhat (forward) or
   dy·weight (backward) beyond the dtype's largest number (3.4e38 for float32) is inf where float64 could
   have rounded a finite result; catching that needs a check per element, which cost 5-30% of the kernels
-  (measured 6 December), for inputs no training run survives anyway.
+  (measured), for inputs no training run survives anyway.
 * **One fused pass per row.** Forward reads a row twice (sum, then squared deviations) and writes y in a
   third loop over the same row while it is in cache; backward computes the two row sums, then dx. That keeps
   the kernels at memory-bandwidth speed.
@@ -157,33 +161,21 @@ def _split_mean(m, x):
     return m_hi, x.dtype.type(m - m_hi)
 
 
-@kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
-def _y_row_float64(y, x, weight, bias, has_weight, has_bias, i, m, r):
-    """Row i of y = weight * xhat + bias in float64, rounded once to y's dtype: for rows out of range ("Range")."""
-    for j in range(x.shape[1]):
-        out = (np.float64(x[i, j]) - m) * r
-        if has_weight:
-            out = out * weight[j]
-        if has_bias:
-            out = out + bias[j]
-        y[i, j] = out
+def _rows_out_of_range(rstd, x):
+    """Whether any row's rstd is outside [1/limit, limit] or NaN: its pass in x's dtype may have overflowed
+    (see "Range"; limit = largest number of x's dtype / (4·sqrt(H)), as in _out_of_range_rows)."""
+    if x.shape[1] == 0:  # rows of no values (rstd NaN): nothing in them to redo
+        return False
+    limit = np.finfo(x.dtype).max / (4.0 * np.sqrt(x.shape[1]))
+    least = 1.0 / limit
+    outside = 0  # counted, not a loop that stops at the first: that one is not vectorised (3.5x the time)
+    for i in range(rstd.shape[0]):
+        outside += not least <= rstd[i] <= limit
+    return outside > 0
 
 
-@kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
-def _dx_row_float64(dx, dy, x, weight, has_weight, i, m, r, mean_g, mean_gxhat):
-    """Pass 2 of row i in float64, rounded once to dx's dtype: for rows out of range ("Range")."""
-    for j in range(x.shape[1]):
-        xhat = (np.float64(x[i, j]) - m) * r
-        g = np.float64(dy[i, j])
-        if has_weight:
-            g = g * weight[j]
-        dx[i, j] = r * (g - mean_g - xhat * mean_gxhat)
-
-
-@kernel(parallel=False, inline=True)
-def _dx_fits(r, mean_g, mean_gxhat, limit):
-    """Whether pass 2 of a row fits x's dtype: rstd, and both means, within ``limit`` ("Range")."""
-    return 1.0 / limit <= r <= limit and abs(mean_g) <= limit and abs(mean_gxhat) <= limit
+_any_out_of_range = kernel(parallel=False, inline=True)(_rows_out_of_range)  # in the bodies
+any_out_of_range = kernel(parallel=False)(_rows_out_of_range)  # from Python, after a parallel run
 
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
@@ -191,14 +183,11 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
         return run_on_threads(items)
     N, H = x.shape
-    limit = np.finfo(x.dtype).max / (4.0 * np.sqrt(H))  # a row's pass fits x's dtype within it ("Range")
     first, stop = item_share(N, items, item)
-    out_of_range = False  # a row whose pass does not fit x's dtype; such rows are done again below
     for i in range(first, stop):  # this call's rows (rows are independent)
         m, r = _row_mean_rstd(x[i], eps)  # two passes over row i, which then stays in cache
         mean[i] = m  # (N,) float64
         rstd[i] = r  # (N,) float64
-        out_of_range |= not 1.0 / limit <= r <= limit  # NaN and inf too (a flag: no call in this loop)
         # y = weight * xhat + bias in x's dtype, with the float64 mean split into two parts of that dtype,
         # m = m_hi + m_lo (exactly, up to the rounding of the tiny m_lo), so that centring stays accurate
         # when |mean| ≫ std: x - m_hi is exact for x near m_hi (Sterbenz), and m_lo then brings back what
@@ -212,10 +201,8 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
             if has_bias:
                 out = out + bias[j]
             y[i, j] = out
-    if out_of_range:  # rare: those rows again, in float64 ("Range"); a call in the loop above cost 5-10%
-        for i in range(first, stop):
-            if not 1.0 / limit <= rstd[i] <= limit:
-                _y_row_float64(y, x, weight, bias, has_weight, has_bias, i, mean[i], rstd[i])
+    # once every row is done (a serial run, or a parallel run's closing call): any to redo in float64?
+    return ends_run(items, item) and _any_out_of_range(rstd, x)  # ("Range")
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, helper=True)
@@ -235,9 +222,6 @@ def _dx_row(dx, dy, x, weight, has_weight, i, m, r, mean_g, mean_gxhat):
     = 12u * rstd * T. The float64 means it starts from are exact to float64 rounding, negligible next to u.
     """
     H = x.shape[1]
-    if not _dx_fits(r, mean_g, mean_gxhat, np.finfo(x.dtype).max / (4.0 * np.sqrt(H))):
-        _dx_row_float64(dx, dy, x, weight, has_weight, i, m, r, mean_g, mean_gxhat)
-        return
     m_hi, m_lo = _split_mean(m, x)
     r_x = x.dtype.type(r)
     mg = x.dtype.type(mean_g)
@@ -312,7 +296,6 @@ def _layer_norm_backward(
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
         return run_on_threads(items)
     N, H = x.shape
-    limit = np.finfo(x.dtype).max / (4.0 * np.sqrt(H))  # pass 2 fits x's dtype within it ("Range")
     a = 0.0 if detach_mean else 1.0  # keep the gradient through mean?
     b = 0.0 if detach_var else 1.0  # keep the gradient through rstd?
     # dweight_part, dbias_part: per-chunk float64 partial sums of dweight and dbias, (nchunks, H) each;
@@ -364,9 +347,6 @@ def _layer_norm_backward(
             mean_g = a * (sum_g / H)
             mean_gxhat = b * (sum_gxhat / H)
             # pass 2: dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat)) in x's dtype, as _dx_row
-            if not _dx_fits(r, mean_g, mean_gxhat, limit):  # out of that dtype's range: in float64 ("Range")
-                _dx_row_float64(dx, dy, x, weight, has_weight, k, m, r, mean_g, mean_gxhat)
-                continue
             m_hi, m_lo = _split_mean(m, x)
             r_x = x.dtype.type(r)
             mg = x.dtype.type(mean_g)
@@ -377,10 +357,13 @@ def _layer_norm_backward(
                 if has_weight:
                     g = g * weight[j]
                 dx[k, j] = r_x * (g - mg - xhat * mgx)
-    if ends_run(items, item) and dweight is not None:
+    if not ends_run(items, item):
+        return False
+    if dweight is not None:
         # the partials added up in item order (the same for any thread count), rounded once to x.dtype
         add_up_chunks(dweight, dweight_part)
         add_up_chunks(dbias, dbias_part)
+    return _any_out_of_range(rstd, x)  # any rows to redo in float64? ("Range")
 
 
 def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
@@ -392,7 +375,11 @@ def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
     # an absent weight goes in as ones, an absent bias as zeros, and the flags skip them (see _jit.py)
     w = weight if weight is not None else shared_ones(x.shape[1], x.dtype)  # (H,)
     b = bias if bias is not None else shared_zeros(x.shape[1], x.dtype)  # (H,)
-    _layer_norm_forward.launch(x.size, 0, y, mean, rstd, x, w, b, weight is not None, bias is not None, float(eps))
+    out_of_range = _layer_norm_forward.launch(
+        x.size, 0, y, mean, rstd, x, w, b, weight is not None, bias is not None, float(eps)
+    )
+    if out_of_range or (out_of_range is None and any_out_of_range(rstd, x)):  # None: a parallel run ("Range")
+        _redo_forward_rows(y, mean, rstd, x, weight, bias)
 
 
 def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_mean=False, detach_var=False):
@@ -424,9 +411,44 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
             dw_part, db_part = np.empty((nchunks, H)), np.empty((nchunks, H))
         else:
             dw_part = db_part = NO_PARTIALS
-    _layer_norm_backward.launch(
+    out_of_range = _layer_norm_backward.launch(
         x.size, items, dx, dweight, dbias, dy, x, mean, rstd, w, has_weight, detach_mean, detach_var, dw_part, db_part
     )
+    if out_of_range or (out_of_range is None and any_out_of_range(rstd, x)):  # None: a parallel run ("Range")
+        _redo_backward_rows(dx, dy, x, mean, rstd, weight, detach_mean, detach_var)
+
+
+# --- rows out of range ("Range" in the module docstring), redone in float64 with NumPy --------------------
+
+
+def _out_of_range_rows(x, rstd):
+    """Indices of the rows whose rstd is outside [1/limit, limit] or NaN (the test of _any_out_of_range)."""
+    limit = np.finfo(x.dtype).max / (4.0 * np.sqrt(x.shape[1]))
+    return np.flatnonzero(~((1.0 / limit <= rstd) & (rstd <= limit)))
+
+
+def _redo_forward_rows(y, mean, rstd, x, weight, bias):
+    """y = weight * xhat + bias on the rows out of range, in float64, rounded once to y's dtype."""
+    rows = _out_of_range_rows(x, rstd)
+    with np.errstate(all="ignore"):  # as the kernel: inf and NaN where float64 gives them, no warnings
+        out = (x[rows].astype(np.float64) - mean[rows, None]) * rstd[rows, None]  # (rows, H) xhat
+        if weight is not None:
+            out = out * weight
+        if bias is not None:
+            out = out + bias
+        y[rows] = out
+
+
+def _redo_backward_rows(dx, dy, x, mean, rstd, weight, detach_mean, detach_var):
+    """Pass 2's dx = rstd * (g - a*mean(g) - b*xhat*mean(g*xhat)) on the rows out of range, in float64."""
+    rows = _out_of_range_rows(x, rstd)
+    with np.errstate(all="ignore"):
+        r = rstd[rows, None]  # (rows, 1)
+        xhat = (x[rows].astype(np.float64) - mean[rows, None]) * r  # (rows, H)
+        g = dy[rows].astype(np.float64) * (1.0 if weight is None else weight)
+        mean_g = 0.0 if detach_mean else g.mean(axis=1, keepdims=True)
+        mean_gxhat = 0.0 if detach_var else (g * xhat).mean(axis=1, keepdims=True)
+        dx[rows] = r * (g - mean_g - xhat * mean_gxhat)
 
 
 # --- AdaNorm -------------------------------------------------------------------------------------------
