@@ -59,12 +59,12 @@ How the kernels are written, and why:
   overflows for rows spread across float32's range, |x| near 3.4e38). Rows with rstd outside [1/limit,
   limit], limit = (largest number of x's dtype) / (4·sqrt(H)), and rows with a NaN rstd are redone in
   float64 by the wrappers, with NumPy (``_redo_forward_rows``, ``_redo_backward_rows``): the float64
-  answer rounded once. A serial run's body returns whether there are any (``_any_out_of_range``, a scan of
-  rstd once its rows are done); after a parallel run, whose body cannot return it, the wrapper asks
-  ``any_out_of_range``, the same scan compiled on its own. The passes themselves do not change: handling
-  such rows inside the kernels (a float64 pass per row beside the other) cost 1.5-2 s more compilation, a
-  call to it inside the forward's row loop 5-10% of its time, and a flag array passed in 0.4-0.6 µs per
-  call at 64x64 (3.0 µs), measured 6 December. Not covered: a single product weight·xhat (forward) or
+  answer rounded once. The wrappers find out whether there are any with ``any_out_of_range``, a scan of
+  rstd compiled once for every dtype and row length (0.2 µs a call); the kernels do not change. Measured 6 December:
+  handling such rows inside the kernels (a float64 pass per row beside the other) cost 1.5-2 s more
+  compilation, a call to it inside the forward's row loop 5-10% of its time; the same scan inlined into
+  each kernel and returned from it 0.2 s of compilation per kernel specialisation, and a flag array passed
+  to the kernels 0.4-0.6 µs per call at 64x64 (3.0 µs). Not covered: a single product weight·xhat (forward) or
   dy·weight (backward) beyond the dtype's largest number (3.4e38 for float32) is inf where float64 could
   have rounded a finite result; catching that needs a check per element, which cost 5-30% of the kernels
   (measured), for inputs no training run survives anyway.
@@ -161,12 +161,12 @@ def _split_mean(m, x):
     return m_hi, x.dtype.type(m - m_hi)
 
 
-def _rows_out_of_range(rstd, x):
-    """Whether any row's rstd is outside [1/limit, limit] or NaN: its pass in x's dtype may have overflowed
-    (see "Range"; limit = largest number of x's dtype / (4·sqrt(H)), as in _out_of_range_rows)."""
-    if x.shape[1] == 0:  # rows of no values (rstd NaN): nothing in them to redo
-        return False
-    limit = np.finfo(x.dtype).max / (4.0 * np.sqrt(x.shape[1]))
+@kernel(parallel=False)
+def any_out_of_range(rstd, itemsize, H):
+    """Whether any row's rstd is outside [1/limit, limit] or NaN: its pass in x's dtype (float32 or float64,
+    by ``itemsize``) over rows of H ≥ 1 values may have overflowed ("Range"; the limit as _range_limit's)."""
+    largest = 3.4028234663852886e38 if itemsize == 4 else 1.7976931348623157e308  # float32's, float64's
+    limit = largest / (4.0 * np.sqrt(H))
     least = 1.0 / limit
     outside = 0  # counted, not a loop that stops at the first: that one is not vectorised (3.5x the time)
     for i in range(rstd.shape[0]):
@@ -174,8 +174,9 @@ def _rows_out_of_range(rstd, x):
     return outside > 0
 
 
-_any_out_of_range = kernel(parallel=False, inline=True)(_rows_out_of_range)  # in the bodies
-any_out_of_range = kernel(parallel=False)(_rows_out_of_range)  # from Python, after a parallel run
+def _range_limit(dtype: np.dtype, H: int) -> float:
+    """limit = largest number of ``dtype`` / (4·sqrt(H)), H ≥ 1 ("Range")."""
+    return float(np.finfo(dtype).max / (4.0 * np.sqrt(H)))
 
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
@@ -201,8 +202,6 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
             if has_bias:
                 out = out + bias[j]
             y[i, j] = out
-    # once every row is done (a serial run, or a parallel run's closing call): any to redo in float64?
-    return ends_run(items, item) and _any_out_of_range(rstd, x)  # ("Range")
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, helper=True)
@@ -357,13 +356,10 @@ def _layer_norm_backward(
                 if has_weight:
                     g = g * weight[j]
                 dx[k, j] = r_x * (g - mg - xhat * mgx)
-    if not ends_run(items, item):
-        return False
-    if dweight is not None:
+    if ends_run(items, item) and dweight is not None:
         # the partials added up in item order (the same for any thread count), rounded once to x.dtype
         add_up_chunks(dweight, dweight_part)
         add_up_chunks(dbias, dbias_part)
-    return _any_out_of_range(rstd, x)  # any rows to redo in float64? ("Range")
 
 
 def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
@@ -375,10 +371,8 @@ def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
     # an absent weight goes in as ones, an absent bias as zeros, and the flags skip them (see _jit.py)
     w = weight if weight is not None else shared_ones(x.shape[1], x.dtype)  # (H,)
     b = bias if bias is not None else shared_zeros(x.shape[1], x.dtype)  # (H,)
-    out_of_range = _layer_norm_forward.launch(
-        x.size, 0, y, mean, rstd, x, w, b, weight is not None, bias is not None, float(eps)
-    )
-    if out_of_range or (out_of_range is None and any_out_of_range(rstd, x)):  # None: a parallel run ("Range")
+    _layer_norm_forward.launch(x.size, 0, y, mean, rstd, x, w, b, weight is not None, bias is not None, float(eps))
+    if x.shape[1] and any_out_of_range(rstd, x.itemsize, x.shape[1]):  # rare ("Range"); H = 0: no values
         _redo_forward_rows(y, mean, rstd, x, weight, bias)
 
 
@@ -411,10 +405,10 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
             dw_part, db_part = np.empty((nchunks, H)), np.empty((nchunks, H))
         else:
             dw_part = db_part = NO_PARTIALS
-    out_of_range = _layer_norm_backward.launch(
+    _layer_norm_backward.launch(
         x.size, items, dx, dweight, dbias, dy, x, mean, rstd, w, has_weight, detach_mean, detach_var, dw_part, db_part
     )
-    if out_of_range or (out_of_range is None and any_out_of_range(rstd, x)):  # None: a parallel run ("Range")
+    if H and any_out_of_range(rstd, x.itemsize, H):  # rare ("Range"); H = 0: no values
         _redo_backward_rows(dx, dy, x, mean, rstd, weight, detach_mean, detach_var)
 
 
@@ -422,8 +416,8 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
 
 
 def _out_of_range_rows(x, rstd):
-    """Indices of the rows whose rstd is outside [1/limit, limit] or NaN (the test of _any_out_of_range)."""
-    limit = np.finfo(x.dtype).max / (4.0 * np.sqrt(x.shape[1]))
+    """Indices of the rows whose rstd is outside [1/limit, limit] or NaN (the test of any_out_of_range)."""
+    limit = _range_limit(x.dtype, x.shape[1])
     return np.flatnonzero(~((1.0 / limit <= rstd) & (rstd <= limit)))
 
 
