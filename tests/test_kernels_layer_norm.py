@@ -384,7 +384,7 @@ def test_float32_rows_at_the_edges_of_its_range_take_the_float64_pass(H, variant
 
 
 def test_only_rows_out_of_range_are_redone_in_numpy(variant, rng, monkeypatch):
-    """The kernels report whether any row is out of range, and only then do the wrappers redo rows with NumPy."""
+    """The wrappers' scan of rstd finds out-of-range rows, and only then are rows redone with NumPy."""
     redone = []
     for name in ("_redo_forward_rows", "_redo_backward_rows"):
         original = getattr(K, name)

@@ -161,22 +161,30 @@ def _split_mean(m, x):
     return m_hi, x.dtype.type(m - m_hi)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
+
+
+def _range_limit(itemsize, H):
+    """limit = largest number of the dtype (float32 or float64, by ``itemsize``) / (4·sqrt(H)), H ≥ 1 ("Range")."""
+    return (_FLOAT32_MAX if itemsize == 4 else _FLOAT64_MAX) / (4.0 * np.sqrt(H))
+
+
+_compiled_range_limit = kernel(parallel=False, inline=True)(_range_limit)  # the same rule, in any_out_of_range
+
+
 @kernel(parallel=False)
 def any_out_of_range(rstd, itemsize, H):
-    """Whether any row's rstd is outside [1/limit, limit] or NaN: its pass in x's dtype (float32 or float64,
-    by ``itemsize``) over rows of H ≥ 1 values may have overflowed ("Range"; the limit as _range_limit's)."""
-    largest = 3.4028234663852886e38 if itemsize == 4 else 1.7976931348623157e308  # float32's, float64's
-    limit = largest / (4.0 * np.sqrt(H))
+    """Whether any row's rstd is outside [1/limit, limit] or NaN: its pass in x's dtype (by ``itemsize``) may
+    have overflowed ("Range"). False for rows of no values (H = 0): nothing in them to redo."""
+    if H == 0:
+        return False
+    limit = _compiled_range_limit(itemsize, H)
     least = 1.0 / limit
     outside = 0  # counted, not a loop that stops at the first: that one is not vectorised (3.5x the time)
     for i in range(rstd.shape[0]):
         outside += not least <= rstd[i] <= limit
     return outside > 0
-
-
-def _range_limit(dtype: np.dtype, H: int) -> float:
-    """limit = largest number of ``dtype`` / (4·sqrt(H)), H ≥ 1 ("Range")."""
-    return float(np.finfo(dtype).max / (4.0 * np.sqrt(H)))
 
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
@@ -372,7 +380,7 @@ def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
     w = weight if weight is not None else shared_ones(x.shape[1], x.dtype)  # (H,)
     b = bias if bias is not None else shared_zeros(x.shape[1], x.dtype)  # (H,)
     _layer_norm_forward.launch(x.size, 0, y, mean, rstd, x, w, b, weight is not None, bias is not None, float(eps))
-    if x.shape[1] and any_out_of_range(rstd, x.itemsize, x.shape[1]):  # rare ("Range"); H = 0: no values
+    if any_out_of_range(rstd, x.itemsize, x.shape[1]):  # rare ("Range")
         _redo_forward_rows(y, mean, rstd, x, weight, bias)
 
 
@@ -408,7 +416,7 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
     _layer_norm_backward.launch(
         x.size, items, dx, dweight, dbias, dy, x, mean, rstd, w, has_weight, detach_mean, detach_var, dw_part, db_part
     )
-    if H and any_out_of_range(rstd, x.itemsize, H):  # rare ("Range"); H = 0: no values
+    if any_out_of_range(rstd, x.itemsize, H):  # rare ("Range")
         _redo_backward_rows(dx, dy, x, mean, rstd, weight, detach_mean, detach_var)
 
 
@@ -417,7 +425,7 @@ def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_me
 
 def _out_of_range_rows(x, rstd):
     """Indices of the rows whose rstd is outside [1/limit, limit] or NaN (the test of any_out_of_range)."""
-    limit = _range_limit(x.dtype, x.shape[1])
+    limit = _range_limit(x.itemsize, x.shape[1])
     return np.flatnonzero(~((1.0 / limit <= rstd) & (rstd <= limit)))
 
 
