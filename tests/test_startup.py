@@ -95,6 +95,57 @@ def test_warmup_workers_leave_at_once_after_every_atexit_handler(monkeypatch):
     assert exits == [0]
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_warmup_compiles_with_the_collector_paused_and_leaves_it_as_it_was(monkeypatch, enabled):
+    """Python's cyclic collector took about a tenth of a cold warm-up (numba's garbage, walked again by
+    every full collection); it is off while the warm-up compiles, and as before afterwards."""
+    import gc
+
+    seen = []
+
+    def fake_warm(names, dtypes):
+        seen.append(gc.isenabled())
+        return {name: 0.0 for name in names}
+
+    monkeypatch.setattr(warmup, "_warm", fake_warm)
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        result = warmup.warmup(dtypes=("float32",), progress=None, jobs=1)
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
+    assert seen == [False] * len(warmup.NORMS)
+    assert set(result["norms"]) == set(warmup.NORMS)
+
+
+def test_warmup_collector_is_on_again_after_an_error(monkeypatch):
+    import gc
+
+    def failing_warm(names, dtypes):
+        raise RuntimeError("compile failed")
+
+    monkeypatch.setattr(warmup, "_warm", failing_warm)
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError, match="compile failed"):
+        warmup.warmup(dtypes=("float32",), progress=None, jobs=1)
+    assert gc.isenabled()
+
+
+def test_warmup_workers_compile_with_the_collector_off_and_leave_at_once(monkeypatch):
+    import gc
+
+    registered = []
+    monkeypatch.setattr("atexit.register", registered.append)
+    assert gc.isenabled()
+    try:
+        warmup._start_worker()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert registered == [warmup._exit_now]
+
+
 def test_warmup_rejects_zero_jobs():
     with pytest.raises(ValueError, match="jobs"):
         warmup.warmup(progress=None, jobs=0)
