@@ -20,7 +20,7 @@ training and evaluation modes where a norm has them (BatchNorm: they share their
 costs milliseconds once training has compiled them; it stays as a check of the wrappers' path). Numba
 compiles in one thread, so norms that share no compiled function (the :data:`UNITS`) compile in separate
 processes at once, as many as the CPUs allow and the work can use (:func:`plan`), each with Python's garbage
-collector paused while it compiles (:func:`_collector_paused`).
+collector paused while it compiles (npnorm/_collector.py).
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
+
+from . import _collector
 
 DTYPES = ("float32", "float64")
 H = 64  # features of every warm-up input; the row count decides serial vs parallel
@@ -204,31 +206,6 @@ def _shapes() -> dict:
     return {"serial": (SMALL_ROWS, H), "parallel": (_parallel_rows(), H)}
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the block (as it was after it), so it never runs mid-compile.
-
-    Why: numba makes and drops several hundred thousand objects per compiled kernel (IR, types, LLVM
-    wrappers), many of them in reference cycles, so the collector runs about a thousand times during a warm-up,
-    and each of its eight full collections walks every object numba holds. Measured, one warm-up process
-    compiling LayerNorm, GroupNorm, AdaNorm, weight norm and Adam cold: 1.0-1.05 s of its 9.8-10.1 s were
-    the collector's (timed with ``gc.callbacks``); paused, it holds about 85 MB more at its peak (319 MB
-    against 235), which the next collection after the block frees. A whole cold warm-up on 2 cores, ten runs
-    alternated with the collector left on: 8.7-11.2 s (median 9.1) against 9.4-12.6 s (median 10.2), faster in
-    nine of the ten pairs, 1.2-1.4 s less CPU time. (Collecting only the young generations, with full
-    collections off, saved as much; pausing the collector in each norm's compile rather than for the
-    process's whole warm-up kept most of its cost, one large collection after each norm.) Nothing here
-    depends on when garbage is collected.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _warm(names, dtypes) -> dict[str, float]:
     """Run the warm-up of `names` in this process; {norm: seconds}."""
     rng = np.random.default_rng(0)
@@ -243,8 +220,8 @@ def _warm(names, dtypes) -> dict[str, float]:
 
 
 def _start_worker() -> None:
-    """A warm-up worker's initializer: the collector off for the worker's life (it compiles and leaves, see
-    :func:`_collector_paused`), and the exit without teardown (:func:`_exit_without_teardown`)."""
+    """A warm-up worker's initializer: the garbage collector off for the worker's life (it compiles and leaves;
+    see :func:`warmup`), and the exit without teardown (:func:`_exit_without_teardown`)."""
     gc.disable()
     _exit_without_teardown()
 
@@ -320,7 +297,14 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
     jobs = _default_jobs() if jobs is None else int(jobs)
     if jobs < 1:
         raise ValueError(f"warmup: jobs must be >= 1, got {jobs}")
-    with _collector_paused():  # in this process; the workers pause theirs in _start_worker
+    # Python's garbage collector stays off for the whole warm-up, in this process and (_start_worker) in each
+    # worker, not only during each compile (as kernels/_jit.py pauses it): collecting after each compile, or
+    # after each norm, kept most of its cost. Measured, one process compiling LayerNorm, GroupNorm, AdaNorm,
+    # weight norm and Adam cold: the collector took 1.0-1.05 s of its 9.8-10.1 s, and paused it holds about
+    # 85 MB more at its peak (319 MB against 235), until the next collection after the warm-up. A whole cold
+    # warm-up on 2 cores, ten runs alternated with the collector left on: 8.7-11.2 s (median 9.1) against
+    # 9.4-12.6 s (median 10.2), faster in nine of the ten pairs, 1.2-1.4 s less CPU time.
+    with _collector.paused():
         return _warm_all(dtypes, progress, jobs)
 
 

@@ -1,0 +1,88 @@
+"""Python's garbage collector is paused while numba compiles (npnorm/_collector.py), and only then."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import numpy as np
+import pytest
+
+from npnorm import _collector
+
+
+@pytest.fixture
+def collector_restored():
+    was = gc.isenabled()
+    yield
+    gc.enable() if was else gc.disable()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_paused_turns_the_collector_off_and_leaves_it_as_it_was(collector_restored, enabled):
+    gc.enable() if enabled else gc.disable()
+    with _collector.paused():
+        assert not gc.isenabled()
+        with _collector.paused():  # nested: the inner block does not turn it on again
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled() is enabled
+
+
+def test_paused_turns_the_collector_on_again_after_an_error(collector_restored):
+    gc.enable()
+    with pytest.raises(KeyError), _collector.paused():
+        raise KeyError("compile failed")
+    assert gc.isenabled()
+
+
+jit_only = pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled kernels")
+
+
+def _scale_rows(y, x):  # compiled afresh by the test below
+    for i in range(x.shape[0]):
+        y[i] = x[i] * 2.0
+
+
+@jit_only
+def test_a_kernel_compiles_with_the_collector_paused_and_runs_with_it_on(monkeypatch, collector_restored):
+    import numba.core.dispatcher
+
+    from npnorm.kernels import _jit
+
+    states = []
+    numba_compile = numba.core.dispatcher.Dispatcher.compile
+
+    def recording_compile(self, sig):
+        states.append(gc.isenabled())
+        return numba_compile(self, sig)
+
+    monkeypatch.setattr(numba.core.dispatcher.Dispatcher, "compile", recording_compile)
+    monkeypatch.setattr(_jit, "_writable_cache_dir", lambda py_func: None)  # compile, never load
+    monkeypatch.setattr(_jit, "_warn_no_cache", lambda reason: None)
+    scale_rows = _jit.kernel(parallel=False)(_scale_rows)
+    gc.enable()
+    x, y = np.arange(4.0), np.empty(4)
+    scale_rows(y, x)
+    assert states == [False]  # the one compile, with the collector off
+    assert gc.isenabled()  # and on again for everything else
+    np.testing.assert_array_equal(y, 2.0 * x)
+
+
+@jit_only
+def test_every_kernel_of_npnorm_compiles_with_the_collector_paused():
+    import numba.core.dispatcher
+
+    from npnorm.kernels import _jit, adam, batch_norm, group_norm, layer_norm, rms_norm, weight_norm
+
+    dispatchers = {}
+    for module in (_jit, adam, batch_norm, group_norm, layer_norm, rms_norm, weight_norm):
+        for name, value in vars(module).items():
+            if isinstance(value, _jit.ChunkedKernel):
+                for dispatcher in value.dispatchers:
+                    dispatchers[f"{module.__name__}.{name}"] = dispatcher
+            elif isinstance(value, numba.core.dispatcher.Dispatcher):
+                dispatchers[f"{module.__name__}.{name}"] = value
+    assert len(dispatchers) > 20
+    unpaused = [name for name, d in dispatchers.items() if getattr(d.compile, "__wrapped__", None) is None]
+    assert unpaused == []
