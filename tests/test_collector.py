@@ -86,3 +86,21 @@ def test_every_kernel_of_npnorm_compiles_with_the_collector_paused():
     assert len(dispatchers) > 20
     unpaused = [name for name, d in dispatchers.items() if getattr(d.compile, "__wrapped__", None) is None]
     assert unpaused == []
+
+
+def test_kernel_modules_are_imported_with_the_collector_paused(monkeypatch, collector_restored):
+    """Importing numba (with the first kernel module) makes long-lived objects only: no collections then."""
+    from npnorm import kernels
+
+    states = []
+
+    def recording_import(name):
+        states.append((name, gc.isenabled()))
+        return object()
+
+    monkeypatch.setattr(kernels, "_modules", {})
+    monkeypatch.setattr(kernels.importlib, "import_module", recording_import)
+    gc.enable()
+    kernels.load("layer_norm")
+    assert states == [("npnorm.kernels.layer_norm", False)]
+    assert gc.isenabled()
