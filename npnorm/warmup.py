@@ -75,10 +75,20 @@ def _affine_choices(dtype) -> list[dict[str, np.ndarray | None]]:
 
 def _layer_norm(x):
     from . import functional as F
+    from . import kernels
 
     # detach_mean and detach_var are run-time flags of the same kernels: no specialisations of their own
     for params in _affine_choices(x.dtype):
         _fwd_bwd(F.layer_norm, x, params, H)
+    module = kernels.load("layer_norm")  # None without numba: nothing to compile
+    if module is not None:
+        # Rows from H = FORWARD_BLOCK_FROM_H on take the forward's four-row kernel: x's values in as many such
+        # rows (at least four) as keep the run serial or parallel as x's is.
+        wide_h = module.FORWARD_BLOCK_FROM_H
+        wide = np.resize(x, (max(4, x.size // wide_h), wide_h))
+        for params in _affine_choices(x.dtype):
+            wide_params = {k: None if v is None else np.resize(v, wide_h) for k, v in params.items()}
+            _fwd_bwd(F.layer_norm, wide, wide_params, wide_h)
 
 
 def _ada_norm(x):
@@ -161,16 +171,17 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 #   by their position in its index, so a second writer could pair one key with another signature's code.)
 #
 # Each unit's weight is the seconds it took to compile alone, cold, float32 and float64, in a fresh process
-# whose numba had already started (0.55-0.6 s more for that), measured 6 December on 2 cores, two runs each:
-# layer_norm 3.85-3.87 + group_norm 2.20-2.23, batch_norm 4.95-5.17, rms_norm 3.39-3.46, ada_norm 0.95,
-# weight_norm 0.85-0.87, adam 0.19. (Earlier, before every kernel shared one launcher and absent
-# parameters became flags, the same compiled in 44-69 s: the history is in docs/performance.md.)
+# whose numba had already started (0.55-0.6 s more for that), with the garbage collector paused as warmup()
+# pauses it, measured 6 December on 2 cores, two runs each: layer_norm 4.91-4.93 (with the forward's
+# four-row kernel for wide rows) + group_norm 2.06-2.09, batch_norm 4.52-4.65, rms_norm 3.12-3.13, ada_norm
+# 0.88-0.89, weight_norm 0.81-0.82, adam 0.18-0.19. (Earlier, before every kernel shared one launcher and
+# absent parameters became flags, the same compiled in 44-69 s: the history is in docs/performance.md.)
 UNITS: tuple[tuple[tuple[str, ...], float], ...] = (
-    (("layer_norm", "group_norm"), 6.1),
-    (("batch_norm",), 5.1),
-    (("rms_norm",), 3.4),
-    (("ada_norm",), 0.95),
-    (("weight_norm",), 0.86),
+    (("layer_norm", "group_norm"), 7.0),
+    (("batch_norm",), 4.6),
+    (("rms_norm",), 3.1),
+    (("ada_norm",), 0.88),
+    (("weight_norm",), 0.82),
     (("adam",), 0.19),
 )
 
@@ -180,10 +191,12 @@ def plan(processes: int) -> list[list[str]]:
 
     Longest processing time first: the units, heaviest first, each go to the process with the least
     work so far (the first such process on a tie). Every process gets at least one unit, so at most
-    ``len(UNITS)`` lists come back. Two processes get (LayerNorm, GroupNorm, AdaNorm, weight norm, Adam)
-    and (BatchNorm, RMSNorm), 8.1 and 8.5 s by the weights: the split measured best on 2 cores (9.6-10.9 s
-    with numba's start-up and the two processes slowing each other). Three get LayerNorm and GroupNorm
-    (6.1 s), BatchNorm and Adam, RMSNorm and the rest; more cannot beat the largest unit.
+    ``len(UNITS)`` lists come back. Two processes get (LayerNorm, GroupNorm, AdaNorm, Adam) and (BatchNorm,
+    RMSNorm, weight norm), 8.1 and 8.5 s by the weights. Measured on 2 cores, four runs each: 8.97-9.28 s
+    with numba's start-up and the two processes slowing each other, against 9.35-9.63 s for the split
+    measured best before the forward's four-row kernel (weight norm with LayerNorm's share). Three get
+    LayerNorm and GroupNorm (7.0 s), BatchNorm and Adam, RMSNorm and the rest; more cannot beat the largest
+    unit.
     """
     if processes < 1:
         raise ValueError(f"warmup: processes must be >= 1, got {processes}")

@@ -296,6 +296,37 @@ def test_wide_shapes_take_the_row_block_path():
         assert any(size % K.BLOCK_ROWS for size in chunk_sizes)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N", [4, 9, 18, 23])  # N mod 4 = 0, 1, 2, 3 (the last rows one by one)
+@pytest.mark.parametrize("affine", AFFINE)
+def test_wide_forward_in_blocks_of_four_rows_equals_the_one_row_kernel(N, affine, dtype, variant, rng, monkeypatch):
+    """From H = FORWARD_BLOCK_FROM_H the forward runs four rows per output pass, then the last N mod 4 rows
+    with the one-row kernel; every row's y, mean and rstd are those of the one-row kernel, bit for bit."""
+    H = K.FORWARD_BLOCK_FROM_H + 5
+    x, weight, bias, _ = make_case(rng, N, H, dtype, affine, offset=3e3, scale=0.5)
+    blocks = []
+    four_rows = K._layer_norm_forward_4_rows
+    monkeypatch.setattr(
+        four_rows, "launch", lambda size, *args: blocks.append(size) or type(four_rows).launch(four_rows, size, *args)
+    )
+    y, mean, rstd = kernel_forward(x, weight, bias)
+    assert blocks == [(N - N % 4) * H]
+    w = weight if weight is not None else np.ones(H, dtype)
+    b = bias if bias is not None else np.zeros(H, dtype)
+    y1, mean1, rstd1 = np.empty_like(x), np.empty(N), np.empty(N)
+    K._layer_norm_forward.launch(x.size, 0, y1, mean1, rstd1, x, w, b, weight is not None, bias is not None, 1e-5)
+    np.testing.assert_array_equal(mean, mean1)
+    np.testing.assert_array_equal(rstd, rstd1)
+    assert y.tobytes() == y1.tobytes()  # also the signs of zeros
+
+
+def test_narrow_forward_takes_the_one_row_kernel_only(rng, monkeypatch):
+    four_rows = K._layer_norm_forward_4_rows
+    monkeypatch.setattr(four_rows, "launch", lambda *args: pytest.fail("four-row kernel below FORWARD_BLOCK_FROM_H"))
+    x, weight, bias, _ = make_case(rng, 16, K.FORWARD_BLOCK_FROM_H - 1, np.float32)
+    kernel_forward(x, weight, bias)
+
+
 def test_large_mean_small_std_float32(rng):
     """mean 1e4, std 1e-2 in float32: E[x²] - E[x]² would return garbage; two float64 passes do not."""
     x, weight, bias, dy = make_case(rng, 64, 256, np.float32, offset=1e4, scale=1e-2)
@@ -351,7 +382,7 @@ def test_eps_zero_constant_row_does_not_crash(dtype, variant, rng):
     check_layer_norm(x[others], weight, bias, dy[others], eps=0.0)
 
 
-@pytest.mark.parametrize("H", [4, 1030])  # one row at a time; blocks of four rows (the backward's _dx_row)
+@pytest.mark.parametrize("H", [4, 1030, 2050])  # one row at a time; four rows (the backward's, the forward's)
 def test_float32_rows_at_the_edges_of_its_range_take_the_float64_pass(H, variant, rng):
     """Rows whose float32 pass would overflow give what float64 gives, rounded once; their neighbours as usual.
 
