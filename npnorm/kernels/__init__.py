@@ -1,7 +1,8 @@
 """Numba only; mirrors norms/ (plus Adam's update); never imports Tensor or autograd.
 
 Each module here holds fused CPU kernels for one norm: pure functions on C-contiguous ndarrays, out-params
-first, allocated by the caller. Importing this package imports nothing else: numba is imported (and kernels
+first, allocated by the caller. Importing this package imports nothing else (but npnorm/_collector.py, which
+needs only the standard library): numba is imported (and kernels
 compiled) only when :func:`load` first hands out a kernel module, which takes a noticeable fraction of a
 second, so it happens on the first call that needs a kernel, never when npnorm is imported. Where numba
 cannot be imported at all, :func:`load` returns None after a single warning, and the callers fall back to
