@@ -162,13 +162,15 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # LayerNorm's kernels on its rows, so those two are one unit. AdaNorm shares only LayerNorm's row statistics
 # (`_row_mean_rstd`), which numba inlines and never caches on its own, so it is a unit of its own.
 #
-# Two functions of kernels/_jit.py are needed by several units all the same:
-# - The launcher (one signature) is compiled by this process before its units, and the other processes find
-#   it in the cache by their first parallel run (were it not there yet, they would compile the same entry).
-# - `add_up_chunks` (one per output dtype) is compiled by every process whose units sum over rows, in the
-#   same order (every unit starts with its float32 inputs), so they write the same entries under the same
-#   file names. (Entries in another order could be worse than dropped: numba names a function's data files
-#   by their position in its index, so a second writer could pair one key with another signature's code.)
+# Two functions of kernels/_jit.py are needed by several units all the same: the launcher (one signature)
+# and `add_up_chunks` (one per output dtype). This process compiles them before its units, and the other
+# processes only read their cache entries (`_jit.read_cache_only`, in `_start_worker`): they find them there
+# by the time they need them (their first parallel run; their first sums over rows), and one that did not
+# would compile its own copy without saving it. Two writers would be worse than wasted work: numba names a
+# function's data files by the first free number in its index, so two processes saving different entries at
+# the same moment could leave an index that gives one signature the other's code. That could happen with
+# `add_up_chunks`, which LayerNorm's float32 run needs for float32 first and BatchNorm's for float64 first
+# (its sums are float64 whatever x's dtype).
 #
 # Each unit's weight is the seconds it took to compile alone, cold, float32 and float64, in a fresh process
 # whose numba had already started (0.55-0.6 s more for that), with the garbage collector paused as warmup()
@@ -234,8 +236,15 @@ def _warm(names, dtypes) -> dict[str, float]:
 
 def _start_worker() -> None:
     """A warm-up worker's initializer: the garbage collector off for the worker's life (it compiles and leaves;
-    see :func:`warmup`), and the exit without teardown (:func:`_exit_without_teardown`)."""
+    see :func:`warmup`), the functions all units share read from the cache only (see :data:`UNITS`), and the
+    exit without teardown (:func:`_exit_without_teardown`)."""
     gc.disable()
+    from . import kernels
+
+    jit = kernels.load("_jit")  # None without numba: nothing is cached
+    if jit is not None:
+        for shared in (jit._launcher, jit.add_up_chunks):
+            jit.read_cache_only(shared)
     _exit_without_teardown()
 
 
@@ -381,6 +390,7 @@ def _warm_all(dtypes, progress: Callable[[str], object] | None, jobs: int) -> di
             from .kernels import _jit
 
             _jit.install_launcher()
+            _jit.compile_add_up_chunks()  # the other shared function, before the others need it (see UNITS)
             for name in own:
                 part = _warm((name,), dtypes)
                 with lock:

@@ -104,3 +104,28 @@ def test_kernel_modules_are_imported_with_the_collector_paused(monkeypatch, coll
     kernels.load("layer_norm")
     assert states == [("npnorm.kernels.layer_norm", False)]
     assert gc.isenabled()
+
+
+@jit_only
+def test_a_cache_that_is_only_read_loads_entries_and_writes_none(tmp_path, monkeypatch):
+    """kernels/_jit.read_cache_only, for npnorm warmup's other processes: they load what the first wrote,
+    and compile what is missing without saving it."""
+    import numba
+
+    from npnorm.kernels import _jit
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    x, y = np.arange(4.0), np.empty(4)
+    writer = _jit.kernel(parallel=False)(_scale_rows)
+    writer(y, x)
+    written = sorted(path.name for path in tmp_path.rglob("*"))
+    assert any(name.endswith(".nbi") for name in written), written
+    reader = _jit.kernel(parallel=False)(_scale_rows)  # as in another process: a dispatcher of its own
+    _jit.read_cache_only(reader)
+    reader(y, x)
+    assert sum(reader.stats.cache_hits.values()) == 1  # the writer's entry
+    y32 = np.empty(4, np.float32)
+    reader(y32, x.astype(np.float32))  # a new signature: compiled here, not saved
+    assert sum(reader.stats.cache_misses.values()) == 1
+    assert sorted(path.name for path in tmp_path.rglob("*")) == written
+    np.testing.assert_array_equal(y32, 2 * np.arange(4, dtype=np.float32))

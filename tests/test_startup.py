@@ -27,7 +27,7 @@ from npnorm.warmup import warmup
 from npnorm.kernels import _jit, adam, batch_norm, group_norm, layer_norm, rms_norm
 
 warmup(progress=None, jobs=1)  # in this process, so that its dispatchers count what they load
-dispatchers = [adam._adam_update, _jit._launcher]
+dispatchers = [adam._adam_update, _jit._launcher, _jit.add_up_chunks]
 unreached = []  # kernels that the warm-up never ran
 for module in (batch_norm, group_norm, layer_norm, rms_norm):
     for name, kernel in vars(module).items():
@@ -36,7 +36,13 @@ for module in (batch_norm, group_norm, layer_norm, rms_norm):
             unreached += [f"{module.__name__}.{name}" for d in kernel.dispatchers if not d.signatures]
 hits = sum(sum(d.stats.cache_hits.values()) for d in dispatchers)
 misses = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
-print(json.dumps({"hits": hits, "misses": misses, "unreached": unreached}))
+# every entry of add_up_chunks (written by one process of a multi-process warm-up) holds its own signature's code
+from numba.core import types
+sums = [(out[::1], types.float64[:, ::1]) for out in (types.float32, types.float64)]
+for sig in sums:
+    _jit.add_up_chunks.compile(sig)
+own_code = all(sig in _jit.add_up_chunks.overloads for sig in sums)
+print(json.dumps({"hits": hits, "misses": misses, "unreached": unreached, "own_code": own_code}))
 """
 
 
@@ -134,11 +140,16 @@ def test_warmup_collector_is_on_again_after_an_error(monkeypatch):
     assert gc.isenabled()
 
 
-def test_warmup_workers_compile_with_the_collector_off_and_leave_at_once(monkeypatch):
+def test_warmup_workers_compile_with_the_collector_off_read_the_shared_functions_and_leave_at_once(monkeypatch):
     import gc
 
-    registered = []
+    from npnorm import kernels
+
+    registered, read_only = [], []
     monkeypatch.setattr("atexit.register", registered.append)
+    jit = kernels.load("_jit")
+    if jit is not None:
+        monkeypatch.setattr(jit, "read_cache_only", read_only.append)
     assert gc.isenabled()
     try:
         warmup._start_worker()
@@ -146,6 +157,8 @@ def test_warmup_workers_compile_with_the_collector_off_and_leave_at_once(monkeyp
     finally:
         gc.enable()
     assert registered == [warmup._exit_now]
+    if jit is not None:  # the functions every unit needs are written by the first process only
+        assert read_only == [jit._launcher, jit.add_up_chunks]
 
 
 def test_warmup_rejects_zero_jobs():
@@ -176,6 +189,7 @@ def test_warmup_in_several_processes_then_a_fresh_process_compiles_nothing(tmp_p
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
     stats = json.loads(out.strip().splitlines()[-1])
     assert stats["hits"] > 0 and stats["misses"] == 0, stats
+    assert stats["own_code"], stats
 
 
 def test_warmup_names_every_norm_the_optimizer_and_both_variants():

@@ -542,6 +542,38 @@ def install_launcher() -> None:
             _launcher_slot.value = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
 
 
+def compile_add_up_chunks() -> None:
+    """Compile (or load from the cache) :data:`add_up_chunks` for both output dtypes, float32 then float64.
+
+    `npnorm warmup` calls it first thing, after the launcher, so that its other processes find both entries in
+    the cache (they only read it: :func:`read_cache_only`). Kernels that sum in float64 (BatchNorm's gradient
+    sums) use the float64 entry from their float32 input on, the others (dweight of x's dtype) the float32 one.
+    """
+    if numba.config.DISABLE_JIT:
+        return
+    for out in (nbtypes.float32, nbtypes.float64):
+        add_up_chunks.compile((out[::1], nbtypes.float64[:, ::1]))
+
+
+def read_cache_only(dispatcher) -> None:
+    """``dispatcher`` goes on loading compiled code from the on-disk cache, but no longer writes to it.
+
+    For `npnorm warmup`'s other processes and the functions that all processes need (the launcher and
+    :data:`add_up_chunks`), which the first process writes. Numba rewrites a function's whole index when it
+    saves an entry and names the data file by the first free number: two processes that save different
+    entries of one function at the same moment can leave an index that gives one signature the other's
+    code. A process that does not find an entry compiles its own and keeps it in memory. Without the JIT (no
+    cache), nothing to do.
+    """
+    cache = getattr(dispatcher, "_cache", None)
+    if cache is not None:
+        cache.save_overload = _save_nothing
+
+
+def _save_nothing(sig, data) -> None:
+    """The ``save_overload`` of a cache that is only read (:func:`read_cache_only`)."""
+
+
 def _packed_type(params):
     """The LLVM struct that holds a body's arguments (numba's lowered form of them) for its item calls."""
     return ir.LiteralStructType([param.type for param in params])
