@@ -1050,6 +1050,23 @@ def test_disable_jit_gives_the_jit_results(tmp_path):
     _assert_same_outputs(npnorm.load(out), norm_outputs("numba", big=ALL_PARALLEL), exact=False)
 
 
+def test_disable_jit_parallel_runs_after_numbas_pool_has_started():
+    """Row: NUMBA_DISABLE_JIT=1 — npnorm.set_num_threads starts numba's thread pool even then; parallel-sized
+    runs must still run their items as plain Python, the second and later ones too (the shortcut for a
+    thread-safe layer once sent them to the launcher, which cannot run without the JIT)."""
+    code = """
+        import numba, numpy as np, npnorm
+        import npnorm.functional as F
+        assert numba.config.DISABLE_JIT
+        npnorm.set_num_threads(2)
+        x = npnorm.Tensor(np.random.default_rng(0).standard_normal((600, 64)), requires_grad=True)
+        for _ in range(3):
+            F.layer_norm(x, 64, impl="numba").sum().backward()
+        print(numba.threading_layer())
+    """
+    _assert_ok(_python(code, env={"NUMBA_DISABLE_JIT": "1"}, timeout=180))
+
+
 def test_without_numba_everything_works_on_numpy():
     """Row: without numba importable at all (a meta-path finder blocks it): each norm with impl="numba"
     falls back with exactly one RuntimeWarning, an MLP training step works, `npnorm check` exits with 0."""

@@ -802,9 +802,14 @@ if hasattr(os, "register_at_fork"):
 
 def _check_threading_layer() -> None:
     global _layer_is_thread_safe, _layer_in_use
+    if numba.config.DISABLE_JIT:
+        # Plain Python: parallel runs must keep going through ChunkedKernel.parallel, which runs the items
+        # in turn. The shortcut in ChunkedKernel.launch would hand them to the launcher's intrinsic, which
+        # cannot run in Python; numba's pool can still start here (numba.set_num_threads starts it).
+        return
     try:
         layer = numba.threading_layer()
-    except ValueError:  # no thread pool started yet (e.g. NUMBA_DISABLE_JIT=1): keep locking
+    except ValueError:  # no thread pool started yet: keep locking
         return
     _layer_in_use = layer
     _layer_is_thread_safe = layer in _THREAD_SAFE_LAYERS
