@@ -378,7 +378,7 @@ def kernel(parallel: bool, fastmath=False, inline: bool = False, noalias: bool =
 
     def decorate(py_func):
         if numba.config.DISABLE_JIT:
-            return py_func  # plain Python; prange is range
+            return _quiet_as_compiled(py_func)  # plain Python; prange is range
         func = _variant(py_func, parallel)
         # numba accepts a bool, dict or set (not a frozenset) for fastmath
         flags = set(fastmath) if fastmath else False
@@ -404,6 +404,23 @@ def kernel(parallel: bool, fastmath=False, inline: bool = False, noalias: bool =
         return dispatcher
 
     return decorate
+
+
+def _quiet_as_compiled(py_func):
+    """``py_func`` as plain Python (``NUMBA_DISABLE_JIT=1``) that, like the compiled kernel, warns about nothing.
+
+    Compiled with ``error_model="numpy"``, a kernel's 0/0 is NaN and its overflow inf without a word; run as
+    Python, the same operations on NumPy scalars emit RuntimeWarnings (e.g. the mean of a row of no values,
+    which GroupNorm gives for (N, C, 0) inputs), and a caller that turns warnings into errors would fail only
+    without the JIT. Results are unchanged.
+    """
+
+    @functools.wraps(py_func)
+    def quiet(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return py_func(*args, **kwargs)
+
+    return quiet
 
 
 def _compile_with_collector_paused(dispatcher) -> None:
@@ -734,9 +751,10 @@ class ChunkedKernel:
         install_launcher()  # on the first parallel run in this process
         if numba.config.DISABLE_JIT:  # plain Python: the items one after another, as the launcher orders them
             try:
-                for i in range(items):
-                    self.py_func(*args, items, i)
-                return self.py_func(*args, items, items)
+                with np.errstate(all="ignore"):  # as _quiet_as_compiled
+                    for i in range(items):
+                        self.py_func(*args, items, i)
+                    return self.py_func(*args, items, items)
             except Exception as exc:  # as a compiled body reports a failing item: the same error either way
                 raise RuntimeError(f"npnorm: kernel {self.py_func.__qualname__} failed in a parallel run") from exc
         return self.body(*args, items, ON_THREADS)
