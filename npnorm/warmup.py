@@ -164,7 +164,7 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 #
 # Two functions of kernels/_jit.py are needed by several units all the same: the launcher (one signature)
 # and `add_up_chunks` (one per output dtype). This process compiles them before its units, and the other
-# processes only read their cache entries (`_jit.read_cache_only`, in `_start_worker`): they find them there
+# processes only read their cache entries (`_jit.read_shared_from_cache_only`, in `_start_worker`): they find them there
 # by the time they need them (their first parallel run; their first sums over rows), and one that did not
 # would compile its own copy without saving it. Two writers would be worse than wasted work: numba names a
 # function's data files by the first free number in its index, so two processes saving different entries at
@@ -243,8 +243,7 @@ def _start_worker() -> None:
 
     jit = kernels.load("_jit")  # None without numba: nothing is cached
     if jit is not None:
-        for shared in (jit._launcher, jit.add_up_chunks):
-            jit.read_cache_only(shared)
+        jit.read_shared_from_cache_only()
     _exit_without_teardown()
 
 
@@ -384,13 +383,12 @@ def _warm_all(dtypes, progress: Callable[[str], object] | None, jobs: int) -> di
             ]
             for future in futures:
                 future.add_done_callback(report_done)
-            # The launcher all kernels share (kernels/_jit.py), first: while the other processes start up and
-            # compile their first serial kernels, this one writes it to the cache, where the others then find
-            # it on their first parallel run instead of compiling it as well.
+            # The functions all kernels share (the launcher and add_up_chunks, see UNITS), first: while the
+            # other processes start up and compile their first serial kernels, this one writes them to the
+            # cache, where the others find them by their first parallel run and first sums over rows.
             from .kernels import _jit
 
-            _jit.install_launcher()
-            _jit.compile_add_up_chunks()  # the other shared function, before the others need it (see UNITS)
+            _jit.compile_shared()
             for name in own:
                 part = _warm((name,), dtypes)
                 with lock:

@@ -108,7 +108,7 @@ def test_kernel_modules_are_imported_with_the_collector_paused(monkeypatch, coll
 
 @jit_only
 def test_a_cache_that_is_only_read_loads_entries_and_writes_none(tmp_path, monkeypatch):
-    """kernels/_jit.read_cache_only, for npnorm warmup's other processes: they load what the first wrote,
+    """kernels/_jit._read_cache_only, for npnorm warmup's other processes: they load what the first wrote,
     and compile what is missing without saving it."""
     import numba
 
@@ -121,7 +121,7 @@ def test_a_cache_that_is_only_read_loads_entries_and_writes_none(tmp_path, monke
     written = sorted(path.name for path in tmp_path.rglob("*"))
     assert any(name.endswith(".nbi") for name in written), written
     reader = _jit.kernel(parallel=False)(_scale_rows)  # as in another process: a dispatcher of its own
-    _jit.read_cache_only(reader)
+    _jit._read_cache_only(reader)
     reader(y, x)
     assert sum(reader.stats.cache_hits.values()) == 1  # the writer's entry
     y32 = np.empty(4, np.float32)

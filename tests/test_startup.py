@@ -149,7 +149,7 @@ def test_warmup_workers_compile_with_the_collector_off_read_the_shared_functions
     monkeypatch.setattr("atexit.register", registered.append)
     jit = kernels.load("_jit")
     if jit is not None:
-        monkeypatch.setattr(jit, "read_cache_only", read_only.append)
+        monkeypatch.setattr(jit, "_read_cache_only", read_only.append)
     assert gc.isenabled()
     try:
         warmup._start_worker()

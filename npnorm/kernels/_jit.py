@@ -559,36 +559,45 @@ def install_launcher() -> None:
             _launcher_slot.value = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
 
 
-def compile_add_up_chunks() -> None:
-    """Compile (or load from the cache) :data:`add_up_chunks` for both output dtypes, float32 then float64.
+def compile_shared() -> None:
+    """Compile (or load from the cache) the functions that every kernel module needs: the launcher
+    (:func:`install_launcher`) and :data:`add_up_chunks` for both output dtypes, float32 then float64.
 
-    `npnorm warmup` calls it first thing, after the launcher, so that its other processes find both entries in
-    the cache (they only read it: :func:`read_cache_only`). Kernels that sum in float64 (BatchNorm's gradient
-    sums) use the float64 entry from their float32 input on, the others (dweight of x's dtype) the float32 one.
+    `npnorm warmup` calls it first thing in its first process, so that its other processes, which only read
+    these functions' cache entries (:func:`read_shared_from_cache_only`), find them there. Kernels that sum in
+    float64 (BatchNorm's gradient sums) use add_up_chunks' float64 entry from their float32 input on, the
+    others (dweight of x's dtype) the float32 one.
     """
+    install_launcher()
     if numba.config.DISABLE_JIT:
         return
     for out in (nbtypes.float32, nbtypes.float64):
         add_up_chunks.compile((out[::1], nbtypes.float64[:, ::1]))
 
 
-def read_cache_only(dispatcher) -> None:
-    """``dispatcher`` goes on loading compiled code from the on-disk cache, but no longer writes to it.
+def read_shared_from_cache_only() -> None:
+    """The functions of :func:`compile_shared` go on loading compiled code from the on-disk cache in this
+    process, but no longer write to it.
 
-    For `npnorm warmup`'s other processes and the functions that all processes need (the launcher and
-    :data:`add_up_chunks`), which the first process writes. Numba rewrites a function's whole index when it
-    saves an entry and names the data file by the first free number: two processes that save different
-    entries of one function at the same moment can leave an index that gives one signature the other's
-    code. A process that does not find an entry compiles its own and keeps it in memory. Without the JIT (no
-    cache), nothing to do.
+    For `npnorm warmup`'s other processes; the first writes these functions. Numba rewrites a function's
+    whole index when it saves an entry and names the data file by the first free number: two processes that
+    save different entries of one function at the same moment can leave an index that gives one signature
+    the other's code. A process that does not find an entry compiles its own and keeps it in memory. Without
+    the JIT (no cache), nothing to do.
     """
+    for dispatcher in (_launcher, add_up_chunks):
+        _read_cache_only(dispatcher)
+
+
+def _read_cache_only(dispatcher) -> None:
+    """``dispatcher`` loads from its on-disk cache but saves nothing there (no cache without the JIT)."""
     cache = getattr(dispatcher, "_cache", None)
     if cache is not None:
         cache.save_overload = _save_nothing
 
 
 def _save_nothing(sig, data) -> None:
-    """The ``save_overload`` of a cache that is only read (:func:`read_cache_only`)."""
+    """The ``save_overload`` of a cache that is only read (:func:`_read_cache_only`)."""
 
 
 def _packed_type(params):
@@ -750,11 +759,10 @@ class ChunkedKernel:
         """Run ``items`` (> 0) items on numba's threads; enter only through :func:`call_parallel`."""
         install_launcher()  # on the first parallel run in this process
         if numba.config.DISABLE_JIT:  # plain Python: the items one after another, as the launcher orders them
-            try:
-                with np.errstate(all="ignore"):  # as _quiet_as_compiled
-                    for i in range(items):
-                        self.py_func(*args, items, i)
-                    return self.py_func(*args, items, items)
+            try:  # the body is then py_func, as quiet as compiled code (_quiet_as_compiled)
+                for i in range(items):
+                    self.body(*args, items, i)
+                return self.body(*args, items, items)
             except Exception as exc:  # as a compiled body reports a failing item: the same error either way
                 raise RuntimeError(f"npnorm: kernel {self.py_func.__qualname__} failed in a parallel run") from exc
         return self.body(*args, items, ON_THREADS)
