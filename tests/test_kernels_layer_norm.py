@@ -612,6 +612,33 @@ def test_chunk_partials_add_up_in_chunk_order(nchunks, dtype, rng):
         np.testing.assert_array_equal(out, expected)
 
 
+@_jit.kernel(parallel=False)
+def _item_shares(total, items, item_from, item_to):
+    """item_share as a kernel body calls it, for items item_from .. item_to - 1: (first, stop) per row."""
+    out = np.empty((item_to - item_from, 2), dtype=np.int64)
+    for k in range(item_to - item_from):
+        out[k, 0], out[k, 1] = _jit.item_share(total, items, item_from + k)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(total=st.integers(0, 2**40), items=st.integers(1, 2**20))
+def test_item_share_in_a_kernel_follows_the_python_rule(total, items):
+    """Compiled, item_share is a handful of LLVM instructions (_jit._item_share_instructions); it must give
+    the shares of the Python rule for every item, the whole run (item -1, ON_THREADS) and the closing call
+    (item == items) and beyond, and the shares of items 0 .. items-1 must tile 0 .. total."""
+    first_items = range(min(items, 5))  # the first items, the last ones and the calls that are not items
+    last_items = range(max(items - 5, 0), items)
+    others = [_jit.ON_THREADS, -1, items, items + 1]
+    for item in [*first_items, *last_items, *others]:
+        got = tuple(_item_shares(total, items, item, item + 1)[0])
+        assert got == _jit._item_share(total, items, item), (total, items, item)
+    if items <= 4096:
+        shares = _item_shares(total, items, 0, items)
+        assert shares[0, 0] == 0 and shares[-1, 1] == total
+        assert np.array_equal(shares[1:, 0], shares[:-1, 1])  # each item starts where the one before stopped
+
+
 # ------------------------------------------------------------------------- the parallel launcher itself
 
 
