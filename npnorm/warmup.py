@@ -310,7 +310,7 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
 
     With ``jobs`` > 1 (default: :func:`_default_jobs`) the :data:`UNITS` compile in up to that many processes
     at once (:func:`plan`; never more than there are units), this one and fresh ones; numba compiles in one
-    thread, so on 2 cores this nearly halves a cold warm-up (17.6 s → 9.6-10.9 s measured). Returns
+    thread, so on 2 cores this nearly halves a cold warm-up (16.5-17.2 s → 8.6-9.2 s, measured 6 December). Returns
     {"seconds": total, "norms": {norm: seconds}, "dtypes": [...], "shapes": {"serial": (N, H), "parallel":
     (N, H)}, "jobs": the processes used}.
     ``progress`` receives one line per norm as soon as that norm is done (None: silent).
