@@ -23,7 +23,9 @@ large arrays. Shapes whose arrays fit in a cache (256×256 float32 is 256 KiB) a
 not memory, bandwidth: there a share above 1 is possible, and the small shapes mostly measure call
 overhead — which is what a user with small layers pays. And other processes on the machine compete for
 cores and memory; the report measures how many CPUs they kept busy and warns when that is more than a
-fraction of one (parallel kernels suffer most: a barrier waits for the slowest thread).
+fraction of one (parallel kernels suffer most: a barrier waits for the slowest thread). A virtual machine's
+busy host is not load it can see; the report's timing spread (how far medians sit above minima) shows it,
+with a warning when the run was unsteady.
 
 **How it measures.** All implementations see the same data. For each shape and op, every implementation
 is warmed up first (the first call compiles the Numba kernels; that is not timed), then calls are timed in
@@ -144,6 +146,11 @@ MIN_REPS = 5
 QUICK_REPS = 3
 COPY_PROBE_BYTES = 64 * 2**20
 ENGINE_CELL_S = 1.0  # an engine cell (case × impl): its steps allocate, so its samples spread more
+# A run whose timed rows' medians exceed their minima by more than this (geometric mean, see timing_spread)
+# is reported as unsteady. Full runs on this 2-core VM (6 December): 1.05-1.09 when every target held; 1.18
+# (norm rows) and 1.29 (engine rows) in a run whose cold compile took 13.1 s against 9.2-9.6 s an hour
+# before, on a host that was slower than usual without any load this machine could see.
+UNSTEADY_SPREAD = 1.15
 
 # The engine workloads (float32 throughout, as DTYPE).
 MLP_SIZES = (64, 256, 256, 10)  # input, hidden, hidden, classes
@@ -829,6 +836,21 @@ def metadata(impls: list[str], copy: dict, competing: dict, engine_threads: dict
     return meta
 
 
+def timing_spread(records: list[dict]) -> float | None:
+    """How far the timed rows' medians sit above their minima: the geometric mean of median / min over the
+    norm and engine rows (1.0 on a perfectly steady machine; None without such rows).
+
+    The interleaved samples make the ratios between implementations robust to a machine that slows down
+    for a while; this number says how much it did. The load count (CompetingLoad) sees other processes in
+    this machine only; a virtual machine whose host is busy shows up here instead, and then the rows that
+    are one measurement each, the start-up rows above all, read high.
+    """
+    ratios = [
+        r["median_ms"] / r["min_ms"] for r in records if r["kind"] in ("norm", "engine") and r.get("min_ms", 0) > 0
+    ]
+    return math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else None
+
+
 def run(
     norms: list[str],
     shapes: list[tuple[int, int]],
@@ -873,6 +895,7 @@ def run(
     startup_records = measure_startup(cold=startup == "all") if startup else []
     competing["other_busy_cpus_during"] = during.cpus()
     meta = metadata(impls, copy, competing, engine_threads)
+    meta["timing_spread"] = timing_spread(records + engine_records)
     return {"meta": meta, "records": records + engine_records + startup_records}
 
 
@@ -998,6 +1021,14 @@ def format_table(result: dict) -> str:
             lines.append(
                 f"WARNING: other processes kept {busy:.1f} of {meta['cpu_count']} CPUs busy {when} the run; "
                 "timings are noisy"
+            )
+    spread = meta.get("timing_spread")
+    if spread is not None:
+        lines.append(f"timing spread: medians {spread:.2f}x their minima (geometric mean over the timed rows)")
+        if spread > UNSTEADY_SPREAD:
+            lines.append(
+                f"WARNING: timings were unsteady (spread above {UNSTEADY_SPREAD}): something this machine cannot "
+                "see as load slowed it (a busy host?); compare minima, and expect the start-up rows to read high"
             )
     if not meta["numba_kernels"]:
         lines.append("WARNING: numba cannot be imported; impl 'numba' ran the NumPy reference")

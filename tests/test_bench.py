@@ -113,6 +113,8 @@ def test_metadata(quick_run):
         assert meta[key], key
     assert meta["dtype"] == "float32"
     assert meta["copy_gbps"] == max(meta["copy_1thread_gbps"], meta["copy_threaded_gbps"])
+    assert meta["timing_spread"] == pytest.approx(bench.timing_spread(result["records"]))
+    assert meta["timing_spread"] >= 1.0
     if bench.torch_available():
         assert meta["torch"] and meta["torch_threads"] >= 1
     else:
@@ -121,6 +123,25 @@ def test_metadata(quick_run):
     threads = meta["engine_threads"]
     assert threads["numba"] == 1 and threads["blas"] in (1, None)
     assert threads["torch"] == (1 if bench.torch_available() else None)
+
+
+def test_timing_spread_is_the_geometric_mean_of_median_over_min_of_the_timed_rows():
+    records = [
+        {"kind": "norm", "median_ms": 2.0, "min_ms": 1.0},
+        {"kind": "engine", "median_ms": 16.0, "min_ms": 2.0},
+        {"kind": "startup", "median_s": 30.0, "min_s": 1.0},  # one measurement per process: not a spread
+    ]
+    assert bench.timing_spread(records) == pytest.approx(4.0)  # sqrt(2 * 8), not the mean 5
+    assert bench.timing_spread(records[2:]) is None
+
+
+@pytest.mark.parametrize("spread,warned", [(1.04, False), (bench.UNSTEADY_SPREAD + 0.01, True), (None, False)])
+def test_report_gives_the_timing_spread_and_warns_when_unsteady(quick_run, spread, warned):
+    _, result = quick_run
+    result = {"meta": {**result["meta"], "timing_spread": spread}, "records": result["records"]}
+    lines = bench.format_table(result).splitlines()
+    assert any(line.startswith("timing spread:") for line in lines) == (spread is not None)
+    assert any(line.startswith("WARNING: timings were unsteady") for line in lines) == warned
 
 
 def test_competing_load_counts_the_processes_the_bench_started_as_its_own():
