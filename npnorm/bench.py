@@ -848,7 +848,7 @@ def timing_spread(records: list[dict]) -> float | None:
     ratios = [
         r["median_ms"] / r["min_ms"] for r in records if r["kind"] in ("norm", "engine") and r.get("min_ms", 0) > 0
     ]
-    return math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else None
+    return statistics.geometric_mean(ratios) if ratios else None
 
 
 def run(

@@ -248,7 +248,8 @@ def _start_worker() -> None:
 
 
 def _exit_without_teardown() -> None:
-    """A warm-up worker's initializer: when the worker exits, skip the interpreter's teardown.
+    """Part of a warm-up worker's initializer (:func:`_start_worker`): when the worker exits, skip the
+    interpreter's teardown.
 
     A spawned process ends with a full interpreter shutdown, and after numba has compiled its kernels that
     took 0.4-0.5 s (measured: between the last result and the pool's shutdown), which the warm-up spent
