@@ -10,9 +10,11 @@ that is an *effective bandwidth*. No implementation can beat the bandwidth the m
 
 says how close an implementation comes to that limit (the roofline). The copy bandwidth is measured in the
 same run, by ``np.copyto`` on a 64 MiB float32 array (one read plus one write per element, so it moves
-2 × 64 MiB), once in one thread and once split over as many threads as the Numba kernels use (one core
-rarely saturates memory); the better of the two is the 100%. Measured, because a number from a data sheet
-says little about a shared, virtualised or throttled machine. A share near 1 means there is little left
+2 × 64 MiB) split over as many threads as the Numba kernels use (one core rarely saturates memory), and it
+is timed beside each row: one more cell interleaved with the row's implementations, whose best is that
+row's 100% (``CopyProbe``: on a virtual machine the bandwidth drifts by a third within a minute, and a
+single probe at the start made the shares read high or low with it). Measured, because a number from a
+data sheet says little about a shared, virtualised or throttled machine. A share near 1 means there is little left
 to gain; a share of 0.1 means the implementation is bound by something else (temporaries, extra passes,
 Python overhead, float64 conversions).
 
@@ -236,39 +238,63 @@ def plan_reps(seconds_per_call: float, quick: bool, cell_seconds: float = TARGET
     return number, reps
 
 
-def copy_bandwidth(threads: int, nbytes: int = COPY_PROBE_BYTES, reps: int = 10) -> dict:
-    """GB/s of copying `nbytes` of float32, min time over `reps` (a copy reads and writes every byte).
+class CopyProbe:
+    """The copy that "% copy" is measured against: `nbytes` of float32 copied with ``np.copyto``, split into
+    `threads` slices copied by as many Python threads (np.copyto releases the GIL; one core rarely saturates
+    memory, and the parallel kernels use `threads` cores). A copy reads and writes every byte: 2·nbytes.
+
+    Its arrays and threads are made once, and ``copy`` is timed both at the start of a run
+    (``copy_bandwidth``) and as one more cell beside every norm row's implementations (``measure``), so that
+    each row is compared with the bandwidth of the same moments. Measured on this 2-core VM (6 December,
+    tenth session): probes taken a minute apart between LayerNorm backward rows read 24.8-34.0 GB/s, which
+    put the same kernel at 62-84% of copy; timed interleaved with it, 32.6-34.2 GB/s and 69-75%.
+    """
+
+    def __init__(self, threads: int, nbytes: int = COPY_PROBE_BYTES):
+        self.threads, self.nbytes = threads, nbytes
+        self.src = np.ones(nbytes // 4, dtype=np.float32)
+        self.dst = np.zeros_like(self.src)  # zeros_like may map lazily; the copy below touches every page
+        np.copyto(self.dst, self.src)
+        bounds = np.linspace(0, self.src.size, threads + 1).astype(int)
+        self._slices = [(self.dst[a:b], self.src[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        self._pool = ThreadPoolExecutor(threads)
+
+    def copy(self) -> None:
+        for future in [self._pool.submit(np.copyto, d, s) for d, s in self._slices]:
+            future.result()
+
+    def gbps(self, seconds: float) -> float:
+        """Bandwidth of one `copy` that took `seconds`."""
+        return 2 * self.nbytes / seconds / 1e9
+
+    def __enter__(self) -> CopyProbe:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown()
+
+
+def copy_bandwidth(probe: CopyProbe, reps: int = 10) -> dict:
+    """GB/s of copying the probe's arrays, min time over `reps`, at one moment (the start of a run):
 
     * `copy_1thread_gbps`: `np.copyto` into an existing array, one thread;
-    * `copy_threaded_gbps`: the same split into `threads` slices copied by as many Python threads
-      (np.copyto releases the GIL): one core rarely saturates memory, and the parallel kernels use
-      `threads` cores;
-    * `copy_gbps`: the better of the two, the 100% of "% copy";
+    * `copy_threaded_gbps`: the same split over `probe.threads` threads (``CopyProbe.copy``);
+    * `copy_gbps`: the better of the two;
     * `copy_new_gbps`: `src.copy()`, into a new array each time: it also pays for the page faults of first
       touching fresh memory, as does every call that allocates its output.
     """
-    src = np.ones(nbytes // 4, dtype=np.float32)
-    dst = np.zeros_like(src)  # zeros_like may map lazily; the first copy below touches every page
-    np.copyto(dst, src)
-    bounds = np.linspace(0, src.size, threads + 1).astype(int)
-    slices = [(dst[a:b], src[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-    with ThreadPoolExecutor(threads) as pool:
-
-        def threaded_copy():
-            for future in [pool.submit(np.copyto, d, s) for d, s in slices]:
-                future.result()
-
-        threaded_copy()
-        threaded = min(time_calls(threaded_copy, 1) for _ in range(reps))
+    src, dst = probe.src, probe.dst
+    probe.copy()
+    threaded = min(time_calls(probe.copy, 1) for _ in range(reps))
     one = min(time_calls(lambda: np.copyto(dst, src), 1) for _ in range(reps))
     new = min(time_calls(src.copy, 1) for _ in range(reps))
-    gbps = {"copy_1thread_gbps": 2 * nbytes / one / 1e9, "copy_threaded_gbps": 2 * nbytes / threaded / 1e9}
+    gbps = {"copy_1thread_gbps": probe.gbps(one), "copy_threaded_gbps": probe.gbps(threaded)}
     return {
         "copy_gbps": max(gbps.values()),
         **gbps,
-        "copy_threads": threads,
-        "copy_new_gbps": 2 * nbytes / new / 1e9,
-        "copy_probe_bytes": nbytes,
+        "copy_threads": probe.threads,
+        "copy_new_gbps": probe.gbps(new),
+        "copy_probe_bytes": probe.nbytes,
     }
 
 
@@ -606,7 +632,12 @@ class Cell:
 
 
 def time_interleaved(cells: list[Cell], quick: bool, cell_seconds: float = TARGET_CELL_S) -> None:
-    """Warm up every cell and size its samples, then fill `cell.samples`, the cells interleaved sample by sample."""
+    """Warm up every cell and size its samples, then fill `cell.samples`, the cells interleaved sample by sample.
+
+    The order of the cells turns by one every round, so that no cell always runs right after the same other
+    one: after the copy probe, which flushes the caches, or first of two (on this VM the second of two
+    identical kernels at 8192x1024 read about 10% faster in a fixed order).
+    """
     for cell in cells:
         seconds_per_call = warm_up(cell.fn, min_seconds=0.01 if quick else 0.05)
         cell.number, cell.reps = plan_reps(seconds_per_call, quick, cell_seconds)
@@ -615,7 +646,8 @@ def time_interleaved(cells: list[Cell], quick: bool, cell_seconds: float = TARGE
     gc.disable()  # as timeit does: a collection inside one sample would be charged to whoever triggered it
     try:
         for rep in range(max(cell.reps for cell in cells)):
-            for cell in cells:
+            turn = rep % len(cells)
+            for cell in cells[turn:] + cells[:turn]:
                 if rep < cell.reps:
                     cell.samples.append(time_calls(cell.fn, cell.number))
     finally:
@@ -623,12 +655,15 @@ def time_interleaved(cells: list[Cell], quick: bool, cell_seconds: float = TARGE
             gc.enable()
 
 
-def measure(norm: str, shape: tuple[int, int], op: str, impls: list[str], quick: bool) -> list[dict]:
-    """Records for every impl on one norm, shape and op, measured interleaved."""
+def measure(norm: str, shape: tuple[int, int], op: str, impls: list[str], quick: bool, probe: CopyProbe) -> list[dict]:
+    """Records for every impl on one norm, shape and op, measured interleaved with each other and with
+    `probe`'s copy, whose bandwidth at the minimum goes into every record as `copy_gbps`."""
     case = NORMS[norm]
     data = make_data(case, shape)
     cells = [Cell(impl, make_runner(case, data, op, impl)) for impl in impls]
-    time_interleaved(cells, quick)
+    probe_cell = Cell("copy", probe.copy)
+    time_interleaved([*cells, probe_cell], quick)
+    copy_gbps = probe.gbps(min(probe_cell.samples))
 
     nbytes = OPS[op] * data["x"].nbytes
     records = []
@@ -647,17 +682,18 @@ def measure(norm: str, shape: tuple[int, int], op: str, impls: list[str], quick:
                 "calls_per_rep": cell.number,
                 "bytes": nbytes,
                 "gbps": nbytes / best / 1e9,
+                "copy_gbps": copy_gbps,
             }
         )
     return records
 
 
-def add_ratios(records: list[dict], copy_gbps: float) -> None:
-    """Fill in share_of_copy, and numba's speed-up over each impl (>1: numba is faster):
-    numba_speedup = median(impl) / median(numba), numba_speedup_min = min(impl) / min(numba)."""
+def add_ratios(records: list[dict]) -> None:
+    """Fill in share_of_copy (of the copy timed beside the row), and numba's speed-up over each impl (>1: numba
+    is faster): numba_speedup = median(impl) / median(numba), numba_speedup_min = min(impl) / min(numba)."""
     numba = {(r["norm"], r["op"], tuple(r["shape"])): r for r in records if r["impl"] == "numba"}
     for r in records:
-        r["share_of_copy"] = r["gbps"] / copy_gbps
+        r["share_of_copy"] = r["gbps"] / r["copy_gbps"]
         reference = numba.get((r["norm"], r["op"], tuple(r["shape"])))
         r["numba_speedup"] = None if reference is None else r["median_ms"] / reference["median_ms"]
         r["numba_speedup_min"] = None if reference is None else r["min_ms"] / reference["min_ms"]
@@ -876,12 +912,14 @@ def run(
     during = CompetingLoad()
     records, copy = [], {}
     if norms:
-        copy = copy_bandwidth(threads=get_num_threads(), reps=QUICK_REPS if quick else 10)
-        for norm in norms:
-            for op in ops:
-                for shape in shapes:
-                    records += measure(norm, shape, op, impls, quick)
-        add_ratios(records, copy["copy_gbps"])
+        with CopyProbe(threads=get_num_threads()) as probe:
+            copy = copy_bandwidth(probe, reps=QUICK_REPS if quick else 10)
+            for norm in norms:
+                for op in ops:
+                    for shape in shapes:
+                        records += measure(norm, shape, op, impls, quick, probe)
+        add_ratios(records)
+        copy["copy_rows_gbps"] = [min(r["copy_gbps"] for r in records), max(r["copy_gbps"] for r in records)]
     engine_records, engine_threads = [], None
     if engine:
         with one_thread_each("torch" in impls) as engine_threads:
@@ -1008,12 +1046,14 @@ def format_table(result: dict) -> str:
     if meta["numba_threading_layer"] == "omp":
         lines.append(f"OpenMP idle spinning: {meta['openmp_spin']}")
     if "copy_gbps" in meta:
+        low, high = meta["copy_rows_gbps"]
         lines += [
-            f"copy bandwidth, {meta['copy_probe_bytes'] // 2**20} MiB float32, read + write "
-            f"(the better of the first two is 100% in '% copy'):",
+            f"copy bandwidth, {meta['copy_probe_bytes'] // 2**20} MiB float32, read + write, at the start:",
             f"  {meta['copy_1thread_gbps']:6.1f} GB/s  np.copyto into an existing array, 1 thread",
             f"  {meta['copy_threaded_gbps']:6.1f} GB/s  the same, {meta['copy_threads']} threads",
             f"  {meta['copy_new_gbps']:6.1f} GB/s  x.copy() into a new array, 1 thread (page faults included)",
+            f"  {low:.1f}-{high:.1f} GB/s  the {meta['copy_threads']}-thread copy timed beside each row's cells, "
+            "each row's 100% in '% copy'",
         ]
     for when in ("before", "during"):
         busy = meta[f"other_busy_cpus_{when}"]
@@ -1070,7 +1110,7 @@ def _norm_table(records: list[dict]) -> list[str]:
     return lines + [
         "",
         "GB/s: bytes that must move (forward 2, backward 3, forward+backward 5 arrays of N x H) / min time;",
-        "% copy: that as a share of the copy bandwidth above (cache-resident shapes can exceed 100%);",
+        "% copy: that as a share of the copy's bandwidth timed beside the row (cache-resident shapes can exceed 100%);",
         "numba speed-up: time(impl) / time(numba), of the medians and of the minima; above 1 numba is faster.",
     ]
 

@@ -7,6 +7,7 @@ import json
 import math
 import sys
 
+import numpy as np
 import pytest
 
 import npnorm
@@ -56,19 +57,20 @@ def test_quick_run_has_one_record_per_shape_op_impl(quick_run):
 def test_numbers_are_positive_finite_and_consistent(quick_run):
     _, result = quick_run
     meta, records = result["meta"], records_of(result, "norm")
-    copy_gbps = meta["copy_gbps"]
-    assert math.isfinite(copy_gbps) and copy_gbps > 0
     numba = {(r["norm"], r["op"], tuple(r["shape"])): r for r in records if r["impl"] == "numba"}
     for r in records:
-        for key in ("median_ms", "min_ms", "gbps", "share_of_copy", "numba_speedup", "numba_speedup_min"):
+        for key in ("median_ms", "min_ms", "gbps", "copy_gbps", "share_of_copy", "numba_speedup", "numba_speedup_min"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
         assert r["min_ms"] <= r["median_ms"]
         assert 1 <= r["reps"] <= bench.QUICK_REPS
         N, H = r["shape"]
         assert r["bytes"] == {"forward": 2, "backward": 3, "forward_backward": 5}[r["op"]] * N * H * 4
         assert r["gbps"] == pytest.approx(r["bytes"] / (r["min_ms"] * 1e-3) / 1e9)
-        assert r["share_of_copy"] == pytest.approx(r["gbps"] / copy_gbps)
+        assert r["share_of_copy"] == pytest.approx(r["gbps"] / r["copy_gbps"])  # the copy timed beside the row
+        assert meta["copy_rows_gbps"][0] <= r["copy_gbps"] <= meta["copy_rows_gbps"][1]
+        # the row's implementations were timed with the same probe, so one row's records share its bandwidth
         reference = numba[r["norm"], r["op"], tuple(r["shape"])]
+        assert r["copy_gbps"] == reference["copy_gbps"]
         assert r["numba_speedup"] == pytest.approx(r["median_ms"] / reference["median_ms"])
         assert r["numba_speedup_min"] == pytest.approx(r["min_ms"] / reference["min_ms"])
         if r["impl"] == "numba":
@@ -113,6 +115,8 @@ def test_metadata(quick_run):
         assert meta[key], key
     assert meta["dtype"] == "float32"
     assert meta["copy_gbps"] == max(meta["copy_1thread_gbps"], meta["copy_threaded_gbps"])
+    low, high = meta["copy_rows_gbps"]
+    assert 0 < low <= high and math.isfinite(high)
     assert meta["timing_spread"] == pytest.approx(bench.timing_spread(result["records"]))
     assert meta["timing_spread"] >= 1.0
     if bench.torch_available():
@@ -123,6 +127,25 @@ def test_metadata(quick_run):
     threads = meta["engine_threads"]
     assert threads["numba"] == 1 and threads["blas"] in (1, None)
     assert threads["torch"] == (1 if bench.torch_available() else None)
+
+
+def test_copy_probe_copies_every_element_in_its_threads_slices():
+    with bench.CopyProbe(threads=3, nbytes=4 * 1001) as probe:  # 1001 floats: slices of unequal length
+        probe.src[:] = np.arange(1001, dtype=np.float32)
+        probe.dst[:] = -1
+        probe.copy()
+        assert np.array_equal(probe.dst, probe.src)
+        assert probe.gbps(1e-6) == pytest.approx(2 * 4 * 1001 / 1e-6 / 1e9)  # a read and a write per byte
+
+
+def test_cells_take_turns_in_order_so_none_always_follows_the_same_one():
+    calls = []
+    cells = [bench.Cell(name, lambda name=name: calls.append(name)) for name in "abc"]
+    bench.time_interleaved(cells, quick=True)
+    runs = [name for k, name in enumerate(calls) if k == 0 or calls[k - 1] != name]  # a sample is many calls
+    assert runs == list("abc" + "abc" + "bca" + "cab")  # each cell's warm-up, then QUICK_REPS = 3 rounds
+    assert bench.QUICK_REPS == 3
+    assert all(len(cell.samples) == bench.QUICK_REPS for cell in cells)
 
 
 def test_timing_spread_is_the_geometric_mean_of_median_over_min_of_the_timed_rows():
