@@ -67,6 +67,9 @@ LayerNorm forward+backward with the kernels already in the on-disk cache (median
 ``npnorm warmup`` compiling every kernel into an empty ``NUMBA_CACHE_DIR`` (COLD_RUNS times, each into a new
 one; left out with ``--quick``).
 
+**Targets.** The report ends with the performance issue's targets judged on this run's rows: each one's
+bound, the value read and whether it holds (``npnorm/bench_targets.py``; in the JSON under ``"targets"``).
+
 **Adding a norm** is one entry in :data:`NORMS`: its npnorm call, its torch call (or None) and the
 names of its affine parameters. **Adding an engine workload** is one entry in :data:`ENGINE`: a function
 that builds the npnorm and the torch runner on the same weights and data.
@@ -89,6 +92,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .bench_targets import STARTUP_SECONDS, format_verdicts, verdicts
 
 # ------------------------------------------------------------------------------------------ registries
 
@@ -934,7 +939,8 @@ def run(
     competing["other_busy_cpus_during"] = during.cpus()
     meta = metadata(impls, copy, competing, engine_threads)
     meta["timing_spread"] = timing_spread(records + engine_records)
-    return {"meta": meta, "records": records + engine_records + startup_records}
+    everything = records + engine_records + startup_records
+    return {"meta": meta, "records": everything, "targets": verdicts(everything)}
 
 
 # ------------------------------------------------------------------------------------------ startup
@@ -971,9 +977,9 @@ print(warmup(progress=None)["seconds"])
 
 # name -> (label, script, target in seconds from the performance issue)
 STARTUP: dict[str, tuple[str, str, float]] = {
-    "import": ("import npnorm", _IMPORT_SCRIPT, 0.3),
-    "first_call": ("first LayerNorm fwd+bwd, warm cache", _FIRST_CALL_SCRIPT, 0.5),
-    "cold_compile": ("npnorm warmup, empty cache", _COLD_SCRIPT, 10.0),
+    "import": ("import npnorm", _IMPORT_SCRIPT, STARTUP_SECONDS["import"]),
+    "first_call": ("first LayerNorm fwd+bwd, warm cache", _FIRST_CALL_SCRIPT, STARTUP_SECONDS["first_call"]),
+    "cold_compile": ("npnorm warmup, empty cache", _COLD_SCRIPT, STARTUP_SECONDS["cold_compile"]),
 }
 
 
@@ -1081,6 +1087,7 @@ def format_table(result: dict) -> str:
     startup_records = [r for r in records if r["kind"] == "startup"]
     if startup_records:
         lines += _startup_table(startup_records)
+    lines += format_verdicts(verdicts(records), unsteady=spread is not None and spread > UNSTEADY_SPREAD)
     return "\n".join(lines)
 
 

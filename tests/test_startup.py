@@ -228,8 +228,10 @@ def test_bench_startup_rows_are_well_formed(tmp_path, capsys):
         assert r["runs"] == bench.STARTUP_RUNS
         assert r["label"] == bench.STARTUP[r["op"]][0] and r["target_s"] == bench.STARTUP[r["op"]][2]
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith(("import npnorm ", "first LayerNorm"))]
+    table, verdicts = out.split("target of the performance issue")  # the verdicts come last
+    rows = [line for line in table.splitlines() if line.startswith(("import npnorm ", "first LayerNorm"))]
     assert len(rows) == 2 and "copy bandwidth" not in out and "engine rows" not in out
+    assert "of 2 targets met in this run" in verdicts
 
 
 def test_bench_cold_compile_row_is_the_median_of_runs_each_into_a_new_empty_cache(monkeypatch):
