@@ -152,8 +152,14 @@ def test_impls_agree_float64(variant, detach, shape, normalized_shape):
     x, w, b = _inputs(rng, shape, normalized_shape, variant)
     dy = rng.standard_normal(shape)
     res = _run_all_impls(
-        x.data, None if w is None else w.data, None if b is None else b.data, normalized_shape, dy, np.float64,
-        detach_mean=detach[0], detach_var=detach[1],
+        x.data,
+        None if w is None else w.data,
+        None if b is None else b.data,
+        normalized_shape,
+        dy,
+        np.float64,
+        detach_mean=detach[0],
+        detach_var=detach[1],
     )
     ref_out, ref_grads = res["numpy"]
     for impl in ("numba", "composed"):
@@ -170,9 +176,8 @@ def test_float32_matches_float64_reference(impl, variant):
     rng = np.random.default_rng(5)
     x, w, b = _inputs(rng, (64, 96), (96,), variant)
     dy = rng.standard_normal((64, 96))
-    ref = _run_all_impls(
-        x.data, None if w is None else w.data, None if b is None else b.data, (96,), dy, np.float64
-    )["numpy"]
+    weight, bias = (None if w is None else w.data), (None if b is None else b.data)
+    ref = _run_all_impls(x.data, weight, bias, (96,), dy, np.float64)["numpy"]
     x32 = npnorm.tensor(x.data, requires_grad=True, dtype=np.float32)
     w32 = None if w is None else npnorm.tensor(w.data, requires_grad=True, dtype=np.float32)
     b32 = None if b is None else npnorm.tensor(b.data, requires_grad=True, dtype=np.float32)

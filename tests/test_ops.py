@@ -104,8 +104,14 @@ def _binary_domains(op: str) -> tuple:
 
 def _binary_rows() -> list[Case]:
     rows = []
-    pairs = [((3, 4), (3, 4)), ((3, 1), (1, 4)), ((4,), (2, 3, 4)), ((2, 3, 4), (4,)), ((), (2, 3)),
-             ((2, 1, 3), (4, 1))]
+    pairs = [
+        ((3, 4), (3, 4)),
+        ((3, 1), (1, 4)),
+        ((4,), (2, 3, 4)),
+        ((2, 3, 4), (4,)),
+        ((), (2, 3)),
+        ((2, 1, 3), (4, 1)),
+    ]
     for name, op in BINARY.items():
         for sa, sb in pairs:
             rows.append(case(f"{name}-{sa}x{sb}", op, op, sa, sb, domains=_binary_domains(name)))
@@ -114,14 +120,36 @@ def _binary_rows() -> list[Case]:
         left_domain = "positive" if name == "pow" else "real"  # x is the base
         right_domain = "nonzero" if name == "div" else "real"  # x is the denominator
         rows += [
-            case(f"{name}-tensor-ndarray", lambda x, op=op: op(x, K14), lambda x, op=op: op(x, K14), (3, 1),
-                 domains=(left_domain,), f32_result="float64"),
-            case(f"{name}-ndarray-tensor", lambda x, op=op: op(K14, x), lambda x, op=op: op(K14, x), (3, 1),
-                 domains=(right_domain,), f32_result="float64"),
-            case(f"{name}-tensor-scalar", lambda x, op=op: op(x, K_SCALAR), lambda x, op=op: op(x, K_SCALAR), (3, 4),
-                 domains=(left_domain,)),
-            case(f"{name}-scalar-tensor", lambda x, op=op: op(K_SCALAR, x), lambda x, op=op: op(K_SCALAR, x), (3, 4),
-                 domains=(right_domain,)),
+            case(
+                f"{name}-tensor-ndarray",
+                lambda x, op=op: op(x, K14),
+                lambda x, op=op: op(x, K14),
+                (3, 1),
+                domains=(left_domain,),
+                f32_result="float64",
+            ),
+            case(
+                f"{name}-ndarray-tensor",
+                lambda x, op=op: op(K14, x),
+                lambda x, op=op: op(K14, x),
+                (3, 1),
+                domains=(right_domain,),
+                f32_result="float64",
+            ),
+            case(
+                f"{name}-tensor-scalar",
+                lambda x, op=op: op(x, K_SCALAR),
+                lambda x, op=op: op(x, K_SCALAR),
+                (3, 4),
+                domains=(left_domain,),
+            ),
+            case(
+                f"{name}-scalar-tensor",
+                lambda x, op=op: op(K_SCALAR, x),
+                lambda x, op=op: op(K_SCALAR, x),
+                (3, 4),
+                domains=(right_domain,),
+            ),
         ]
     # More constant exponents: integer, negative, fractional, zero (its gradient is exactly 0).
     for p, domain in [(2, "real"), (3, "real"), (-1.5, "positive"), (0.5, "positive"), (0, "real")]:
@@ -166,12 +194,23 @@ def _reduction_rows() -> list[Case]:
             rows += [
                 case(f"sum-{tag}", lambda x, kw=kw: x.sum(**kw), lambda x, kw=kw: np.sum(x, **kw), (2, 3, 4)),
                 case(f"mean-{tag}", lambda x, kw=kw: x.mean(**kw), lambda x, kw=kw: np.mean(x, **kw), (2, 3, 4)),
-                case(f"max-{tag}", lambda x, kw=kw: x.max(**kw), lambda x, kw=kw: np.max(x, **kw), (2, 3, 4),
-                     domains=("distinct",)),
+                case(
+                    f"max-{tag}",
+                    lambda x, kw=kw: x.max(**kw),
+                    lambda x, kw=kw: np.max(x, **kw),
+                    (2, 3, 4),
+                    domains=("distinct",),
+                ),
             ]
             for ddof in (0, 1):
-                rows.append(case(f"var-ddof{ddof}-{tag}", lambda x, kw=kw, d=ddof: x.var(ddof=d, **kw),
-                                 lambda x, kw=kw, d=ddof: np.var(x, ddof=d, **kw), (2, 3, 4)))
+                rows.append(
+                    case(
+                        f"var-ddof{ddof}-{tag}",
+                        lambda x, kw=kw, d=ddof: x.var(ddof=d, **kw),
+                        lambda x, kw=kw, d=ddof: np.var(x, ddof=d, **kw),
+                        (2, 3, 4),
+                    )
+                )
     return rows
 
 
@@ -236,25 +275,49 @@ def _functional_rows() -> list[Case]:
         case("F.tanh", F.tanh, np.tanh, (3, 4)),
         case("F.sigmoid", F.sigmoid, sigmoid_ref, (3, 4)),
         case("F.gelu-exact", F.gelu, lambda a: a * stats.norm.cdf(a), (3, 4)),
-        case("F.gelu-tanh", lambda x: F.gelu(x, approximate="tanh"),
-             lambda a: 0.5 * a * (1 + np.tanh(np.sqrt(2 / np.pi) * (a + 0.044715 * a**3))), (3, 4)),
+        case(
+            "F.gelu-tanh",
+            lambda x: F.gelu(x, approximate="tanh"),
+            lambda a: 0.5 * a * (1 + np.tanh(np.sqrt(2 / np.pi) * (a + 0.044715 * a**3))),
+            (3, 4),
+        ),
     ]
     for shape, axis in [((3, 4), -1), ((3, 4), 0), ((3, 4), 1), ((2, 3, 4), 1), ((2, 3, 4), -3), ((5,), 0)]:
         rows += [
-            case(f"F.softmax-{shape}-axis{axis}", lambda x, ax=axis: F.softmax(x, axis=ax),
-                 lambda a, ax=axis: special.softmax(a, axis=ax), shape),
-            case(f"F.log_softmax-{shape}-axis{axis}", lambda x, ax=axis: F.log_softmax(x, axis=ax),
-                 lambda a, ax=axis: special.log_softmax(a, axis=ax), shape),
+            case(
+                f"F.softmax-{shape}-axis{axis}",
+                lambda x, ax=axis: F.softmax(x, axis=ax),
+                lambda a, ax=axis: special.softmax(a, axis=ax),
+                shape,
+            ),
+            case(
+                f"F.log_softmax-{shape}-axis{axis}",
+                lambda x, ax=axis: F.log_softmax(x, axis=ax),
+                lambda a, ax=axis: special.log_softmax(a, axis=ax),
+                shape,
+            ),
         ]
     for reduction in ("mean", "sum", "none"):
         rows += [
-            case(f"F.cross_entropy-NC-{reduction}", lambda x, r=reduction: F.cross_entropy(x, TARGET_NC, r),
-                 lambda a, r=reduction: cross_entropy_ref(a, TARGET_NC, r), (4, 5)),
-            case(f"F.cross_entropy-NCL-{reduction}", lambda x, r=reduction: F.cross_entropy(x, TARGET_NCL, r),
-                 lambda a, r=reduction: cross_entropy_ref(a, TARGET_NCL, r), (2, 4, 3)),
-            case(f"F.mse_loss-{reduction}", lambda x, y, r=reduction: F.mse_loss(x, y, r),
-                 lambda a, b, r=reduction: {"mean": np.mean, "sum": np.sum, "none": lambda v: v}[r]((a - b) ** 2),
-                 (3, 4), (3, 4)),
+            case(
+                f"F.cross_entropy-NC-{reduction}",
+                lambda x, r=reduction: F.cross_entropy(x, TARGET_NC, r),
+                lambda a, r=reduction: cross_entropy_ref(a, TARGET_NC, r),
+                (4, 5),
+            ),
+            case(
+                f"F.cross_entropy-NCL-{reduction}",
+                lambda x, r=reduction: F.cross_entropy(x, TARGET_NCL, r),
+                lambda a, r=reduction: cross_entropy_ref(a, TARGET_NCL, r),
+                (2, 4, 3),
+            ),
+            case(
+                f"F.mse_loss-{reduction}",
+                lambda x, y, r=reduction: F.mse_loss(x, y, r),
+                lambda a, b, r=reduction: {"mean": np.mean, "sum": np.sum, "none": lambda v: v}[r]((a - b) ** 2),
+                (3, 4),
+                (3, 4),
+            ),
         ]
     # The mask must be the same in every evaluation: a fresh generator with the same seed each call.
     rows.append(case("F.dropout", lambda x: F.dropout(x, 0.4, True, generator=np.random.default_rng(0)), None, (4, 5)))
@@ -277,8 +340,12 @@ LARGE_CASES = [
     case("L-gelu", F.gelu, lambda a: a * stats.norm.cdf(a), (16, 32)),
     case("L-softmax", F.softmax, lambda a: special.softmax(a, axis=-1), (16, 32)),
     case("L-log_softmax", lambda x: F.log_softmax(x, axis=0), lambda a: special.log_softmax(a, axis=0), (16, 32)),
-    case("L-cross_entropy", lambda x: F.cross_entropy(x, np.arange(32) % 10),
-         lambda a: cross_entropy_ref(a, np.arange(32) % 10, "mean"), (32, 10)),
+    case(
+        "L-cross_entropy",
+        lambda x: F.cross_entropy(x, np.arange(32) % 10),
+        lambda a: cross_entropy_ref(a, np.arange(32) % 10, "mean"),
+        (32, 10),
+    ),
     case("L-getitem-repeated", lambda x: x[np.arange(40) % 7], lambda a: a[np.arange(40) % 7], (32, 16)),
     case("L-dropout", lambda x: F.dropout(x, 0.5, True, generator=np.random.default_rng(1)), None, (16, 32)),
 ]
@@ -303,10 +370,39 @@ def assert_matches_reference(c: Case, rng: np.random.Generator) -> None:
 
 def test_table_covers_every_op():
     names = {c.name.split("-")[0] for c in CASES}
-    for op in ["add", "sub", "mul", "div", "pow", "neg", "matmul", "sum", "mean", "max", "var", "exp", "log",
-               "sqrt", "tanh", "sigmoid", "relu", "reshape", "transpose", "T", "getitem", "linear", "F.relu",
-               "F.tanh", "F.sigmoid", "F.gelu", "F.softmax", "F.log_softmax", "F.cross_entropy", "F.mse_loss",
-               "F.dropout"]:
+    for op in [
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "pow",
+        "neg",
+        "matmul",
+        "sum",
+        "mean",
+        "max",
+        "var",
+        "exp",
+        "log",
+        "sqrt",
+        "tanh",
+        "sigmoid",
+        "relu",
+        "reshape",
+        "transpose",
+        "T",
+        "getitem",
+        "linear",
+        "F.relu",
+        "F.tanh",
+        "F.sigmoid",
+        "F.gelu",
+        "F.softmax",
+        "F.log_softmax",
+        "F.cross_entropy",
+        "F.mse_loss",
+        "F.dropout",
+    ]:
         assert op in names, op
     assert len({c.name for c in CASES + LARGE_CASES}) == len(CASES) + len(LARGE_CASES), "row names must be unique"
 

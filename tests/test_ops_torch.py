@@ -33,10 +33,16 @@ ROWS = {
     "sigmoid": (F.sigmoid, torch.sigmoid, [(3, 4)]),
     "softmax-axis0": (lambda a: F.softmax(a, axis=0), lambda a: TF.softmax(a, dim=0), [(3, 4)]),
     "log_softmax": (F.log_softmax, lambda a: TF.log_softmax(a, dim=-1), [(3, 4)]),
-    "cross_entropy": (lambda a: F.cross_entropy(a, TARGET), lambda a: TF.cross_entropy(a, torch.tensor(TARGET)),
-                      [(5, 6)]),
-    "cross_entropy-NCL-sum": (lambda a: F.cross_entropy(a, TARGET_NCL, reduction="sum"),
-                              lambda a: TF.cross_entropy(a, torch.tensor(TARGET_NCL), reduction="sum"), [(2, 4, 3)]),
+    "cross_entropy": (
+        lambda a: F.cross_entropy(a, TARGET),
+        lambda a: TF.cross_entropy(a, torch.tensor(TARGET)),
+        [(5, 6)],
+    ),
+    "cross_entropy-NCL-sum": (
+        lambda a: F.cross_entropy(a, TARGET_NCL, reduction="sum"),
+        lambda a: TF.cross_entropy(a, torch.tensor(TARGET_NCL), reduction="sum"),
+        [(2, 4, 3)],
+    ),
     "mse_loss": (F.mse_loss, TF.mse_loss, [(3, 4), (3, 4)]),
 }
 
