@@ -32,10 +32,11 @@ with a warning when the run was unsteady.
 **How it measures.** All implementations see the same data. For each shape and op, every implementation
 is warmed up first (the first call compiles the Numba kernels; that is not timed), then calls are timed in
 samples of several calls, sized so that a sample lasts a few milliseconds and a cell (shape × op × impl)
-about 0.3 s with at least 5 samples. The implementations are interleaved sample by sample, so a drift in
-clock speed or a noisy neighbour affects all of them alike. Reported: the median and the minimum time per
-call, the effective GB/s at the minimum, its share of copy bandwidth, and numba's speed-up over each other
-implementation (ratio of medians; above 1 means numba is faster).
+about 0.3 s with at least 5 samples. The implementations (and the copy, see above) are interleaved sample by
+sample, each round starting one cell later, so a drift in clock speed or a noisy neighbour affects all of
+them alike. Reported: the median and the minimum time per call, the effective GB/s at the minimum, its
+share of the copy's bandwidth, and numba's speed-up over each other implementation (ratio of medians; above
+1 means numba is faster).
 
 The implementations are called exactly as a user would: npnorm's ``F.layer_norm(..., impl=...)`` on
 Tensors with ``requires_grad=True`` (forward + backward is ``y.backward(dy)``, with gradients cleared by
