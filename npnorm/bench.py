@@ -1070,9 +1070,10 @@ def format_table(result: dict) -> str:
                 "timings are noisy"
             )
     spread = meta.get("timing_spread")
+    unsteady = spread is not None and spread > UNSTEADY_SPREAD
     if spread is not None:
         lines.append(f"timing spread: medians {spread:.2f}x their minima (geometric mean over the timed rows)")
-        if spread > UNSTEADY_SPREAD:
+        if unsteady:
             lines.append(
                 f"WARNING: timings were unsteady (spread above {UNSTEADY_SPREAD}): something this machine cannot "
                 "see as load slowed it (a busy host?); compare minima, and expect the start-up rows to read high"
@@ -1088,7 +1089,7 @@ def format_table(result: dict) -> str:
     startup_records = [r for r in records if r["kind"] == "startup"]
     if startup_records:
         lines += _startup_table(startup_records)
-    lines += format_verdicts(verdicts(records), unsteady=spread is not None and spread > UNSTEADY_SPREAD)
+    lines += format_verdicts(verdicts(records), unsteady=unsteady)
     return "\n".join(lines)
 
 
