@@ -238,12 +238,17 @@ class Linear(Function):
     """out = x @ Wᵀ + b for x of shape (*, in), W of shape (out, in) (PyTorch's layout), b of shape (out,).
 
     dx = g @ W,  dW = gᵀ x (rows flattened),  db = Σ_rows g.
+
+    `weight_t`, if given, is Wᵀ copied into rows (C-contiguous, shape (in, out)), made by a caller that
+    multiplies by one W many times (the recurrent layers, see `nn/rnn.py`): the forward then multiplies by
+    it, which NumPy's OpenBLAS does faster than by the transposed view `W.T` for few rows of x. It must
+    hold W's values; the gradient still goes to W.
     """
 
     returns_fresh_grads = True
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, weight_t=None):
         if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
             raise ValueError(
                 f"linear: input of shape {x.shape} does not match weight of shape {weight.shape} "
@@ -251,8 +256,10 @@ class Linear(Function):
             )
         if bias is not None and bias.shape != (weight.shape[0],):
             raise ValueError(f"linear: bias has shape {bias.shape}, expected ({weight.shape[0]},)")
+        if weight_t is not None and weight_t.shape != weight.shape[::-1]:
+            raise ValueError(f"linear: weight_t has shape {weight_t.shape}, expected {weight.shape[::-1]} (Wᵀ)")
         ctx.save_for_backward(x, weight)
-        out = x @ weight.T
+        out = x @ (weight.T if weight_t is None else weight_t)
         if bias is not None:
             out += bias
         return out

@@ -501,6 +501,37 @@ def test_sigmoid_is_accurate_in_relative_terms_over_the_whole_range(dtype):
     assert np.isnan(npnorm.tensor(np.array([np.nan], dtype)).sigmoid().data).all()
 
 
+@pytest.mark.parametrize("x_shape", [(3, 4), (2, 3, 4), (4,)], ids=["2-d", "3-d", "1-d"])
+def test_linear_with_a_transposed_weight_copy(x_shape, rng):
+    # What the recurrent layers pass (nn/rnn.py): Wᵀ copied into rows, used by the forward only.
+    from npnorm import ops
+
+    x, w, b = (npnorm.tensor(rng.standard_normal(s), requires_grad=True) for s in (x_shape, (5, 4), (5,)))
+    plain = ops.Linear.apply(x, w, b)
+    plain.backward(np.ones(plain.shape))
+    grads = [t.grad for t in (x, w, b)]
+    for t in (x, w, b):
+        t.grad = None
+    copied = ops.Linear.apply(x, w, b, weight_t=np.ascontiguousarray(w.data.T))
+    copied.backward(np.ones(copied.shape))
+    np.testing.assert_allclose(copied.data, plain.data, rtol=1e-14, atol=1e-14)
+    for t, expected in zip((x, w, b), grads):
+        np.testing.assert_array_equal(t.grad, expected)  # the backward never reads the copy
+
+    def fn(x, w, b):  # the copy made from the perturbed weight, as a recurrent layer makes it per call
+        return ops.Linear.apply(x, w, b, weight_t=np.ascontiguousarray(w.data.T))
+
+    assert npnorm.gradcheck(fn, (x, w, b))
+
+
+def test_linear_rejects_a_transposed_copy_of_the_wrong_shape(rng):
+    from npnorm import ops
+
+    x, w = rng.standard_normal((3, 4)), rng.standard_normal((5, 4))
+    with pytest.raises(ValueError, match=r"weight_t has shape \(5, 4\), expected \(4, 5\)"):
+        ops.Linear.apply(npnorm.tensor(x), npnorm.tensor(w), None, weight_t=w)
+
+
 def test_cross_entropy_single_sample():
     logits = np.array([0.5, -1.0, 2.0])
     expected = -special.log_softmax(logits)[2]

@@ -6,7 +6,9 @@ Oracles, per model (RNN, LSTM, GRU) and mode (PyTorch's, layer_norm=True):
   * a hand-written NumPy forward of Ba et al.'s equations, with layer_norm=True;
   * Ba et al.'s Table 1: with LN, re-scaling a weight matrix leaves the output unchanged (per matrix for the
     LSTM and GRU, whose projections are normalized separately; only jointly for the RNN's one LN);
-  * the sequence model equals a manual loop over cells holding the same parameters.
+  * the sequence model equals a manual loop over cells holding the same parameters;
+  * sequences long enough for the layers to multiply by transposed copies of their weights give the
+    numbers and gradients of the products by W.T, up to rounding.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 import npnorm
 import npnorm.functional as F
 from npnorm import nn
+from npnorm.nn import rnn
 from npnorm.norms import IMPLS
 
 MODES = ("RNN", "LSTM", "GRU")
@@ -270,6 +273,76 @@ def test_sequence_equals_loop_over_cells(mode, layer_norm, batch_first, rng):
         inputs = outs
     expected = np.stack(inputs, axis=1 if batch_first else 0)
     np.testing.assert_array_equal(output.data, expected)
+
+
+# ------------------------------------------------- long sequences: the weights' transposed copies
+
+T_LONG = rnn.PRETRANSPOSE_FROM_STEPS  # the shortest sequence whose layers multiply by transposed copies
+
+
+def _forward_and_grads(model, mode, x, state):
+    for t in (x, *state, *model.parameters()):
+        t.grad = None
+    output = flat_outputs(mode, model(x, as_hx(mode, state)))
+    output.backward(np.linspace(-1.0, 1.0, output.size))  # a weighted sum: every output counts differently
+    return output.data, [t.grad for t in (x, *state, *model.parameters())]
+
+
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["pytorch", "ln"])
+@pytest.mark.parametrize("mode", MODES)
+def test_long_sequence_multiplies_by_transposed_weights(mode, layer_norm, rng, monkeypatch):
+    model = make_sequence(mode, layer_norm, rng, batch_first=(mode == "GRU"))
+    layer = model._layer("_l1", steps=T_LONG)
+    assert set(layer.transposed) == {"ih", "hh"}
+    for which, copy in layer.transposed.items():
+        weight = getattr(layer, "weight_" + which).data
+        assert copy.flags.c_contiguous and np.array_equal(copy, weight.T)
+    assert model._layer("_l1", steps=T_LONG - 1).transposed == {}
+
+    x = tensor(rng, *((B, T_LONG, IN) if model.batch_first else (T_LONG, B, IN)))
+    state = initial_state(mode, rng, 2, B, H)
+    out, grads = _forward_and_grads(model, mode, x, state)
+    monkeypatch.setattr(rnn, "PRETRANSPOSE_FROM_STEPS", T_LONG + 1)  # the same model, multiplying by W.T
+    expected_out, expected_grads = _forward_and_grads(model, mode, x, state)
+    np.testing.assert_allclose(out, expected_out, rtol=1e-13, atol=1e-13)
+    for g, expected in zip(grads, expected_grads):
+        np.testing.assert_allclose(g, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_only_weights_up_to_the_size_limit_are_copied(rng, monkeypatch):
+    model = make_sequence("LSTM", True, rng, num_layers=1)  # float64: W_ih (16, 3) 384 bytes, W_hh (16, 4) 512
+    x = tensor(rng, T_LONG, B, IN)
+    state = initial_state("LSTM", rng, 1, B, H)
+    expected_out, expected_grads = _forward_and_grads(model, "LSTM", x, state)  # both weights copied
+    monkeypatch.setattr(rnn, "PRETRANSPOSE_MAX_BYTES", 384)
+    assert set(model._layer("_l0", steps=T_LONG).transposed) == {"ih"}
+    out, grads = _forward_and_grads(model, "LSTM", x, state)  # W_hh multiplied as W.T
+    np.testing.assert_allclose(out, expected_out, rtol=1e-13, atol=1e-13)
+    for g, expected in zip(grads, expected_grads):
+        np.testing.assert_allclose(g, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_weights_changed_in_place_between_calls_are_used(rng, monkeypatch):
+    # The copies are made per forward call: an optimizer's in-place step is seen by the next call.
+    model = make_sequence("GRU", True, rng, num_layers=1)
+    x = tensor(rng, T_LONG, B, IN)
+    state = initial_state("GRU", rng, 1, B, H)
+    before = _forward_and_grads(model, "GRU", x, state)[0]
+    for p in model.parameters():
+        p.data[...] *= 0.9
+    out = _forward_and_grads(model, "GRU", x, state)[0]
+    monkeypatch.setattr(rnn, "PRETRANSPOSE_FROM_STEPS", T_LONG + 1)
+    np.testing.assert_allclose(out, _forward_and_grads(model, "GRU", x, state)[0], rtol=1e-13, atol=1e-13)
+    assert np.abs(out - before).max() > 1e-3
+
+
+def test_long_ln_lstm_gradcheck(rng):
+    # Backprop through T_LONG steps of products by the copies. (The other models: equal to their products by
+    # W.T above, which test_sequence_gradcheck checks by finite differences.)
+    model = make_sequence("LSTM", True, rng, num_layers=1)
+    x = tensor(rng, T_LONG, B, IN)
+    state = initial_state("LSTM", rng, 1, B, H)
+    assert npnorm.gradcheck(lambda x, *rest: flat_outputs("LSTM", model(x, rest[:2])), (x, *state, *model.parameters()))
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
