@@ -1,4 +1,4 @@
-"""The fused GRU pointwise Function (npnorm/nn/_gru_cell.py): GRUCell, in both conventions for z.
+"""The fused GRU pointwise Function (npnorm/nn/_gru_cell.py): GRUCellOutput, in both conventions for z.
 
 Oracles, for each convention (z weighs the new state, the paper's LN-GRU; z keeps the old one, PyTorch's):
   * finite differences (float64 gradcheck), every input and each one alone (the needs_input_grad paths);
@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _cell_helpers import randomize, within_ulps
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -25,12 +26,11 @@ from scipy import special
 import npnorm
 import npnorm.functional as F
 from npnorm import nn
-from npnorm.nn._gru_cell import GRUCell, gru_cell
+from npnorm.nn._gru_cell import GRUCellOutput, gru_cell_output
 
 SHAPES = [(1, 1), (1, 3), (4, 1), (2, 3), (3, 5)]  # (B, H); gates are (B, 2H)
 CONVENTIONS = {"new": False, "old": True}  # id: z_keeps_old (z weighs the new state / keeps the old one)
 NAMES = ("gates", "n_x", "n_h", "h")
-EPS32 = float(np.finfo(np.float32).eps)
 
 
 # ------------------------------------------------------------------------------------- the oracle
@@ -107,12 +107,12 @@ def test_gradcheck(z_keeps_old, B, H, requires_grad, rng):
     inputs = leaves(rng, B, H, requires_grad=requires_grad)
 
     def fused(*args):
-        return gru_cell(*args, z_keeps_old=z_keeps_old)
+        return gru_cell_output(*args, z_keeps_old=z_keeps_old)
 
     assert npnorm.gradcheck(fused, inputs)
     # An input that does not require grad gets none (backward returned None for it); the others get theirs.
     out = fused(*inputs)
-    returned = GRUCell.backward(out._node.ctx, np.ones((B, H)))  # what the engine receives
+    returned = GRUCellOutput.backward(out._node.ctx, np.ones((B, H)))  # what the engine receives
     out.backward(np.ones((B, H)))
     for name, t, g, needs in zip(NAMES, inputs, returned, requires_grad):
         assert (g is None) == (not needs) and (t.grad is None) == (not needs), name
@@ -129,8 +129,8 @@ def test_gradcheck_of_two_steps_with_shared_inputs(z_keeps_old, rng):
     gates2 = npnorm.tensor(2 * rng.standard_normal((B, 2 * H)), requires_grad=True)
 
     def two_steps(gates, n_x, n_h, h, gates2):
-        h1 = gru_cell(gates, n_x, n_h, h, z_keeps_old=z_keeps_old)
-        h2 = gru_cell(gates2, n_x, n_h, h1, z_keeps_old=z_keeps_old)
+        h1 = gru_cell_output(gates, n_x, n_h, h, z_keeps_old=z_keeps_old)
+        h2 = gru_cell_output(gates2, n_x, n_h, h1, z_keeps_old=z_keeps_old)
         return F.cat([h1.reshape(-1), h2.reshape(-1)])
 
     assert npnorm.gradcheck(two_steps, (gates, n_x, n_h, h, gates2))
@@ -145,7 +145,7 @@ def test_equals_unfused_composition(z_keeps_old, B, H, rng):
     inputs = leaves(rng, B, H)
     dout = rng.standard_normal((B, H))
     expected = forward_backward(gru_composed, inputs, dout, z_keeps_old)
-    actual = forward_backward(gru_cell, inputs, dout, z_keeps_old)
+    actual = forward_backward(gru_cell_output, inputs, dout, z_keeps_old)
     assert_matches_composition(actual, expected, inputs, dout, rtol=1e-12, atol=1e-15)
 
 
@@ -163,7 +163,7 @@ def test_equals_unfused_composition_property(B, H, scale, seed, dtype, z_keeps_o
     inputs = leaves(rng, B, H, dtype=dtype, scale=scale)
     dout = rng.standard_normal((B, H)).astype(dtype)
     expected = forward_backward(gru_composed, inputs, dout, z_keeps_old)
-    actual = forward_backward(gru_cell, inputs, dout, z_keeps_old)
+    actual = forward_backward(gru_cell_output, inputs, dout, z_keeps_old)
     rtol = 1e-12 if dtype == np.float64 else 1e-6
     assert_matches_composition(actual, expected, inputs, dout, rtol=rtol, atol=rtol * 1e-3)
 
@@ -173,9 +173,7 @@ def test_gru_cell_equals_unfused_step(layer_norm, rng):
     # The model-level check: nn.GRUCell (now fused) against its former step, written with the composition.
     IN, H, B = 3, 4, 2
     cell = nn.GRUCell(IN, H, layer_norm=layer_norm, dtype=np.float64, rng=0)
-    for name, p in cell.named_parameters():  # away from the initial values, so that every parameter matters
-        is_gain = name.startswith("ln") and name.endswith(".weight")
-        p.data[...] = rng.uniform(0.5, 1.5, p.shape) if is_gain else rng.uniform(-0.8, 0.8, p.shape)
+    randomize(cell, rng)  # away from the initial values, so that every parameter matters
     x = npnorm.tensor(rng.standard_normal((B, IN)))
     h = npnorm.tensor(rng.standard_normal((B, H)), requires_grad=True)
     dh = rng.standard_normal((B, H))
@@ -219,7 +217,7 @@ def test_reused_node_and_leaf_gradients_accumulate(rng):
         gates2 = npnorm.tensor(2 * rng.standard_normal((B, 2 * H)), requires_grad=True)
         inputs = (gates, n_x, n_h, h, gates2)
         grads = []
-        for fn in (gru_composed, gru_cell):
+        for fn in (gru_composed, gru_cell_output):
             for t in inputs:
                 t.grad = None
             h1 = fn(gates, n_x, n_h, h, z_keeps_old=z_keeps_old)
@@ -234,14 +232,6 @@ def test_reused_node_and_leaf_gradients_accumulate(rng):
 
 
 # ----------------------------------------------------------------------------------------- float32
-
-
-def _within_ulps(actual32, expected64, envelope, ulps, what):
-    """|actual − expected| <= ulps · eps32 · envelope, elementwise; envelope is the size of the terms."""
-    err = np.abs(actual32.astype(np.float64) - expected64)
-    bound = ulps * EPS32 * envelope
-    worst = float(np.max(err / np.maximum(EPS32 * envelope, np.finfo(np.float64).tiny)))
-    assert np.all(err <= bound), f"{what}: {worst:.1f} float32 ulps of the envelope, allowed {ulps}"
 
 
 def _envelopes(arrays64, dout64, z_keeps_old):
@@ -276,11 +266,11 @@ def test_float32_within_ulps_of_float64(z_keeps_old, B, H, rng):
     results = {}
     for dtype in (np.float32, np.float64):
         inputs = tuple(npnorm.tensor(a, dtype=dtype, requires_grad=True) for a in arrays64)
-        results[dtype] = forward_backward(gru_cell, inputs, dout64.astype(dtype), z_keeps_old)
+        results[dtype] = forward_backward(gru_cell_output, inputs, dout64.astype(dtype), z_keeps_old)
     envelopes = _envelopes(arrays64, dout64, z_keeps_old)
     for what, a, e, env in zip(("out", *("d" + n for n in NAMES)), *results.values(), envelopes):
         assert a.dtype == np.float32
-        _within_ulps(a, e, env, ulps=6, what=what)
+        within_ulps(a, e, env, ulps=6, what=what)
 
 
 # ----------------------------------------------------------------------------------- extreme inputs
@@ -314,7 +304,7 @@ def test_extreme_gates_give_finite_limits_without_warnings(dtype, z_keeps_old, r
     inputs = tuple(npnorm.tensor(a, requires_grad=True) for a in (gates_np, n_x_np, n_h_np, h_np))
     with warnings.catch_warnings(), np.errstate(over="warn", invalid="warn", divide="warn"):
         warnings.simplefilter("error")  # any RuntimeWarning (overflow, invalid value) fails the test
-        actual = forward_backward(gru_cell, inputs, dout, z_keeps_old)
+        actual = forward_backward(gru_cell_output, inputs, dout, z_keeps_old)
     for what, a, e in zip(("out", *("d" + n for n in NAMES)), actual, expected):
         assert a.dtype == dtype and np.all(np.isfinite(a)), what
         np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=what)
@@ -335,7 +325,7 @@ def test_saturated_gates_are_exact_limits(r_pre):
     ]:
         gates = npnorm.tensor([[r_pre, r_pre, z_pre, z_pre]], requires_grad=True)
         inputs = (gates, *(npnorm.tensor(a, requires_grad=True) for a in (n_x, n_h, h)))
-        out, dgates, dn_x, dn_h, dh = forward_backward(gru_cell, inputs, dout, z_keeps_old)
+        out, dgates, dn_x, dn_h, dh = forward_backward(gru_cell_output, inputs, dout, z_keeps_old)
         np.testing.assert_array_equal(out, n if new else h)
         np.testing.assert_array_equal(dh, 0 * dout if new else dout)
         np.testing.assert_array_equal(dn_x, dout * (1 - n * n) if new else 0 * dout)
@@ -349,23 +339,26 @@ def test_saturated_gates_are_exact_limits(r_pre):
 @pytest.mark.parametrize(
     "shapes, match",
     [
-        (((8,), (2, 2), (2, 2), (2, 2)), r"gru_cell: gates must be 2-D, \(batch, 2·hidden_size\).*got shape \(8,\)"),
-        (((1, 2, 4), (2, 2), (2, 2), (2, 2)), r"gru_cell: gates must be 2-D"),
-        (((), (1, 1), (1, 1), (1, 1)), r"gru_cell: gates must be 2-D.*got shape \(\)"),
-        (((2, 5), (2, 2), (2, 2), (2, 2)), r"gru_cell: gates must be 2-D, \(batch, 2·hidden_size\)"),
-        (((2, 4), (2, 3), (2, 2), (2, 2)), r"gru_cell: n_x must have shape .* = \(2, 2\).*got \(2, 3\)"),
-        (((2, 4), (3, 2), (2, 2), (2, 2)), r"gru_cell: n_x must have shape"),
-        (((2, 4), (2, 2), (2, 4), (2, 2)), r"gru_cell: n_h must have shape .* = \(2, 2\).*got \(2, 4\)"),
-        (((2, 4), (2, 2), (2,), (2, 2)), r"gru_cell: n_h must have shape"),
-        (((2, 4), (2, 2), (2, 2), (1, 2)), r"gru_cell: h must have shape .* = \(2, 2\).*got \(1, 2\)"),
-        (((2, 4), (2, 2), (2, 2), (2, 2, 1)), r"gru_cell: h must have shape"),
-        (((2, 4), (2, 2), (2, 2), (2, 1)), r"gru_cell: h must have shape"),  # h broadcasts: still an error
+        (
+            ((8,), (2, 2), (2, 2), (2, 2)),
+            r"gru_cell_output: gates must be 2-D, \(batch, 2·hidden_size\).*got shape \(8,\)",
+        ),
+        (((1, 2, 4), (2, 2), (2, 2), (2, 2)), r"gru_cell_output: gates must be 2-D"),
+        (((), (1, 1), (1, 1), (1, 1)), r"gru_cell_output: gates must be 2-D.*got shape \(\)"),
+        (((2, 5), (2, 2), (2, 2), (2, 2)), r"gru_cell_output: gates must be 2-D, \(batch, 2·hidden_size\)"),
+        (((2, 4), (2, 3), (2, 2), (2, 2)), r"gru_cell_output: n_x must have shape .* = \(2, 2\).*got \(2, 3\)"),
+        (((2, 4), (3, 2), (2, 2), (2, 2)), r"gru_cell_output: n_x must have shape"),
+        (((2, 4), (2, 2), (2, 4), (2, 2)), r"gru_cell_output: n_h must have shape .* = \(2, 2\).*got \(2, 4\)"),
+        (((2, 4), (2, 2), (2,), (2, 2)), r"gru_cell_output: n_h must have shape"),
+        (((2, 4), (2, 2), (2, 2), (1, 2)), r"gru_cell_output: h must have shape .* = \(2, 2\).*got \(1, 2\)"),
+        (((2, 4), (2, 2), (2, 2), (2, 2, 1)), r"gru_cell_output: h must have shape"),
+        (((2, 4), (2, 2), (2, 2), (2, 1)), r"gru_cell_output: h must have shape"),  # h broadcasts: still an error
     ],
 )
 def test_bad_shapes_raise(shapes, match):
     for z_keeps_old in CONVENTIONS.values():
         with pytest.raises(ValueError, match=match):
-            gru_cell(*(npnorm.tensor(np.zeros(s)) for s in shapes), z_keeps_old=z_keeps_old)
+            gru_cell_output(*(npnorm.tensor(np.zeros(s)) for s in shapes), z_keeps_old=z_keeps_old)
 
 
 @pytest.mark.parametrize("name", ["n_x", "n_h", "h"])
@@ -373,9 +366,9 @@ def test_mixed_dtypes_raise(name):
     for gates_dtype, other_dtype in ((np.float32, np.float64), (np.float64, np.float32)):
         inputs = {n: npnorm.tensor(np.zeros((2, 4 if n == "gates" else 2)), dtype=gates_dtype) for n in NAMES}
         inputs[name] = npnorm.tensor(np.zeros((2, 2)), dtype=other_dtype)
-        match = f"gru_cell: gates are {np.dtype(gates_dtype)} but {name} is {np.dtype(other_dtype)}; use one dtype"
+        match = f"gru_cell_output: gates are {np.dtype(gates_dtype)} but {name} is {np.dtype(other_dtype)}; use one"
         with pytest.raises(TypeError, match=match):
-            gru_cell(*inputs.values())
+            gru_cell_output(*inputs.values())
 
 
 @given(shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9), z_keeps_old=st.booleans())
@@ -387,7 +380,7 @@ def test_any_gate_shape_works_or_raises_value_error(shape, z_keeps_old):
     other = np.zeros((gates.shape[0], gates.shape[1] // 2)) if valid else np.zeros((1, 1))
     args = (npnorm.Tensor(gates), *(npnorm.Tensor(other) for _ in range(3)))
     if valid:
-        assert GRUCell.apply(*args, z_keeps_old=z_keeps_old).shape == other.shape
+        assert GRUCellOutput.apply(*args, z_keeps_old=z_keeps_old).shape == other.shape
     else:
-        with pytest.raises(ValueError, match="gru_cell"):
-            GRUCell.apply(*args, z_keeps_old=z_keeps_old)
+        with pytest.raises(ValueError, match="gru_cell_output"):
+            GRUCellOutput.apply(*args, z_keeps_old=z_keeps_old)

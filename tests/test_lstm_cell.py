@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _cell_helpers import randomize, within_ulps
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -25,7 +26,6 @@ from npnorm import nn
 from npnorm.nn._lstm_cell import LSTMCellOutput, LSTMCellState, lstm_cell_output, lstm_cell_state
 
 SHAPES = [(1, 1), (1, 3), (4, 1), (2, 3), (3, 5)]  # (B, H); gates are (B, 4H)
-EPS32 = float(np.finfo(np.float32).eps)
 
 
 # ------------------------------------------------------------------------------------- the oracle
@@ -145,9 +145,7 @@ def test_lstm_cell_equals_unfused_step(layer_norm, rng):
     # The model-level check: LSTMCell (now fused) against its former step, written with the composition.
     IN, H, B = 3, 4, 2
     cell = nn.LSTMCell(IN, H, layer_norm=layer_norm, dtype=np.float64, rng=0)
-    for name, p in cell.named_parameters():  # away from the initial values, so that every parameter matters
-        is_gain = name.startswith("ln") and name.endswith(".weight")
-        p.data[...] = rng.uniform(0.5, 1.5, p.shape) if is_gain else rng.uniform(-0.8, 0.8, p.shape)
+    randomize(cell, rng)  # away from the initial values, so that every parameter matters
     x = npnorm.tensor(rng.standard_normal((B, IN)))
     h = npnorm.tensor(rng.standard_normal((B, H)), requires_grad=True)
     c = npnorm.tensor(rng.standard_normal((B, H)), requires_grad=True)
@@ -190,14 +188,6 @@ def test_reused_node_and_leaf_gradients_accumulate(rng):
 # ----------------------------------------------------------------------------------------- float32
 
 
-def _within_ulps(actual32, expected64, envelope, ulps, what):
-    """|actual − expected| <= ulps · eps32 · envelope, elementwise; envelope is the size of the terms."""
-    err = np.abs(actual32.astype(np.float64) - expected64)
-    bound = ulps * EPS32 * envelope
-    worst = float(np.max(err / np.maximum(EPS32 * envelope, np.finfo(np.float64).tiny)))
-    assert np.all(err <= bound), f"{what}: {worst:.1f} float32 ulps of the envelope, allowed {ulps}"
-
-
 @pytest.mark.parametrize("B, H", [(1, 1), (8, 16)])
 def test_float32_within_ulps_of_float64(B, H, rng):
     gates64 = (3 * rng.standard_normal((B, 4 * H))).astype(np.float32).astype(np.float64)  # float32 values
@@ -224,7 +214,7 @@ def test_float32_within_ulps_of_float64(B, H, rng):
             results[dtype] = forward_backward(fused, gates, other, dout64.astype(dtype))
         for what, a, e, env in zip(("out", "dgates", "d" + FUNCTIONS[name][2]), *results.values(), envelopes[name]):
             assert a.dtype == np.float32
-            _within_ulps(a, e, env, ulps=6, what=f"{name} {what}")
+            within_ulps(a, e, env, ulps=6, what=f"{name} {what}")
 
 
 # ----------------------------------------------------------------------------------- extreme inputs

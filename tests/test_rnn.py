@@ -17,6 +17,7 @@ import re
 
 import numpy as np
 import pytest
+from _cell_helpers import randomize
 
 import npnorm
 import npnorm.functional as F
@@ -31,17 +32,6 @@ IN, H, B, T = 3, 4, 2, 3  # input size, hidden size, batch, sequence length
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def randomize(module: nn.Module, rng: np.random.Generator) -> nn.Module:
-    """Parameters away from their initial values: LN gains around 1, LN biases and everything else in ±0.8,
-    so that every parameter visibly matters (an LN bias of 0 and gain of 1 would hide mistakes)."""
-    for name, p in module.named_parameters():
-        if name.startswith("ln") and name.endswith(".weight"):
-            p.data[...] = rng.uniform(0.5, 1.5, p.shape)
-        else:
-            p.data[...] = rng.uniform(-0.8, 0.8, p.shape)
-    return module
 
 
 def make_cell(mode, layer_norm, rng, **kw):

@@ -53,7 +53,7 @@ from ..functional import as_tensor
 from ..ops import sigmoid_array
 from ..tensor import Tensor
 
-_WHO = "gru_cell"
+_WHO = "gru_cell_output"
 
 
 def _hidden_size(gates: np.ndarray, n_x: np.ndarray, n_h: np.ndarray, h: np.ndarray) -> int:
@@ -72,7 +72,7 @@ def _hidden_size(gates: np.ndarray, n_x: np.ndarray, n_h: np.ndarray, h: np.ndar
     return H
 
 
-class GRUCell(Function):
+class GRUCellOutput(Function):
     """h' from gates (B, 2H) [r; z], n_x, n_h and h (B, H); `z_keeps_old` picks PyTorch's convention.
     Forward and backward as in the module docstring."""
 
@@ -124,8 +124,8 @@ class GRUCell(Function):
         return dgates, dn_x, dn_h, dh
 
 
-def gru_cell(gates, n_x, n_h, h, *, z_keeps_old: bool = False) -> Tensor:
+def gru_cell_output(gates, n_x, n_h, h, *, z_keeps_old: bool = False) -> Tensor:
     """h' = (1 − z) ⊙ h + z ⊙ n, n = tanh(n_x + r ⊙ n_h), [r; z] = σ(gates): gates (B, 2H), n_x, n_h, h (B, H)
     -> h' (B, H). With `z_keeps_old`, PyTorch's convention h' = (1 − z) ⊙ n + z ⊙ h."""
     tensors = (as_tensor(a, _WHO, name) for a, name in ((gates, "gates"), (n_x, "n_x"), (n_h, "n_h"), (h, "h")))
-    return GRUCell.apply(*tensors, z_keeps_old=bool(z_keeps_old))
+    return GRUCellOutput.apply(*tensors, z_keeps_old=bool(z_keeps_old))

@@ -67,8 +67,8 @@ kernel by default, `impl` selectable), slices and elementwise ops, and the outpu
 gates and c) and `lstm_cell_output` (h' from the gates and c' or LN(c')) are one node each, with
 hand-derived backward passes (npnorm/nn/_lstm_cell.py), instead of some twenty slices, activations and
 products per step; they give the same numbers as that composition, up to rounding. So is the GRU's:
-`gru_cell` (h' from the gate pre-activations, the candidate's two parts and h, npnorm/nn/_gru_cell.py) is
-one node instead of about twelve.
+`gru_cell_output` (h' from the gate pre-activations, the candidate's two parts and h;
+npnorm/nn/_gru_cell.py) is one node instead of about twelve.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ from .. import ops
 from ..norms import _checks as _norm_checks
 from ..tensor import Tensor
 from . import _checks, init
-from ._gru_cell import gru_cell
+from ._gru_cell import gru_cell_output
 from ._lstm_cell import lstm_cell_output, lstm_cell_state
 from .module import Module, Parameter
 from .normalization import LayerNorm
@@ -184,11 +184,11 @@ def _gru_step(p, x: Tensor, state: tuple) -> tuple:
         rz = p.ln_hh(gh[:, : 2 * H]) + p.ln_ih(gi[:, : 2 * H])  # (B, 2H), one LN per projection
         # the pointwise rest in one fused node with a hand-derived backward (see _gru_cell), not ~12 small ops;
         # the paper's convention: z weighs the new state
-        return (gru_cell(rz, p.ln_in(gi[:, 2 * H :]), p.ln_hn(gh[:, 2 * H :]), h),)
+        return (gru_cell_output(rz, p.ln_in(gi[:, 2 * H :]), p.ln_hn(gh[:, 2 * H :]), h),)
     gi = _project(x, p, "ih", p.bias_ih)  # (B, 3H)
     gh = _project(h, p, "hh", p.bias_hh)  # (B, 3H)
     rz = gi[:, : 2 * H] + gh[:, : 2 * H]  # (B, 2H) reset and update gates' pre-activations
-    return (gru_cell(rz, gi[:, 2 * H :], gh[:, 2 * H :], h, z_keeps_old=True),)  # PyTorch's convention
+    return (gru_cell_output(rz, gi[:, 2 * H :], gh[:, 2 * H :], h, z_keeps_old=True),)  # PyTorch's convention
 
 
 _STEPS = {"RNN": _rnn_step, "LSTM": _lstm_step, "GRU": _gru_step}
