@@ -7,7 +7,7 @@ learning rate, the same clipped gradients and the same batch order. The paper ex
 long sequences like this one. Prints how fast each model's training loss falls and its test accuracy.
 `npnorm.experiments.recurrent` holds the models and the loop; `npnorm reproduce` runs the full comparison.
 
-Run:  python examples/train_lstm.py [--steps 300] [--seeds 2] [--plot lstm.png]   (about a minute; --quick: seconds)
+Run:  python examples/train_lstm.py [--steps 300] [--seeds 2] [--plot lstm.png]   (about 30 s; --quick: seconds)
 """
 
 import argparse
