@@ -1,4 +1,4 @@
-"""Constructor argument checks shared by the modules, with messages in the user's terms."""
+"""Argument checks shared by the modules and the fused recurrent cells, with messages in the user's terms."""
 
 from __future__ import annotations
 
@@ -57,3 +57,26 @@ def impl(who: str, value):
     if value is not None and value not in IMPLS:
         raise ValueError(f"{who}: impl must be None or one of {IMPLS}, got {value!r}")
     return value
+
+
+def gate_hidden_size(who: str, gates: np.ndarray, blocks: tuple[str, ...], states: dict[str, np.ndarray]) -> int:
+    """H of a fused recurrent cell's arguments, after checking them: gates (B, k·H) in the k column blocks
+    named by `blocks` (("i", "f", "g", "o") for the LSTM), and each of `states` {name: array} (B, H) of
+    gates' dtype. The errors name `who`, the function the user called."""
+    k = len(blocks)
+    if gates.ndim != 2 or gates.shape[1] % k != 0:
+        raise ValueError(
+            f"{who}: gates must be 2-D, (batch, {k}·hidden_size) in blocks [{'; '.join(blocks)}], "
+            f"got shape {gates.shape}"
+        )
+    B, H = gates.shape[0], gates.shape[1] // k
+    together = "both" if len(states) == 1 else "all"
+    for name, state in states.items():
+        if state.shape != (B, H):
+            raise ValueError(
+                f"{who}: {name} must have shape (batch, hidden_size) = {(B, H)} to match gates of shape "
+                f"{gates.shape}, got {state.shape}"
+            )
+        if state.dtype != gates.dtype:
+            raise TypeError(f"{who}: gates are {gates.dtype} but {name} is {state.dtype}; use one dtype for {together}")
+    return H

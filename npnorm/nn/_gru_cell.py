@@ -52,24 +52,9 @@ from ..autograd import Function
 from ..functional import as_tensor
 from ..ops import sigmoid_array
 from ..tensor import Tensor
+from ._checks import gate_hidden_size
 
 _WHO = "gru_cell_output"
-
-
-def _hidden_size(gates: np.ndarray, n_x: np.ndarray, n_h: np.ndarray, h: np.ndarray) -> int:
-    """H, after checking gates (B, 2H) and n_x, n_h, h (B, H), all of gates' dtype."""
-    if gates.ndim != 2 or gates.shape[1] % 2 != 0:
-        raise ValueError(f"{_WHO}: gates must be 2-D, (batch, 2·hidden_size) in blocks [r; z], got shape {gates.shape}")
-    B, H = gates.shape[0], gates.shape[1] // 2
-    for name, a in (("n_x", n_x), ("n_h", n_h), ("h", h)):
-        if a.shape != (B, H):
-            raise ValueError(
-                f"{_WHO}: {name} must have shape (batch, hidden_size) = {(B, H)} to match gates of shape "
-                f"{gates.shape}, got {a.shape}"
-            )
-        if a.dtype != gates.dtype:
-            raise TypeError(f"{_WHO}: gates are {gates.dtype} but {name} is {a.dtype}; use one dtype for all")
-    return H
 
 
 class GRUCellOutput(Function):
@@ -80,7 +65,7 @@ class GRUCellOutput(Function):
 
     @staticmethod
     def forward(ctx, gates, n_x, n_h, h, *, z_keeps_old):
-        H = _hidden_size(gates, n_x, n_h, h)
+        H = gate_hidden_size(_WHO, gates, ("r", "z"), {"n_x": n_x, "n_h": n_h, "h": h})
         rz = sigmoid_array(gates)  # (B, 2H): σ(r), σ(z) in one pass, the blocks being adjacent
         r, z = rz[:, :H], rz[:, H:]  # (B, H) each
         n = r * n_h  # (B, H)

@@ -61,23 +61,9 @@ from ..autograd import Function
 from ..functional import as_tensor
 from ..ops import sigmoid_array
 from ..tensor import Tensor
+from ._checks import gate_hidden_size
 
-
-def _hidden_size(who: str, gates: np.ndarray, state: np.ndarray, name: str) -> int:
-    """H, after checking gates (B, 4H) and `state` (B, H) of gates' dtype; errors name the function."""
-    if gates.ndim != 2 or gates.shape[1] % 4 != 0:
-        raise ValueError(
-            f"{who}: gates must be 2-D, (batch, 4·hidden_size) in blocks [i; f; g; o], got shape {gates.shape}"
-        )
-    B, H = gates.shape[0], gates.shape[1] // 4
-    if state.shape != (B, H):
-        raise ValueError(
-            f"{who}: {name} must have shape (batch, hidden_size) = {(B, H)} to match gates of shape "
-            f"{gates.shape}, got {state.shape}"
-        )
-    if state.dtype != gates.dtype:
-        raise TypeError(f"{who}: gates are {gates.dtype} but {name} is {state.dtype}; use one dtype for both")
-    return H
+_BLOCKS = ("i", "f", "g", "o")  # the gates' column blocks, PyTorch's order
 
 
 class LSTMCellState(Function):
@@ -88,7 +74,7 @@ class LSTMCellState(Function):
 
     @staticmethod
     def forward(ctx, gates, c):
-        H = _hidden_size("lstm_cell_state", gates, c, "c")
+        H = gate_hidden_size("lstm_cell_state", gates, _BLOCKS, {"c": c})
         sif = sigmoid_array(gates[:, : 2 * H])  # (B, 2H): σ(i), σ(f) in one pass, the blocks being adjacent
         si, sf = sif[:, :H], sif[:, H:]  # (B, H) each
         tg = np.tanh(gates[:, 2 * H : 3 * H])  # (B, H) tanh(g)
@@ -129,7 +115,7 @@ class LSTMCellOutput(Function):
 
     @staticmethod
     def forward(ctx, gates, s):
-        H = _hidden_size("lstm_cell_output", gates, s, "s")
+        H = gate_hidden_size("lstm_cell_output", gates, _BLOCKS, {"s": s})
         so = sigmoid_array(gates[:, 3 * H :])  # (B, H) σ(o)
         ts = np.tanh(s)  # (B, H) tanh(s)
         ctx.save_for_backward(so, ts)
