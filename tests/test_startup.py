@@ -192,6 +192,81 @@ def test_warmup_in_several_processes_then_a_fresh_process_compiles_nothing(tmp_p
     assert stats["own_code"], stats
 
 
+# Run twice in fresh interpreters sharing one NUMBA_CACHE_DIR: the first compiles, the second loads. Serial and
+# parallel LayerNorm and RMSNorm, float64, forward and backward; then a user's own numba function that needs the
+# registries (a dict, hash, np.dot) compiles in the same process.
+_LOADED_PROBE = """
+import hashlib, json, sys
+import numpy as np
+import npnorm
+from npnorm import functional as F
+from npnorm.kernels import _jit, layer_norm, rms_norm
+
+rng = np.random.default_rng(0)
+digest = hashlib.sha256()
+for shape in [(8, 16), (512, 1024)]:  # below and above _jit.SERIAL_BELOW
+    x = npnorm.Tensor(rng.standard_normal(shape), requires_grad=True)
+    w = npnorm.Tensor(rng.standard_normal(shape[1]), requires_grad=True)
+    for y in (F.layer_norm(x, shape[1], w, w, impl="numba"), F.rms_norm(x, shape[1], w, impl="numba")):
+        y.backward(np.cos(y.data))
+        for array in (y.data, x.grad, w.grad):
+            digest.update(array.tobytes())
+        x.grad = w.grad = None
+dispatchers = [_jit._launcher] + [d for k in (layer_norm, rms_norm) for v in vars(k).values()
+                                  if isinstance(v, _jit.ChunkedKernel) for d in v.dispatchers]
+hits = sum(sum(d.stats.cache_hits.values()) for d in dispatchers)
+misses = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
+registries = "numba.np.arraymath" in sys.modules
+
+import numba
+
+@numba.njit
+def users_own(a):
+    table = {1.5: a}
+    return np.dot(a, a) + hash(1.5) + table[1.5].sum()
+
+print(json.dumps({"digest": digest.hexdigest(), "hits": hits, "misses": misses, "registries": registries,
+                  "users_own": float(users_own(np.arange(3.0)))}))
+"""
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled kernels to cache")
+def test_kernels_load_from_the_cache_without_numbas_registries_and_give_the_same_bits(tmp_path):
+    """Loading from the cache skips numba's refresh of its registries (kernels/_jit.py, "_prepare_to_run_cached_code"):
+    the loaded kernels must run, give the bits the compiled ones gave, and leave numba able to compile user code."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", _LOADED_PROBE], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    compiled, loaded = runs
+    assert compiled["misses"] > 0 and compiled["registries"], compiled
+    assert loaded["hits"] > 0 and loaded["misses"] == 0, loaded
+    assert not loaded["registries"], "loading from the cache refreshed numba's registries"
+    assert loaded["digest"] == compiled["digest"]
+    expected = 5.0 + hash(1.5) + 3.0
+    assert compiled["users_own"] == loaded["users_own"] == expected
+
+
+def test_cache_loads_as_numba_does_where_numbas_cache_lacks_what_the_shortcut_needs(monkeypatch):
+    pytest.importorskip("numba")
+    from numba.core.caching import FunctionCache
+
+    from npnorm.kernels import _jit
+
+    owner = next(c for c in FunctionCache.__mro__ if "_guard_against_spurious_io_errors" in vars(c))
+    _jit._stamped_cache_class.cache_clear()
+    try:
+        assert _jit._stamped_cache_class().load_overload is _jit._load_overload_without_refresh
+        _jit._stamped_cache_class.cache_clear()
+        monkeypatch.delattr(owner, "_guard_against_spurious_io_errors")
+        assert _jit._stamped_cache_class().load_overload is FunctionCache.load_overload
+    finally:
+        monkeypatch.undo()
+        _jit._stamped_cache_class.cache_clear()
+
+
 def test_warmup_names_every_norm_the_optimizer_and_both_variants():
     result = warmup.warmup(dtypes=("float32",), progress=None)
     norms = {"layer_norm", "ada_norm", "rms_norm", "batch_norm", "group_norm", "weight_norm"}
