@@ -267,6 +267,22 @@ def test_cache_loads_as_numba_does_where_numbas_cache_lacks_what_the_shortcut_ne
         _jit._stamped_cache_class.cache_clear()
 
 
+def test_cache_load_refreshes_as_numba_does_where_numbas_runtime_module_has_moved(monkeypatch):
+    pytest.importorskip("numba")
+    from npnorm.kernels import _jit
+
+    class Context:
+        refreshed = 0
+
+        def refresh(self):
+            self.refreshed += 1
+
+    context = Context()
+    monkeypatch.setitem(sys.modules, "numba.core.runtime", None)  # `from numba.core.runtime import ...` fails
+    _jit._prepare_to_run_cached_code(context)
+    assert context.refreshed == 1
+
+
 def test_warmup_names_every_norm_the_optimizer_and_both_variants():
     result = warmup.warmup(dtypes=("float32",), progress=None)
     norms = {"layer_norm", "ada_norm", "rms_norm", "batch_norm", "group_norm", "weight_norm"}

@@ -306,11 +306,14 @@ def _prepare_to_run_cached_code(target_context) -> None:
     among the registries only ``numba.cpython.hashing`` does (Python's hash secrets). Threads for parallel
     code are started by the loaded code's own initialisers, as before. Anything numba compiles later still
     refreshes first (its compiler does so itself), so nothing is lost, only deferred to a process that
-    compiles.
+    compiles. Should either module have moved in a later numba, the load refreshes as numba's own does.
     """
-    import numba.cpython.hashing  # noqa: F401  (publishes _numba_hashsecret_* to LLVM)
-    from numba.core.runtime import rtsys
-
+    try:
+        import numba.cpython.hashing  # noqa: F401  (publishes _numba_hashsecret_* to LLVM)
+        from numba.core.runtime import rtsys
+    except ImportError:
+        target_context.refresh()
+        return
     rtsys.initialize(target_context)
 
 
