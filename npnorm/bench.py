@@ -842,6 +842,7 @@ def metadata(impls: list[str], copy: dict, competing: dict, engine_threads: dict
     import numba
 
     from . import __version__, kernels
+    from ._machine import machine_description
     from ._threads import openmp_spin_setting
     from .norms import _dispatch
 
@@ -855,6 +856,7 @@ def metadata(impls: list[str], copy: dict, competing: dict, engine_threads: dict
         "numba_kernels": kernels.load("layer_norm") is not None,
         "blas_threads": blas_threads(),
         "cpu_count": os.cpu_count(),
+        "machine": machine_description(),
         **competing,
         "dtype": np.dtype(DTYPE).name,
         **copy,
@@ -1050,6 +1052,8 @@ def format_table(result: dict) -> str:
     if meta["blas_threads"] is not None:
         threads += f", BLAS {meta['blas_threads']} threads"
     lines = [f"npnorm bench: {meta['dtype']}, numpy {meta['numpy']}, {threads}, {meta['cpu_count']} CPUs"]
+    if meta.get("machine"):  # a result saved before the machine was recorded has none
+        lines.append(f"machine: {meta['machine']}")
     if meta["numba_threading_layer"] == "omp":
         lines.append(f"OpenMP idle spinning: {meta['openmp_spin']}")
     if "copy_gbps" in meta:

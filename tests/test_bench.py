@@ -114,6 +114,10 @@ def test_metadata(quick_run):
     for key in ("numpy", "numba", "numba_threads", "cpu_count", "copy_gbps", "copy_1thread_gbps", "copy_new_gbps"):
         assert meta[key], key
     assert meta["dtype"] == "float32"
+    from npnorm._machine import machine_description
+
+    assert meta["machine"] == machine_description()  # CPU and BLAS kernels: runs on two hosts differ
+    assert f"machine: {meta['machine']}" in bench.format_table(result).splitlines()[1]
     assert meta["copy_gbps"] == max(meta["copy_1thread_gbps"], meta["copy_threaded_gbps"])
     low, high = meta["copy_rows_gbps"]
     assert 0 < low <= high and math.isfinite(high)

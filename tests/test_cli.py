@@ -240,7 +240,7 @@ def test_reproduce_quick_writes_results_and_plots(tmp_path, capsys):
     assert main(["reproduce", "--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "results.md").read_text()
     assert "npnorm reproduce --quick" in text
-    from npnorm.experiments.reproduce import machine_description
+    from npnorm._machine import machine_description
 
     assert f"Machine: {machine_description()}." in text  # the CPU and BLAS kernels, which set the last bits
     for name in ("batch_size", "recurrent", "variants"):
@@ -252,12 +252,12 @@ def test_machine_description_names_numpys_blas_without_threadpoolctl(monkeypatch
 
     import numpy as np
 
-    from npnorm.experiments import reproduce
+    from npnorm import _machine
 
     expected = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails: the fallback reads NumPy's build info
-    assert reproduce._blas().startswith(expected)
-    described = reproduce.machine_description()
+    assert _machine._blas().startswith(expected)
+    described = _machine.machine_description()
     assert f"BLAS {expected}" in described and described.split(",")[0].strip()
 
 

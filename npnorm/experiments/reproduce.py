@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from .. import __version__
+from .._machine import machine_description
 from ..plots import plot_batch_size, plot_variants
 from .mlp import run_batch_size
 from .recurrent import LABELS as RNN_LABELS
@@ -85,47 +86,6 @@ def _write_atomically(path: str, text: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------- rendering
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def _blas() -> str:
-    """The BLAS NumPy runs, with the kernels it picked for this CPU where threadpoolctl can tell: an OpenBLAS
-    built for many CPUs chooses its kernels at start-up (e.g. "Haswell" or "SkylakeX"), and they round
-    differently."""
-    try:
-        from threadpoolctl import threadpool_info
-
-        blas = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
-        # SciPy may bring a BLAS of its own; NumPy's (in numpy.libs/ for a wheel) does our products
-        ours = [lib for lib in blas if "numpy" in os.path.basename(os.path.dirname(lib.get("filepath", "")))]
-        if ours or blas:
-            lib = (ours or blas)[0]
-            name = f"{lib.get('internal_api', 'BLAS')} {lib.get('version') or ''}".strip()
-            arch = lib.get("architecture")
-            return f"{name} ({arch} kernels)" if arch else name
-    except Exception:  # threadpoolctl is optional (scikit-learn brings it); any failure: fall back below
-        pass
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return f"{blas['name']} {blas.get('version', '')}".strip()
-    except Exception:  # an internal layout of NumPy's build information
-        return "unknown BLAS"
-
-
-def machine_description() -> str:
-    """CPU and BLAS: what, besides the code and the seeds, sets a trained model's last bits."""
-    return f"{_cpu_model()}, {platform.machine()}; BLAS {_blas()}"
 
 
 def render(results: dict, seconds: dict, *, quick: bool, command: str) -> str:
