@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _cell_helpers import randomize, within_ulps
+from _cell_helpers import outputs_and_grads, random_cell, within_ulps
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -171,12 +171,9 @@ def test_equals_unfused_composition_property(B, H, scale, seed, dtype, z_keeps_o
 @pytest.mark.parametrize("layer_norm", [False, True], ids=["pytorch", "ln"])
 def test_gru_cell_equals_unfused_step(layer_norm, rng):
     # The model-level check: nn.GRUCell (now fused) against its former step, written with the composition.
-    IN, H, B = 3, 4, 2
-    cell = nn.GRUCell(IN, H, layer_norm=layer_norm, dtype=np.float64, rng=0)
-    randomize(cell, rng)  # away from the initial values, so that every parameter matters
-    x = npnorm.tensor(rng.standard_normal((B, IN)))
-    h = npnorm.tensor(rng.standard_normal((B, H)), requires_grad=True)
-    dh = rng.standard_normal((B, H))
+    cell, x, (h,) = random_cell(nn.GRUCell, layer_norm, rng, states=1)  # parameters randomized: all matter
+    H = cell.hidden_size
+    dh = rng.standard_normal(h.shape)
     params = [h, *cell.parameters()]
     assert len(params) == (11 if layer_norm else 5)
 
@@ -195,13 +192,7 @@ def test_gru_cell_equals_unfused_step(layer_norm, rng):
         n = F.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
         return (1 - z) * n + z * h
 
-    results = []
-    for step in (cell, unfused):
-        for p in params:
-            p.grad = None
-        h_new = step(x, h)
-        h_new.backward(dh)
-        results.append([h_new.data, *(p.grad for p in params)])
+    results = [outputs_and_grads(step, (x, h), params, (dh,)) for step in (cell, unfused)]
     for a, e in zip(*results):
         assert a is not None and e is not None
         np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-14)

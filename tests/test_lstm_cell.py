@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _cell_helpers import randomize, within_ulps
+from _cell_helpers import outputs_and_grads, random_cell, within_ulps
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -143,13 +143,8 @@ def test_equals_unfused_composition_property(B, H, scale, seed, dtype):
 @pytest.mark.parametrize("layer_norm", [False, True], ids=["pytorch", "ln"])
 def test_lstm_cell_equals_unfused_step(layer_norm, rng):
     # The model-level check: LSTMCell (now fused) against its former step, written with the composition.
-    IN, H, B = 3, 4, 2
-    cell = nn.LSTMCell(IN, H, layer_norm=layer_norm, dtype=np.float64, rng=0)
-    randomize(cell, rng)  # away from the initial values, so that every parameter matters
-    x = npnorm.tensor(rng.standard_normal((B, IN)))
-    h = npnorm.tensor(rng.standard_normal((B, H)), requires_grad=True)
-    c = npnorm.tensor(rng.standard_normal((B, H)), requires_grad=True)
-    dh, dc = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    cell, x, (h, c) = random_cell(nn.LSTMCell, layer_norm, rng, states=2)  # parameters randomized: all matter
+    dh, dc = rng.standard_normal(h.shape), rng.standard_normal(c.shape)
     params = [h, c, *cell.parameters()]
 
     def unfused(x, h, c):
@@ -160,13 +155,9 @@ def test_lstm_cell_equals_unfused_step(layer_norm, rng):
         c_new = state_composed(gates, c)
         return output_composed(gates, cell.ln_cell(c_new) if layer_norm else c_new), c_new
 
-    results = []
-    for step in (lambda x, h, c: cell(x, (h, c)), unfused):
-        for p in params:
-            p.grad = None
-        h_new, c_new = step(x, h, c)
-        ((h_new * npnorm.Tensor(dh)).sum() + (c_new * npnorm.Tensor(dc)).sum()).backward()
-        results.append([h_new.data, c_new.data, *(p.grad for p in params)])
+    results = [
+        outputs_and_grads(step, (x, h, c), params, (dh, dc)) for step in (lambda x, h, c: cell(x, (h, c)), unfused)
+    ]
     for a, e in zip(*results):
         np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-14)
 
