@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from npnorm import bench, bench_targets
-from npnorm.bench_targets import TARGETS, format_verdicts, verdicts
+from npnorm import bench
+from npnorm.bench import targets as bench_targets
+from npnorm.bench.targets import TARGETS, format_verdicts, verdicts
 
 BIG_SHAPES = [(8192, 1024), (32768, 256), (1024, 4096)]
 

@@ -333,7 +333,7 @@ def test_bench_cold_compile_row_is_the_median_of_runs_each_into_a_new_empty_cach
         calls.append((script, cache, cache is not None and not os.listdir(cache)))
         return float(len(calls))
 
-    monkeypatch.setattr(bench, "_seconds_in_fresh_process", fake_seconds)
+    monkeypatch.setattr(bench.startup, "_seconds_in_fresh_process", fake_seconds)  # the module that calls it
     records = bench.measure_startup(cold=True)
     cold = [c for c in calls if c[0] == bench.STARTUP["cold_compile"][1]]
     assert len(cold) == bench.COLD_RUNS >= 3
