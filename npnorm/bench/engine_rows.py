@@ -28,7 +28,7 @@ ENGINE_LR = 1e-3
 
 @dataclass(frozen=True)
 class EngineCase:
-    """One engine workload, written once with npnorm and once with torch (see "Engine rows" in the package docstring)."""
+    """One engine workload, written once with npnorm and once with torch ("Engine rows" in the package docstring)."""
 
     label: str  # the table's first column
     what: str  # one line for the footnotes and the JSON
@@ -85,6 +85,20 @@ def _copy_into_torch(torch_module, state: dict[str, np.ndarray]) -> None:
     torch_module.load_state_dict({name: torch.from_numpy(array) for name, array in state.items()})
 
 
+def _training_step(optimizer, loss_of: Callable[[], object]) -> Callable[[], object]:
+    """One training step as a loop runs it, for npnorm and torch alike (same API): zero_grad, the loss of the
+    forward, backward, the optimizer's step; returns the loss."""
+
+    def step():
+        optimizer.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
 def mlp_step_runners(with_torch: bool, seed: int = 0) -> dict[str, Callable[[], object]]:
     """One training step of the LayerNorm MLP, in npnorm and (with_torch) in torch; each returns its loss.
 
@@ -112,14 +126,7 @@ def mlp_step_runners(with_torch: bool, seed: int = 0) -> dict[str, Callable[[], 
     optimizer = optim.Adam(model.parameters(), lr=ENGINE_LR)
     x_t = npnorm.Tensor(x)
 
-    def npnorm_step():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x_t), target)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    runners = {"npnorm": npnorm_step}
+    runners = {"npnorm": _training_step(optimizer, lambda: F.cross_entropy(model(x_t), target))}
     if not with_torch:
         return runners
 
@@ -140,14 +147,7 @@ def mlp_step_runners(with_torch: bool, seed: int = 0) -> dict[str, Callable[[], 
     t_optimizer = torch.optim.Adam(t_model.parameters(), lr=ENGINE_LR)
     t_x, t_target = torch.from_numpy(x), torch.from_numpy(target)
 
-    def torch_step():
-        t_optimizer.zero_grad()
-        loss = tF.cross_entropy(t_model(t_x), t_target)
-        loss.backward()
-        t_optimizer.step()
-        return loss
-
-    runners["torch"] = torch_step
+    runners["torch"] = _training_step(t_optimizer, lambda: tF.cross_entropy(t_model(t_x), t_target))
     return runners
 
 
@@ -204,15 +204,11 @@ def ln_lstm_step_runners(with_torch: bool, seed: int = 0) -> dict[str, Callable[
     optimizer = optim.Adam([*lstm.parameters(), *head.parameters()], lr=ENGINE_LR)
     x_t = npnorm.Tensor(x)
 
-    def npnorm_step():
-        optimizer.zero_grad()
+    def npnorm_loss():
         _, (h_n, _) = lstm(x_t)  # h_n (1, B, H)
-        loss = F.cross_entropy(head(h_n[0]), target)
-        loss.backward()
-        optimizer.step()
-        return loss
+        return F.cross_entropy(head(h_n[0]), target)
 
-    runners = {"npnorm": npnorm_step}
+    runners = {"npnorm": _training_step(optimizer, npnorm_loss)}
     if not with_torch:
         return runners
 
@@ -236,15 +232,11 @@ def ln_lstm_step_runners(with_torch: bool, seed: int = 0) -> dict[str, Callable[
     t_optimizer = torch.optim.Adam([*t_lstm.parameters(), *t_head.parameters()], lr=ENGINE_LR)
     t_x, t_target = torch.from_numpy(x), torch.from_numpy(target)
 
-    def torch_step():
-        t_optimizer.zero_grad()
+    def torch_loss():
         _, (h_n, _) = t_lstm(t_x)
-        loss = tF.cross_entropy(t_head(h_n[0]), t_target)
-        loss.backward()
-        t_optimizer.step()
-        return loss
+        return tF.cross_entropy(t_head(h_n[0]), t_target)
 
-    runners["torch"] = torch_step
+    runners["torch"] = _training_step(t_optimizer, torch_loss)
     return runners
 
 
