@@ -177,7 +177,7 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # pauses it, measured 6 December on 2 cores, two runs each: layer_norm 4.91-4.93 (with the forward's
 # four-row kernel for wide rows) + group_norm 2.06-2.09, batch_norm 4.52-4.65, rms_norm 3.12-3.13, ada_norm
 # 0.88-0.89, weight_norm 0.81-0.82, adam 0.18-0.19. (Earlier, before every kernel shared one launcher and
-# absent parameters became flags, the same compiled in 44-69 s: the history is in docs/performance.md.)
+# absent parameters became flags, the same compiled in 44-69 s: the history is in docs/performance-history.md.)
 UNITS: tuple[tuple[tuple[str, ...], float], ...] = (
     (("layer_norm", "group_norm"), 7.0),
     (("batch_norm",), 4.6),
