@@ -143,8 +143,22 @@ def _adam(x):
     optim.Adam([p]).step()
 
 
-# Every part of npnorm that has kernels: the norms, and the optimizer's update (the name says "norms"
-# because they are nearly all of it).
+def _lstm_cell(x):
+    """The fused LSTM cell's two backward kernels (kernels/lstm_cell.py): serial, one specialisation per dtype.
+
+    Both Functions forward and backward on gates (N, 64) and a state (N, 16) from x's values.
+    """
+    from .nn._lstm_cell import lstm_cell_output, lstm_cell_state
+    from .tensor import Tensor
+
+    gates = Tensor(x, requires_grad=True)  # (N, 4H), H = 16
+    c = Tensor(np.ascontiguousarray(x[:, : H // 4]), requires_grad=True)  # (N, H)
+    c_new = lstm_cell_state(gates, c)
+    lstm_cell_output(gates, c_new).backward(np.ones_like(c.data))
+
+
+# Every part of npnorm that has kernels: the norms, the fused LSTM cell's backward and the optimizer's update
+# (the name says "norms" because they are nearly all of it).
 NORMS: dict[str, Callable[[np.ndarray], None]] = {
     "layer_norm": _layer_norm,
     "ada_norm": _ada_norm,
@@ -152,6 +166,7 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
     "batch_norm": _batch_norm,
     "group_norm": _group_norm,
     "weight_norm": _weight_norm,
+    "lstm_cell": _lstm_cell,
     "adam": _adam,
 }
 
@@ -178,12 +193,15 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # four-row kernel for wide rows) + group_norm 2.06-2.09, batch_norm 4.52-4.65, rms_norm 3.12-3.13, ada_norm
 # 0.88-0.89, weight_norm 0.81-0.82, adam 0.18-0.19. (Earlier, before every kernel shared one launcher and
 # absent parameters became flags, the same compiled in 44-69 s: the history is in docs/performance-history.md.)
+# lstm_cell (its two backward kernels, added 7 December) was measured on the slower host of that day, against
+# weight_norm in the same processes: 1.20-1.31 s against 1.60-1.66 s, so 0.82 · 1.25 / 1.62 ≈ 0.63 here.
 UNITS: tuple[tuple[tuple[str, ...], float], ...] = (
     (("layer_norm", "group_norm"), 7.0),
     (("batch_norm",), 4.6),
     (("rms_norm",), 3.1),
     (("ada_norm",), 0.88),
     (("weight_norm",), 0.82),
+    (("lstm_cell",), 0.63),
     (("adam",), 0.19),
 )
 
@@ -193,12 +211,12 @@ def plan(processes: int) -> list[list[str]]:
 
     Longest processing time first: the units, heaviest first, each go to the process with the least
     work so far (the first such process on a tie). Every process gets at least one unit, so at most
-    ``len(UNITS)`` lists come back. Two processes get (LayerNorm, GroupNorm, AdaNorm, Adam) and (BatchNorm,
-    RMSNorm, weight norm), 8.1 and 8.5 s by the weights. Measured on 2 cores, four runs each: 8.97-9.28 s
-    with numba's start-up and the two processes slowing each other, against 9.35-9.63 s for the split
-    measured best before the forward's four-row kernel (weight norm with LayerNorm's share). Three get
-    LayerNorm and GroupNorm (7.0 s), BatchNorm and Adam, RMSNorm and the rest; more cannot beat the largest
-    unit.
+    ``len(UNITS)`` lists come back. Two processes get (LayerNorm, GroupNorm, AdaNorm, the LSTM cell, Adam) and
+    (BatchNorm, RMSNorm, weight norm), 8.7 and 8.5 s by the weights. Measured on 2 cores before the LSTM cell
+    had kernels, four runs each: 8.97-9.28 s with numba's start-up and the two processes slowing each other,
+    against 9.35-9.63 s for the split measured best before the forward's four-row kernel (weight norm with
+    LayerNorm's share). Three get LayerNorm and GroupNorm (7.0 s), BatchNorm and the LSTM cell, RMSNorm and
+    the rest; more cannot beat the largest unit.
     """
     if processes < 1:
         raise ValueError(f"warmup: processes must be >= 1, got {processes}")

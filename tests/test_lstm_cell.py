@@ -11,6 +11,7 @@ And at the model level: an LSTMCell (plain and LN) equals a step written with th
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,7 +24,9 @@ from scipy import special
 import npnorm
 import npnorm.functional as F
 from npnorm import nn
+from npnorm.nn import _lstm_cell as cell_module
 from npnorm.nn._lstm_cell import LSTMCellOutput, LSTMCellState, lstm_cell_output, lstm_cell_state
+from npnorm.ops import sigmoid_array
 
 SHAPES = [(1, 1), (1, 3), (4, 1), (2, 3), (3, 5)]  # (B, H); gates are (B, 4H)
 
@@ -261,6 +264,109 @@ def test_saturated_gates_are_exact_limits():
     c_new = lstm_cell_state(gates, c)
     np.testing.assert_array_equal(c_new.data, [[0.25]])
     np.testing.assert_array_equal(lstm_cell_output(gates, c_new).data, np.tanh([[0.25]]))
+
+
+# --------------------------------------------------------------- the Numba kernels and their NumPy twins
+
+needs_kernels = pytest.mark.skipif(
+    cell_module._kernels() is None, reason="no compiled kernels (numba missing or NUMBA_DISABLE_JIT)"
+)
+NEEDS = [(True, True), (True, False), (False, True), (False, False)]
+
+
+def same_bits(actual, expected, what):
+    assert (actual is None) == (expected is None), what
+    if actual is not None:
+        assert actual.dtype == expected.dtype and actual.shape == expected.shape, what
+        np.testing.assert_array_equal(actual.view(f"u{actual.itemsize}"), expected.view(f"u{expected.itemsize}"), what)
+
+
+@needs_kernels
+@given(
+    B=st.integers(0, 9),
+    H=st.integers(0, 40),
+    scale=st.sampled_from([0.1, 1.0, 5.0, 30.0, 100.0]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    needs=st.sampled_from(NEEDS),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_kernels_give_the_twins_bits(B, H, scale, dtype, needs, seed):
+    # kernels/lstm_cell.py against _state_backward_numpy and _output_backward_numpy: the same operations in
+    # the same order, bit for bit (signed zeros included), for every combination of wanted gradients; the
+    # gates reach both saturations (σ = 0 or 1 exactly, tanh = ±1).
+    rng = np.random.default_rng(seed)
+    gates = (scale * rng.standard_normal((B, 4 * H))).astype(dtype)
+    c = rng.standard_normal((B, H)).astype(dtype)
+    grad = rng.standard_normal((B, H)).astype(dtype)
+    sif, tg = sigmoid_array(gates[:, : 2 * H]), np.tanh(gates[:, 2 * H : 3 * H])  # as the forward saves them
+    so, ts = sigmoid_array(gates[:, 3 * H :]), np.tanh(c)
+    kern = cell_module._kernels()
+    need_gates, need_other = needs
+
+    def outputs():
+        return (np.empty((B, 4 * H), dtype) if need_gates else None, np.empty((B, H), dtype) if need_other else None)
+
+    dgates, dc = outputs()
+    kern.lstm_cell_state_backward(dgates, dc, grad, sif, tg, c)
+    expected = cell_module._state_backward_numpy(grad, sif, tg, c, need_gates, need_other)
+    for a, e, what in zip((dgates, dc), expected, ("state dgates", "dc")):
+        same_bits(a, e, what)
+    dgates, ds = outputs()
+    kern.lstm_cell_output_backward(dgates, ds, grad, so, ts)
+    expected = cell_module._output_backward_numpy(grad, so, ts, need_gates, need_other)
+    for a, e, what in zip((dgates, ds), expected, ("output dgates", "ds")):
+        same_bits(a, e, what)
+
+
+@needs_kernels
+def test_an_lstm_runs_its_cell_backward_through_the_kernels(monkeypatch, rng):
+    # The speed-up is real only if the model's backward reaches the kernels: 2 calls per step and layer, also
+    # where the gradient arrives as a broadcast view (the backward of .sum()).
+    kern = cell_module._kernels()
+    calls = []
+
+    def counted(fn):
+        return lambda *args: calls.append(fn.__name__) or fn(*args)
+
+    spy = SimpleNamespace(
+        lstm_cell_state_backward=counted(kern.lstm_cell_state_backward),
+        lstm_cell_output_backward=counted(kern.lstm_cell_output_backward),
+    )
+    monkeypatch.setattr(cell_module, "_kernels", lambda: spy)
+    T, B = 5, 3
+    lstm = nn.LSTM(4, 6, layer_norm=True, dtype=np.float32, rng=rng)
+    x = npnorm.tensor(rng.standard_normal((T, B, 4)), dtype=np.float32)
+    out, _ = lstm(x)
+    out.sum().backward()
+    assert sorted(calls) == sorted(["lstm_cell_state_backward", "lstm_cell_output_backward"] * T)
+
+
+@pytest.mark.parametrize("variant", ["contiguous", "strided", "read-only", "float64 gradient"])
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_kernels_and_twins_give_the_same_gradients_through_the_functions(name, variant, monkeypatch, rng):
+    # Through the Functions, with the kernels (where numba runs them) and with the twins: the same bits. A
+    # strided gradient is copied into a contiguous one first; one the kernels do not take (read-only, of another
+    # dtype) goes to the twins, and the float64 one is promoted as NumPy promotes it.
+    fused = FUNCTIONS[name][0]
+    B, H = 3, 5
+    gates_np = (3 * rng.standard_normal((B, 4 * H))).astype(np.float32)
+    other_np = rng.standard_normal((B, H)).astype(np.float32)
+    dout = rng.standard_normal((B, H)).astype(np.float32)
+    if variant == "strided":
+        dout = np.repeat(dout, 2, axis=1)[:, ::2]  # the same values, every other column of a wider array
+    elif variant == "read-only":
+        dout.flags.writeable = False
+    elif variant == "float64 gradient":
+        dout = dout.astype(np.float64)
+    results = []
+    for kernels_on in (True, False):
+        if not kernels_on:
+            monkeypatch.setattr(cell_module, "_kernels", lambda: None)
+        gates = npnorm.Tensor(gates_np.copy(), requires_grad=True)
+        other = npnorm.Tensor(other_np.copy(), requires_grad=True)
+        results.append(forward_backward(fused, gates, other, dout))
+    for a, e, what in zip(*results, ("out", "dgates", "d" + FUNCTIONS[name][2])):
+        same_bits(a, e, what)
 
 
 # -------------------------------------------------------------------------------------------- errors
