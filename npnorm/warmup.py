@@ -157,8 +157,19 @@ def _lstm_cell(x):
     lstm_cell_output(gates, c_new).backward(np.ones_like(c.data))
 
 
-# Every part of npnorm that has kernels: the norms, the fused LSTM cell's backward and the optimizer's update
-# (the name says "norms" because they are nearly all of it).
+def _gru_cell(x):
+    """The fused GRU cell's backward kernel (kernels/gru_cell.py): serial, one specialisation per dtype (both
+    conventions for z are a run-time flag). Forward and backward on gates (N, 32) and n_x, n_h, h (N, 16)."""
+    from .nn._gru_cell import gru_cell_output
+    from .tensor import Tensor
+
+    gates = Tensor(np.ascontiguousarray(x[:, : H // 2]), requires_grad=True)  # (N, 2H), H = 16
+    rest = [Tensor(np.ascontiguousarray(x[:, k : k + H // 4]), requires_grad=True) for k in (0, 16, 32)]  # (N, H)
+    gru_cell_output(gates, *rest).backward(np.ones_like(rest[0].data))
+
+
+# Every part of npnorm that has kernels: the norms, the fused LSTM and GRU cells' backward and the optimizer's
+# update (the name says "norms" because they are nearly all of it).
 NORMS: dict[str, Callable[[np.ndarray], None]] = {
     "layer_norm": _layer_norm,
     "ada_norm": _ada_norm,
@@ -167,6 +178,7 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
     "group_norm": _group_norm,
     "weight_norm": _weight_norm,
     "lstm_cell": _lstm_cell,
+    "gru_cell": _gru_cell,
     "adam": _adam,
 }
 
@@ -193,8 +205,9 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # four-row kernel for wide rows) + group_norm 2.06-2.09, batch_norm 4.52-4.65, rms_norm 3.12-3.13, ada_norm
 # 0.88-0.89, weight_norm 0.81-0.82, adam 0.18-0.19. (Earlier, before every kernel shared one launcher and
 # absent parameters became flags, the same compiled in 44-69 s: the history is in docs/performance-history.md.)
-# lstm_cell (its two backward kernels, added 7 December) was measured on the slower host of that day, against
-# weight_norm in the same processes: 1.20-1.31 s against 1.60-1.66 s, so 0.82 · 1.25 / 1.62 ≈ 0.63 here.
+# lstm_cell (its two backward kernels) and gru_cell (one), added 7 December, were measured on the slower host
+# of that day against weight_norm in the same processes: lstm_cell 1.20-1.31 s against 1.60-1.66 s, so
+# 0.82 · 1.25 / 1.62 ≈ 0.63 here; gru_cell 1.40-1.42 s against 1.97-2.21 s (a slower hour), ≈ 0.55.
 UNITS: tuple[tuple[tuple[str, ...], float], ...] = (
     (("layer_norm", "group_norm"), 7.0),
     (("batch_norm",), 4.6),
@@ -202,6 +215,7 @@ UNITS: tuple[tuple[tuple[str, ...], float], ...] = (
     (("ada_norm",), 0.88),
     (("weight_norm",), 0.82),
     (("lstm_cell",), 0.63),
+    (("gru_cell",), 0.55),
     (("adam",), 0.19),
 )
 
@@ -211,12 +225,12 @@ def plan(processes: int) -> list[list[str]]:
 
     Longest processing time first: the units, heaviest first, each go to the process with the least
     work so far (the first such process on a tie). Every process gets at least one unit, so at most
-    ``len(UNITS)`` lists come back. Two processes get (LayerNorm, GroupNorm, AdaNorm, the LSTM cell, Adam) and
-    (BatchNorm, RMSNorm, weight norm), 8.7 and 8.5 s by the weights. Measured on 2 cores before the LSTM cell
-    had kernels, four runs each: 8.97-9.28 s with numba's start-up and the two processes slowing each other,
-    against 9.35-9.63 s for the split measured best before the forward's four-row kernel (weight norm with
-    LayerNorm's share). Three get LayerNorm and GroupNorm (7.0 s), BatchNorm and the LSTM cell, RMSNorm and
-    the rest; more cannot beat the largest unit.
+    ``len(UNITS)`` lists come back. Two processes get (LayerNorm, GroupNorm, AdaNorm, the LSTM and GRU cells)
+    and (BatchNorm, RMSNorm, weight norm, Adam), 9.1 and 8.7 s by the weights. Measured on 2 cores before the
+    cells had kernels, four runs each: 8.97-9.28 s with numba's start-up and the two processes slowing each
+    other, against 9.35-9.63 s for the split measured best before the forward's four-row kernel (weight norm
+    with LayerNorm's share). Three get LayerNorm and GroupNorm (7.0 s), BatchNorm, the LSTM cell and Adam,
+    RMSNorm and the rest; more cannot beat the largest unit.
     """
     if processes < 1:
         raise ValueError(f"warmup: processes must be >= 1, got {processes}")

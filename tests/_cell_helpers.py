@@ -45,3 +45,51 @@ def outputs_and_grads(step, args, params, douts) -> list:
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     sum(((o * npnorm.Tensor(d)).sum() for o, d in zip(outputs, douts, strict=True)), npnorm.tensor(0.0)).backward()
     return [*(o.data for o in outputs), *(p.grad for p in params)]
+
+
+def same_bits(actual, expected, what):
+    """Both None, or arrays of one dtype and shape with the same bits (signed zeros and NaN payloads too)."""
+    assert (actual is None) == (expected is None), what
+    if actual is not None:
+        assert actual.dtype == expected.dtype and actual.shape == expected.shape, what
+        np.testing.assert_array_equal(actual.view(f"u{actual.itemsize}"), expected.view(f"u{expected.itemsize}"), what)
+
+
+def counting_kernels(kern, *names):
+    """A stand-in for a kernels module with the functions `names` of `kern`, and the list their calls append
+    their names to (to check that a model's backward reaches the kernels)."""
+    from types import SimpleNamespace
+
+    calls = []
+
+    def counted(fn):
+        def call(*args):
+            calls.append(fn.__name__)
+            return fn(*args)
+
+        return call
+
+    return SimpleNamespace(**{name: counted(getattr(kern, name)) for name in names}), calls
+
+
+GRADIENT_VARIANTS = ("contiguous", "strided", "read-only", "float64 gradient")
+
+
+def gradient_variant(dout: np.ndarray, variant: str) -> np.ndarray:
+    """`dout` (float32) as one of GRADIENT_VARIANTS: as it is, strided (the same values, every other column of
+    a wider array), read-only, or promoted to float64. The cells' kernels take only the first two (a strided
+    gradient is copied first); the others go to the NumPy twins."""
+    if variant == "strided":
+        return strided(dout)
+    if variant == "read-only":
+        dout = dout.copy()
+        dout.flags.writeable = False
+        return dout
+    if variant == "float64 gradient":
+        return dout.astype(np.float64)
+    return dout
+
+
+def strided(a: np.ndarray) -> np.ndarray:
+    """The values of the 2-D `a` as a strided view: every other column of a twice as wide array."""
+    return np.repeat(a, 2, axis=1)[:, ::2]

@@ -17,7 +17,16 @@ import warnings
 
 import numpy as np
 import pytest
-from _cell_helpers import outputs_and_grads, random_cell, within_ulps
+from _cell_helpers import (
+    GRADIENT_VARIANTS,
+    counting_kernels,
+    gradient_variant,
+    outputs_and_grads,
+    random_cell,
+    same_bits,
+    strided,
+    within_ulps,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -26,7 +35,9 @@ from scipy import special
 import npnorm
 import npnorm.functional as F
 from npnorm import nn
+from npnorm.nn import _gru_cell as cell_module
 from npnorm.nn._gru_cell import GRUCellOutput, gru_cell_output
+from npnorm.ops import sigmoid_array
 
 SHAPES = [(1, 1), (1, 3), (4, 1), (2, 3), (3, 5)]  # (B, H); gates are (B, 2H)
 CONVENTIONS = {"new": False, "old": True}  # id: z_keeps_old (z weighs the new state / keeps the old one)
@@ -322,6 +333,77 @@ def test_saturated_gates_are_exact_limits(r_pre):
         np.testing.assert_array_equal(dn_x, dout * (1 - n * n) if new else 0 * dout)
         np.testing.assert_array_equal(dn_h, dn_x if r_pre > 0 else 0 * dout)  # dn_x ⊙ r
         np.testing.assert_array_equal(dgates, np.zeros((1, 4)))  # r (1 − r) = z (1 − z) = 0
+
+
+# ----------------------------------------------------------------- the Numba kernel and its NumPy twin
+
+needs_kernel = pytest.mark.skipif(
+    cell_module._kernels() is None, reason="no compiled kernels (numba missing or NUMBA_DISABLE_JIT)"
+)
+
+
+@needs_kernel
+@given(
+    B=st.integers(0, 9),
+    H=st.integers(0, 40),
+    scale=st.sampled_from([0.1, 1.0, 5.0, 30.0, 100.0]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    needs=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+    z_keeps_old=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_kernel_gives_the_twins_bits(B, H, scale, dtype, needs, z_keeps_old, seed):
+    # kernels/gru_cell.py against _backward_numpy: the same operations in the same order, bit for bit (signed
+    # zeros included), in both conventions and for every combination of wanted gradients; the gates and the
+    # candidate reach their saturations.
+    rng = np.random.default_rng(seed)
+    gates = (scale * rng.standard_normal((B, 2 * H))).astype(dtype)
+    n_x, n_h, h, grad = (rng.standard_normal((B, H)).astype(dtype) for _ in range(4))
+    rz = sigmoid_array(gates)  # as the forward saves it
+    n = np.tanh(n_x + scale * rz[:, :H] * n_h)
+    outputs = [np.empty((B, 2 * H), dtype) if needs[0] else None]
+    outputs += [np.empty((B, H), dtype) if need else None for need in needs[1:]]
+    cell_module._kernels().gru_cell_backward(*outputs, grad, rz, n, n_h, h, z_keeps_old)
+    expected = cell_module._backward_numpy(grad, rz, n, n_h, h, z_keeps_old, *needs)
+    for a, e, what in zip(outputs, expected, NAMES):
+        same_bits(a, e, "d" + what)
+
+
+@needs_kernel
+@pytest.mark.parametrize("layer_norm", [True, False], ids=["LN-GRU", "GRU"])
+def test_a_gru_runs_its_cell_backward_through_the_kernel(layer_norm, monkeypatch, rng):
+    # Once per step and layer, also for the plain GRU, whose n_h is a column block of its projection (copied
+    # into a contiguous array first).
+    spy, calls = counting_kernels(cell_module._kernels(), "gru_cell_backward")
+    monkeypatch.setattr(cell_module, "_kernels", lambda: spy)
+    T, B = 5, 3
+    gru = nn.GRU(4, 6, layer_norm=layer_norm, dtype=np.float32, rng=rng)
+    out, _ = gru(npnorm.tensor(rng.standard_normal((T, B, 4)), dtype=np.float32))
+    out.sum().backward()
+    assert calls == ["gru_cell_backward"] * T
+
+
+@pytest.mark.parametrize("variant", GRADIENT_VARIANTS)
+@pytest.mark.parametrize("z_keeps_old", CONVENTIONS.values(), ids=CONVENTIONS.keys())
+def test_kernel_and_twin_give_the_same_gradients_through_the_function(z_keeps_old, variant, monkeypatch, rng):
+    # Through the Function, with the kernel (where numba runs it) and with the twin: the same bits. A strided
+    # gradient or input is copied into a contiguous array first; a gradient the kernel does not take
+    # (read-only, of another dtype) goes to the twin, and the float64 one is promoted as NumPy promotes it.
+    B, H = 3, 5
+    arrays = [(2 * rng.standard_normal((B, 2 * H))).astype(np.float32)]
+    arrays += [rng.standard_normal((B, H)).astype(np.float32) for _ in range(3)]
+    dout = rng.standard_normal((B, H)).astype(np.float32)
+    dout = gradient_variant(dout, variant)
+    if variant == "strided":
+        arrays[2] = strided(arrays[2])  # n_h as a column view too
+    results = []
+    for kernel_on in (True, False):
+        if not kernel_on:
+            monkeypatch.setattr(cell_module, "_kernels", lambda: None)
+        inputs = [npnorm.Tensor(a.copy() if a.flags.c_contiguous else a, requires_grad=True) for a in arrays]
+        results.append(forward_backward(gru_cell_output, inputs, dout, z_keeps_old))
+    for a, e, what in zip(*results, ("out", *NAMES)):
+        same_bits(a, e, what)
 
 
 # -------------------------------------------------------------------------------------------- errors

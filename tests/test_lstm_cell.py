@@ -11,11 +11,18 @@ And at the model level: an LSTMCell (plain and LN) equals a step written with th
 from __future__ import annotations
 
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from _cell_helpers import outputs_and_grads, random_cell, within_ulps
+from _cell_helpers import (
+    GRADIENT_VARIANTS,
+    counting_kernels,
+    gradient_variant,
+    outputs_and_grads,
+    random_cell,
+    same_bits,
+    within_ulps,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -274,13 +281,6 @@ needs_kernels = pytest.mark.skipif(
 NEEDS = [(True, True), (True, False), (False, True), (False, False)]
 
 
-def same_bits(actual, expected, what):
-    assert (actual is None) == (expected is None), what
-    if actual is not None:
-        assert actual.dtype == expected.dtype and actual.shape == expected.shape, what
-        np.testing.assert_array_equal(actual.view(f"u{actual.itemsize}"), expected.view(f"u{expected.itemsize}"), what)
-
-
 @needs_kernels
 @given(
     B=st.integers(0, 9),
@@ -322,16 +322,7 @@ def test_kernels_give_the_twins_bits(B, H, scale, dtype, needs, seed):
 def test_an_lstm_runs_its_cell_backward_through_the_kernels(monkeypatch, rng):
     # The speed-up is real only if the model's backward reaches the kernels: 2 calls per step and layer, also
     # where the gradient arrives as a broadcast view (the backward of .sum()).
-    kern = cell_module._kernels()
-    calls = []
-
-    def counted(fn):
-        return lambda *args: calls.append(fn.__name__) or fn(*args)
-
-    spy = SimpleNamespace(
-        lstm_cell_state_backward=counted(kern.lstm_cell_state_backward),
-        lstm_cell_output_backward=counted(kern.lstm_cell_output_backward),
-    )
+    spy, calls = counting_kernels(cell_module._kernels(), "lstm_cell_state_backward", "lstm_cell_output_backward")
     monkeypatch.setattr(cell_module, "_kernels", lambda: spy)
     T, B = 5, 3
     lstm = nn.LSTM(4, 6, layer_norm=True, dtype=np.float32, rng=rng)
@@ -341,7 +332,7 @@ def test_an_lstm_runs_its_cell_backward_through_the_kernels(monkeypatch, rng):
     assert sorted(calls) == sorted(["lstm_cell_state_backward", "lstm_cell_output_backward"] * T)
 
 
-@pytest.mark.parametrize("variant", ["contiguous", "strided", "read-only", "float64 gradient"])
+@pytest.mark.parametrize("variant", GRADIENT_VARIANTS)
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_kernels_and_twins_give_the_same_gradients_through_the_functions(name, variant, monkeypatch, rng):
     # Through the Functions, with the kernels (where numba runs them) and with the twins: the same bits. A
@@ -352,12 +343,7 @@ def test_kernels_and_twins_give_the_same_gradients_through_the_functions(name, v
     gates_np = (3 * rng.standard_normal((B, 4 * H))).astype(np.float32)
     other_np = rng.standard_normal((B, H)).astype(np.float32)
     dout = rng.standard_normal((B, H)).astype(np.float32)
-    if variant == "strided":
-        dout = np.repeat(dout, 2, axis=1)[:, ::2]  # the same values, every other column of a wider array
-    elif variant == "read-only":
-        dout.flags.writeable = False
-    elif variant == "float64 gradient":
-        dout = dout.astype(np.float64)
+    dout = gradient_variant(dout, variant)
     results = []
     for kernels_on in (True, False):
         if not kernels_on:

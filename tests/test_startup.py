@@ -24,10 +24,10 @@ HEAVY_MODULES = ["numba", "scipy", "matplotlib", "sklearn", "tqdm", "torch"]
 _CACHE_PROBE = """
 import json
 from npnorm.warmup import warmup
-from npnorm.kernels import _jit, adam, batch_norm, group_norm, layer_norm, lstm_cell, rms_norm
+from npnorm.kernels import _jit, adam, batch_norm, group_norm, gru_cell, layer_norm, lstm_cell, rms_norm
 
 warmup(progress=None, jobs=1)  # in this process, so that its dispatchers count what they load
-cell = [lstm_cell._state_backward, lstm_cell._output_backward]
+cell = [lstm_cell._state_backward, lstm_cell._output_backward, gru_cell._backward]
 dispatchers = [adam._adam_update, _jit._launcher, _jit.add_up_chunks, *cell]
 unreached = [d.py_func.__name__ for d in cell if not d.signatures]  # kernels that the warm-up never ran
 for module in (batch_norm, group_norm, layer_norm, rms_norm):
@@ -74,8 +74,8 @@ def test_warmup_plan_balances_the_processes_by_the_units_weights():
     """Longest processing time first: two processes get the split measured best on 2 cores; more processes
     never finish later, and from three on the heaviest unit alone decides."""
     assert warmup.plan(2) == [
-        ["layer_norm", "group_norm", "ada_norm", "lstm_cell", "adam"],
-        ["batch_norm", "rms_norm", "weight_norm"],
+        ["layer_norm", "group_norm", "ada_norm", "lstm_cell", "gru_cell"],
+        ["batch_norm", "rms_norm", "weight_norm", "adam"],
     ]
     longest = [warmup._longest(warmup.plan(k)) for k in range(1, 9)]
     assert longest[0] == pytest.approx(sum(seconds for _, seconds in warmup.UNITS))
@@ -287,7 +287,7 @@ def test_cache_load_refreshes_as_numba_does_where_numbas_runtime_module_has_move
 def test_warmup_names_every_norm_the_optimizer_and_both_variants():
     result = warmup.warmup(dtypes=("float32",), progress=None)
     norms = {"layer_norm", "ada_norm", "rms_norm", "batch_norm", "group_norm", "weight_norm"}
-    assert set(result["norms"]) == norms | {"lstm_cell", "adam"}
+    assert set(result["norms"]) == norms | {"lstm_cell", "gru_cell", "adam"}
     assert result["dtypes"] == ["float32"]
     (n_small, h_small), (n_large, h_large) = result["shapes"]["serial"], result["shapes"]["parallel"]
     from npnorm.kernels._jit import SERIAL_BELOW

@@ -62,11 +62,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
 from ..autograd import Function
 from ..functional import as_tensor
 from ..ops import sigmoid_array
 from ..tensor import Tensor
+from . import _cell_kernels
 from ._checks import gate_hidden_size
 
 _BLOCKS = ("i", "f", "g", "o")  # the gates' column blocks, PyTorch's order
@@ -95,7 +95,7 @@ class LSTMCellState(Function):
         need_gates, need_c = ctx.needs_input_grad
         kern = _kernels()
         grad = np.ascontiguousarray(grad)  # e.g. the broadcast gradient of a sum: one copy, then the kernel
-        if kern is None or not _kernel_ready(tg, grad, sif, c):
+        if kern is None or not _cell_kernels.ready(tg, grad, sif, c):
             return _state_backward_numpy(grad, sif, tg, c, need_gates, need_c)
         B, H = tg.shape
         dgates = np.empty((B, 4 * H), dtype=tg.dtype) if need_gates else None  # (B, 4H)
@@ -149,7 +149,7 @@ class LSTMCellOutput(Function):
         need_gates, need_s = ctx.needs_input_grad
         kern = _kernels()
         grad = np.ascontiguousarray(grad)  # e.g. the broadcast gradient of a sum: one copy, then the kernel
-        if kern is None or not _kernel_ready(ts, grad, so):
+        if kern is None or not _cell_kernels.ready(ts, grad, so):
             return _output_backward_numpy(grad, so, ts, need_gates, need_s)
         B, H = ts.shape
         dgates = np.empty((B, 4 * H), dtype=ts.dtype) if need_gates else None  # (B, 4H)
@@ -177,23 +177,8 @@ def _output_backward_numpy(grad, so, ts, need_gates, need_s):
 
 
 def _kernels():
-    """kernels/lstm_cell.py, or None where numba is missing or NUMBA_DISABLE_JIT is set (the kernels would
-    run as Python loops over every element: the NumPy twins give the same numbers faster)."""
-    kern = kernels.load("lstm_cell")
-    if kern is None or kern.JIT_DISABLED:
-        return None
-    return kern
-
-
-def _kernel_ready(first: np.ndarray, *others: np.ndarray) -> bool:
-    """True if the arrays fit the kernels' one specialisation per dtype: all C-contiguous, writable (numba
-    types read-only arrays apart) and of ``first``'s dtype (a gradient of another dtype, which the NumPy
-    twins would promote, goes to them)."""
-    dtype = first.dtype
-    for a in (first, *others):
-        if a.dtype != dtype or not a.flags.c_contiguous or not a.flags.writeable:
-            return False
-    return True
+    """kernels/lstm_cell.py, or None (the NumPy twins run): see _cell_kernels.load."""
+    return _cell_kernels.load("lstm_cell")
 
 
 def lstm_cell_state(gates, c) -> Tensor:

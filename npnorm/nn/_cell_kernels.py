@@ -1,0 +1,32 @@
+"""What the fused recurrent cells (``_lstm_cell.py``, ``_gru_cell.py``) need to run their backward kernels.
+
+Each cell's backward has a Numba kernel (``npnorm/kernels/lstm_cell.py``, ``gru_cell.py``) and a NumPy twin
+that gives the same bits; the kernel runs where numba can run it and the arrays fit its one specialisation
+per dtype, the twin everywhere else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+
+
+def load(name: str):
+    """kernels/<name>.py, or None where numba is missing or NUMBA_DISABLE_JIT is set (the kernels would then
+    run as Python loops over every element: the NumPy twins give the same numbers faster)."""
+    kern = kernels.load(name)
+    if kern is None or kern.JIT_DISABLED:
+        return None
+    return kern
+
+
+def ready(first: np.ndarray, *others: np.ndarray) -> bool:
+    """True if the arrays fit the kernels' one specialisation per dtype: all C-contiguous, writable (numba
+    types read-only arrays apart) and of ``first``'s dtype (a gradient of another dtype, which the NumPy
+    twins would promote, goes to them)."""
+    dtype = first.dtype
+    for a in (first, *others):
+        if a.dtype != dtype or not a.flags.c_contiguous or not a.flags.writeable:
+            return False
+    return True
