@@ -430,10 +430,7 @@ def _adam_kernel():
     Unlike the norm kernels, Adam does not run its kernel as plain Python under NUMBA_DISABLE_JIT (a Python
     loop per element of every weight): it takes the NumPy twin, which gives the same numbers.
     """
-    kern = kernels.load("adam")
-    if kern is None or kern.JIT_DISABLED:
-        return None
-    return kern
+    return kernels.load_compiled("adam")
 
 
 class AdamW(Adam):

@@ -163,8 +163,9 @@ def _gru_cell(x):
     from .nn._gru_cell import gru_cell_output
     from .tensor import Tensor
 
-    gates = Tensor(np.ascontiguousarray(x[:, : H // 2]), requires_grad=True)  # (N, 2H), H = 16
-    rest = [Tensor(np.ascontiguousarray(x[:, k : k + H // 4]), requires_grad=True) for k in (0, 16, 32)]  # (N, H)
+    h = H // 4  # the cell's hidden size, 16
+    gates = Tensor(np.ascontiguousarray(x[:, : 2 * h]), requires_grad=True)  # (N, 2h)
+    rest = [Tensor(np.ascontiguousarray(x[:, k : k + h]), requires_grad=True) for k in (0, h, 2 * h)]  # (N, h)
     gru_cell_output(gates, *rest).backward(np.ones_like(rest[0].data))
 
 

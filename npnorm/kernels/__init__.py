@@ -48,6 +48,19 @@ def load(name: str):
     return module
 
 
+def load_compiled(name: str):
+    """The module npnorm.kernels.<name>, or None where numba is missing or NUMBA_DISABLE_JIT is set.
+
+    For the kernels that have a NumPy twin giving the same bits (Adam's update, the recurrent cells'
+    backward): under NUMBA_DISABLE_JIT such a kernel would run as a Python loop over every element, and the
+    twin is the faster way to the same numbers. Each such module sets ``JIT_DISABLED``.
+    """
+    module = load(name)
+    if module is None or module.JIT_DISABLED:
+        return None
+    return module
+
+
 def _is_missing_numba(exc: ImportError) -> bool:
     missing = getattr(exc, "name", None) or ""
     return missing.split(".")[0] in ("numba", "llvmlite")

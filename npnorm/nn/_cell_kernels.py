@@ -1,24 +1,13 @@
-"""What the fused recurrent cells (``_lstm_cell.py``, ``_gru_cell.py``) need to run their backward kernels.
+"""When the fused recurrent cells (``_lstm_cell.py``, ``_gru_cell.py``) can run their backward kernels.
 
 Each cell's backward has a Numba kernel (``npnorm/kernels/lstm_cell.py``, ``gru_cell.py``) and a NumPy twin
-that gives the same bits; the kernel runs where numba can run it and the arrays fit its one specialisation
-per dtype, the twin everywhere else.
+that gives the same bits; the kernel runs where numba can run it (``kernels.load_compiled``) and the arrays
+fit its one specialisation per dtype (:func:`ready`), the twin everywhere else.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from .. import kernels
-
-
-def load(name: str):
-    """kernels/<name>.py, or None where numba is missing or NUMBA_DISABLE_JIT is set (the kernels would then
-    run as Python loops over every element: the NumPy twins give the same numbers faster)."""
-    kern = kernels.load(name)
-    if kern is None or kern.JIT_DISABLED:
-        return None
-    return kern
 
 
 def ready(first: np.ndarray, *others: np.ndarray) -> bool:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..autograd import Function
 from ..functional import as_tensor
 from ..ops import sigmoid_array
@@ -107,7 +108,7 @@ class GRUCellOutput(Function):
 def _backward_numpy(grad, rz, n, n_h, h, keeps_old, need_gates, need_n_x, need_n_h, need_h):
     """GRUCellOutput's backward in NumPy (the twin of kernels/gru_cell.py, the same operations in the same
     order): (dgates (B, 2H), dn_x, dn_h, dh (B, H)), None for a gradient not wanted."""
-    H = n.shape[1]
+    B, H = n.shape
     r, z = rz[:, :H], rz[:, H:]  # (B, H) each
     dgates = dn_x = dn_h = dh = None
     if need_h:
@@ -124,7 +125,6 @@ def _backward_numpy(grad, rz, n, n_h, h, keeps_old, need_gates, need_n_x, need_n
             dz *= grad
             dz *= z
             dz *= 1 - z  # dh' ⊙ ∂h'/∂z ⊙ z (1 − z)
-            B, H = dr.shape
             dgates = np.empty((B, 2 * H), dtype=dr.dtype)  # (B, 2H)
             dgates[:, :H], dgates[:, H:] = dr, dz
         dn_h = dp * r if need_n_h else None
@@ -133,8 +133,8 @@ def _backward_numpy(grad, rz, n, n_h, h, keeps_old, need_gates, need_n_x, need_n
 
 
 def _kernels():
-    """kernels/gru_cell.py, or None (the NumPy twin runs): see _cell_kernels.load."""
-    return _cell_kernels.load("gru_cell")
+    """kernels/gru_cell.py, or None (the NumPy twin runs): see kernels.load_compiled."""
+    return kernels.load_compiled("gru_cell")
 
 
 def gru_cell_output(gates, n_x, n_h, h, *, z_keeps_old: bool = False) -> Tensor:

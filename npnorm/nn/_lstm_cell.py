@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..autograd import Function
 from ..functional import as_tensor
 from ..ops import sigmoid_array
@@ -107,7 +108,7 @@ class LSTMCellState(Function):
 def _state_backward_numpy(grad, sif, tg, c, need_gates, need_c):
     """LSTMCellState's backward in NumPy (the twin of kernels/lstm_cell.py, the same operations in the same
     order): (dgates (B, 4H) or None, dc (B, H) or None)."""
-    H = tg.shape[1]
+    B, H = tg.shape
     si, sf = sif[:, :H], sif[:, H:]  # (B, H) each
     dgates = None
     if need_gates:
@@ -121,7 +122,6 @@ def _state_backward_numpy(grad, sif, tg, c, need_gates, need_c):
         df *= 1 - sf  # ... ⊙ σ(f)(1 − σ(f))
         dg = grad * si  # (B, H) dc' ⊙ σ(i)
         dg *= 1 - tg * tg  # ... ⊙ (1 − tanh²(g))
-        B, H = di.shape
         dgates = np.empty((B, 4 * H), dtype=di.dtype)  # (B, 4H)
         dgates[:, :H], dgates[:, H : 2 * H], dgates[:, 2 * H : 3 * H] = di, df, dg
         dgates[:, 3 * H :] = 0  # o does not reach c'
@@ -177,8 +177,8 @@ def _output_backward_numpy(grad, so, ts, need_gates, need_s):
 
 
 def _kernels():
-    """kernels/lstm_cell.py, or None (the NumPy twins run): see _cell_kernels.load."""
-    return _cell_kernels.load("lstm_cell")
+    """kernels/lstm_cell.py, or None (the NumPy twins run): see kernels.load_compiled."""
+    return kernels.load_compiled("lstm_cell")
 
 
 def lstm_cell_state(gates, c) -> Tensor:
