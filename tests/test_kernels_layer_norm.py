@@ -34,9 +34,9 @@ AFFINE = [(True, True), (True, False), (False, True), (False, False)]  # (weight
 DETACH = [(False, False), (True, False), (False, True), (True, True)]  # (detach_mean, detach_var)
 # N * H at or above _jit.SERIAL_BELOW: these run the parallel kernels through the public functions
 BIG_SHAPES = [(1, 40_000), (3000, 17), (257, 300)]
-# H ≥ K.BLOCK_FROM_H = 1024 and chunks of more than K.BLOCK_ROWS = 4 rows that are not all multiples of 4
-# (16 chunks of 16-17 rows; 15 chunks of 9-10 rows; 16 chunks of 8-9 rows): the backward runs blocks of 4
-# rows, then the leftover rows one by one
+# H ≥ K.BLOCK_FROM_H = 1024 and chunks of more than K.BLOCK_ROWS = 2 rows that are not all multiples of 2
+# (16 chunks of 16-17 rows; 15 chunks of 9-10 rows; 16 chunks of 8-9 rows): the backward runs blocks of 2
+# rows, then the leftover row
 WIDE_SHAPES = [(261, 2048), (137, 2055), (141, 1030)]
 EXAMPLES = max(40, settings.default.max_examples)
 
@@ -187,7 +187,7 @@ def test_big_shapes_match_reference(N, H, dtype, rng):
 def test_parallel_equals_serial(N, H, dtype, rng, monkeypatch):
     x, weight, bias, dy = make_case(rng, N, H, dtype, offset=-4.0, scale=3.0)
     # Both variants get the row blocks of a parallel-sized input (a small input run serially has one block,
-    # and the 4-row blocks of wide rows start at block boundaries: other blocks, other rounding).
+    # and the row blocks of wide rows start at block boundaries: other blocks, other rounding).
     chunks = _jit.num_chunks
     monkeypatch.setattr(K, "num_chunks", lambda N, H, size=None: chunks(N, H, size=2**62))
     results = {}
@@ -269,7 +269,7 @@ def test_nan_stays_in_its_row(N, H, dtype, variant, rng):
 @pytest.mark.parametrize("detach", DETACH)
 @pytest.mark.parametrize("affine", AFFINE)
 def test_wide_rows_with_and_without_weight_and_detached(affine, detach, rng):
-    """The 4-row blocks with every specialisation: weight or not, dbias only, DetachNorm's flags."""
+    """The row blocks with every specialisation: weight or not, dbias only, DetachNorm's flags."""
     x, weight, bias, dy = make_case(rng, *WIDE_SHAPES[1], np.float64, affine, offset=1.5, scale=2.0)
     check_layer_norm(x, weight, bias, dy, detach=detach)
 
@@ -283,7 +283,7 @@ def test_wide_rows_with_and_without_weight_and_detached(affine, detach, rng):
     seed=st.integers(0, 2**32 - 1),
 )
 def test_wide_rows_match_reference(N, H, dtype, affine, seed):
-    """Random wide shapes: blocks of four rows and the leftovers, serial (and, from N·H ≥ SERIAL_BELOW, parallel)."""
+    """Random wide shapes: blocks of rows and the leftovers, serial (and, from N·H ≥ SERIAL_BELOW, parallel)."""
     x, weight, bias, dy = make_case(np.random.default_rng(seed), N, H, dtype, affine, offset=0.5, scale=2.0)
     check_layer_norm(x, weight, bias, dy)
 
@@ -346,7 +346,7 @@ def test_float32_forward_error_is_a_few_ulps_of_the_output(offset, scale, rng):
     assert np.abs(y - y_ref).max() <= 4 * 2.0**-24 * np.abs(y_ref).max()
 
 
-@pytest.mark.parametrize("N,H", [(64, 256), (67, 1024)])  # one row at a time; blocks of 4 rows and a rest
+@pytest.mark.parametrize("N,H", [(64, 256), (67, 1024)])  # one row at a time; blocks of rows and a rest
 @pytest.mark.parametrize("offset,scale", [(0.0, 1.0), (1e4, 1e-2), (-300.0, 5.0), (3e6, 1.0), (0.0, 1e-3)])
 @pytest.mark.parametrize("affine,detach", [((True, True), (False, False)), ((False, False), (True, False))])
 def test_float32_dx_error_is_within_the_rounding_bound(N, H, offset, scale, affine, detach, rng):
@@ -382,7 +382,7 @@ def test_eps_zero_constant_row_does_not_crash(dtype, variant, rng):
     check_layer_norm(x[others], weight, bias, dy[others], eps=0.0)
 
 
-@pytest.mark.parametrize("H", [4, 1030, 2050])  # one row at a time; four rows (the backward's, the forward's)
+@pytest.mark.parametrize("H", [4, 1030, 2050])  # one row at a time; row blocks (the backward's two, the forward's four)
 def test_float32_rows_at_the_edges_of_its_range_take_the_float64_pass(H, variant, rng):
     """Rows whose float32 pass would overflow give what float64 gives, rounded once; their neighbours as usual.
 

@@ -81,11 +81,12 @@ How the kernels are written, and why:
   numbers in the same order.
 * **Wide rows.** For H ≥ ``BLOCK_FROM_H`` = 1024 the two float64 partial rows (16 KiB and more) crowd the
   data rows out of L1, and updating them once per row dominated the backward; there pass 1 runs over
-  ``BLOCK_ROWS`` = 4 rows side by side and updates the partials once for all four (measurements in
-  ``_backward_4_rows``). For H ≥ ``FORWARD_BLOCK_FROM_H`` = 2048 the forward's output pass no longer fits
-  x's row, y's row, weight and bias in L1, and a kernel of its own runs it over four rows at a time, so
-  that each load of weight[j] and bias[j] serves four rows (``_layer_norm_forward_4_rows``; in the one-row
-  kernel the same loop made the one-row path 3-11% slower, LLVM optimising the body as a whole).
+  ``BLOCK_ROWS`` = 2 rows side by side and updates the partials once for both (measurements, and why two
+  rows and not four, in ``_backward_2_rows``). For H ≥ ``FORWARD_BLOCK_FROM_H`` = 2048 the forward's output
+  pass no longer fits x's row, y's row, weight and bias in L1, and a kernel of its own runs it over four
+  rows at a time, so that each load of weight[j] and bias[j] serves four rows (``_layer_norm_forward_4_rows``;
+  in the one-row kernel the same loop made the one-row path 3-11% slower, LLVM optimising the body as a
+  whole).
 * **Serial below a threshold.** Each kernel body is compiled once; inputs smaller than
   ``_jit.SERIAL_BELOW`` elements run it serially, in one call, because waking the thread pool costs more
   than the work (measured next to that constant). Larger ones run its items through a small parallel
@@ -295,58 +296,58 @@ def _dx_row(dx, dy, x, weight, has_weight, i, m, r, mean_g, mean_gxhat):
         dx[i, j] = r_x * (g - mg - xhat * mgx)
 
 
-# Wide rows are handled BLOCK_ROWS rows at a time (see _backward_4_rows) from this row length on. Below it
+# Wide rows are handled BLOCK_ROWS rows at a time (see _backward_2_rows) from this row length on. Below it
 # the partial rows stay in L1 next to the data row and the one-row loop is faster (measured there).
 BLOCK_FROM_H = 1024
-BLOCK_ROWS = 4
+BLOCK_ROWS = 2
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, helper=True)
-def _backward_4_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, has_weight, a, b, i):
-    """Rows i .. i+3 as in the one-row loop of _layer_norm_backward, with one pass 1 for the four rows.
+def _backward_2_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, has_weight, a, b, i):
+    """Rows i and i+1 as in the one-row loop of _layer_norm_backward, with one pass 1 for the two rows.
 
     Per row, the one-row loop reads and writes both float64 partial rows (16 bytes per element each). For
     H ≥ 1024 those 2·8·H bytes (16 KiB and more) no longer fit in L1 beside the x, dy and dx rows, and that
-    read-modify-write from L2 dominated the backward. Here pass 1 reads the four rows side by side, adds their
-    four shares per column in float64 (in a fixed order) and updates the partials once, while it also
-    gathers each row's Σ g and Σ g·xhat. Measured, backward only, float32, 2 cores, interleaved, lower
-    quartile of 120 calls: 1024x4096 1.85 ms (one row at a time) → 1.46 (8 rows per partial update in a
-    separate sweep) → 1.29 (this); 2048x2048 1.85 → 1.48 → 1.36. For 1024 ≤ H < 2048 (measured again on 6
-    December, after the partials moved into the kernel; this, against one row at a time, three alternated
-    runs, 2 threads): 8192x1024 0.92-1.00, 4096x1024 0.87-0.93, 16384x1024 0.86-0.90, 1024x2000 0.77-0.82,
-    256x1024 0.89-0.91 of the time (a fourth, noisier run had 16384x1024 at 1.02-1.05). At H = 768 and below
-    it was 10% (768) to 2x (256) slower, hence BLOCK_FROM_H = 1024. (An array of per-row sums instead of the
-    scalars below is not vectorised by LLVM and was three times slower.)
+    read-modify-write from L2 dominated the backward. Here pass 1 reads the two rows side by side, adds their
+    shares per column in float64 and updates the partials once for both, while it also gathers each row's
+    Σ g and Σ g·xhat; pass 2 (_dx_row) then finds both rows in L1.
+
+    Why two rows and not four. Until the fourteenth session (7 December) this took four rows: on the first
+    host (AVX-512) four rows against one row at a time took 1024x4096 1.29 against 1.85 ms, 8192x1024 0.92-1.00,
+    4096x1024 0.87-0.93, 16384x1024 0.86-0.90, 1024x2000 0.77-0.82, 256x1024 0.89-0.91 of the time, and two
+    rows 1.03-1.05 of the four rows' time at 8192x1024. On the later host (AMD Zen 3, 32 KiB L1, AVX2) four
+    rows were the slowest of the three: two rows took 0.86-0.97 of their time at every shape measured
+    (8192x1024 0.93-0.94, 16384x1024 0.88-0.94, 4096x1024 0.97, 1024x1536 0.96, 1024x2000 0.96, 256x1024
+    0.90, 2048x2048 0.89-0.92, 4096x2048 0.86, 1024x4096 0.89-0.92, 512x8192 0.86; float32, 2 threads, and
+    0.89-0.93 with one thread), one row at a time 0.82-0.91 at H = 1024 with 4096 rows and more but
+    0.96-1.06 from H = 1536 on (in one process, interleaved, 10th percentile of 40 calls, three runs). Our
+    reading (that VM has no hardware counters): eight input streams at once (x and dy of four rows) beside
+    the two partial rows are more than its L1 holds apart, and pass 2 then re-reads four rows (32 KiB at
+    H = 1024) that no longer fit in it. Below H = 1024
+    two rows are slower than one (1.28-1.59 of the time at H = 256-768), as four were (10% at 768 to 2x at
+    256 on the first host), hence BLOCK_FROM_H = 1024. (An array of per-row sums instead of the scalars
+    below is not vectorised by LLVM and was three times slower.)
     """
     H = x.shape[1]
-    m0, m1, m2, m3 = mean[i], mean[i + 1], mean[i + 2], mean[i + 3]
-    r0, r1, r2, r3 = rstd[i], rstd[i + 1], rstd[i + 2], rstd[i + 3]
-    s0 = s1 = s2 = s3 = np.float64(0.0)  # Σ g per row
-    t0 = t1 = t2 = t3 = np.float64(0.0)  # Σ g * xhat per row
+    m0, m1 = mean[i], mean[i + 1]
+    r0, r1 = rstd[i], rstd[i + 1]
+    s0 = s1 = np.float64(0.0)  # Σ g per row
+    t0 = t1 = np.float64(0.0)  # Σ g * xhat per row
     for j in range(H):
         d0, d1 = np.float64(dy[i, j]), np.float64(dy[i + 1, j])
-        d2, d3 = np.float64(dy[i + 2, j]), np.float64(dy[i + 3, j])
         xhat0 = (np.float64(x[i, j]) - m0) * r0
         xhat1 = (np.float64(x[i + 1, j]) - m1) * r1
-        xhat2 = (np.float64(x[i + 2, j]) - m2) * r2
-        xhat3 = (np.float64(x[i + 3, j]) - m3) * r3
-        dbias_part[j] += (d0 + d1) + (d2 + d3)
-        dweight_part[j] += (d0 * xhat0 + d1 * xhat1) + (d2 * xhat2 + d3 * xhat3)
+        dbias_part[j] += d0 + d1
+        dweight_part[j] += d0 * xhat0 + d1 * xhat1
         if has_weight:
             w = np.float64(weight[j])
-            d0, d1, d2, d3 = d0 * w, d1 * w, d2 * w, d3 * w  # g = dy * weight
+            d0, d1 = d0 * w, d1 * w  # g = dy * weight
         s0 += d0
         s1 += d1
-        s2 += d2
-        s3 += d3
         t0 += d0 * xhat0
         t1 += d1 * xhat1
-        t2 += d2 * xhat2
-        t3 += d3 * xhat3
     _dx_row(dx, dy, x, weight, has_weight, i, m0, r0, a * (s0 / H), b * (t0 / H))
     _dx_row(dx, dy, x, weight, has_weight, i + 1, m1, r1, a * (s1 / H), b * (t1 / H))
-    _dx_row(dx, dy, x, weight, has_weight, i + 2, m2, r2, a * (s2 / H), b * (t2 / H))
-    _dx_row(dx, dy, x, weight, has_weight, i + 3, m3, r3, a * (s3 / H), b * (t3 / H))
 
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
@@ -383,9 +384,9 @@ def _layer_norm_backward(
             for j in range(H):
                 dweight_part[c, j] = 0.0
                 dbias_part[c, j] = 0.0
-            if H >= BLOCK_FROM_H:  # wide rows: four at a time (see _backward_4_rows)
+            if H >= BLOCK_FROM_H:  # wide rows: two at a time (see _backward_2_rows)
                 while i + BLOCK_ROWS <= row1:
-                    _backward_4_rows(dx, dweight_part[c], dbias_part[c], dy, x, mean, rstd, weight, has_weight, a, b, i)
+                    _backward_2_rows(dx, dweight_part[c], dbias_part[c], dy, x, mean, rstd, weight, has_weight, a, b, i)
                     i += BLOCK_ROWS
         # One row at a time, written out here rather than in a helper: a call per row costs reference counting
         # of its array arguments, which dominated for short rows (GroupNorm runs this on rows of H = 2).
