@@ -319,8 +319,9 @@ def _backward_2_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, ha
     rows were the slowest of the three: two rows took 0.86-0.97 of their time at every shape measured
     (8192x1024 0.93-0.94, 16384x1024 0.88-0.94, 4096x1024 0.97, 1024x1536 0.96, 1024x2000 0.96, 256x1024
     0.90, 2048x2048 0.89-0.92, 4096x2048 0.86, 1024x4096 0.89-0.92, 512x8192 0.86; float32, 2 threads, and
-    0.89-0.93 with one thread), one row at a time 0.82-0.91 at H = 1024 with 4096 rows and more but
-    0.96-1.06 from H = 1536 on (in one process, interleaved, 10th percentile of 40 calls, three runs). Our
+    0.89-0.93 with one thread), one row at a time 0.82-0.95 at H = 1024 with 4096 rows and more but
+    0.87-1.06 from H = 1536 on (in one process, interleaved, 10th percentile of 40 calls; two runs with two
+    threads, one with one). Our
     reading (that VM has no hardware counters): eight input streams at once (x and dy of four rows) beside
     the two partial rows are more than its L1 holds apart, and pass 2 then re-reads four rows (32 KiB at
     H = 1024) that no longer fit in it. Below H = 1024
