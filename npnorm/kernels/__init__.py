@@ -1,5 +1,5 @@
-"""Numba only; mirrors norms/ (plus Adam's update and the LSTM cell's backward); never imports Tensor or
-autograd.
+"""Numba only; mirrors norms/ (plus Adam's update and the LSTM and GRU cells' backward); never imports Tensor
+or autograd.
 
 Each module here holds fused CPU kernels for one norm: pure functions on C-contiguous ndarrays, out-params
 first, allocated by the caller. Importing this package imports nothing else (but npnorm/_collector.py, which

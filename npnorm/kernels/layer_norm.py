@@ -321,13 +321,12 @@ def _backward_2_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, ha
     0.90, 2048x2048 0.89-0.92, 4096x2048 0.86, 1024x4096 0.89-0.92, 512x8192 0.86; float32, 2 threads, and
     0.89-0.93 with one thread), one row at a time 0.82-0.95 at H = 1024 with 4096 rows and more but
     0.87-1.06 from H = 1536 on (in one process, interleaved, 10th percentile of 40 calls; two runs with two
-    threads, one with one). Our
-    reading (that VM has no hardware counters): eight input streams at once (x and dy of four rows) beside
-    the two partial rows are more than its L1 holds apart, and pass 2 then re-reads four rows (32 KiB at
-    H = 1024) that no longer fit in it. Below H = 1024
-    two rows are slower than one (1.28-1.59 of the time at H = 256-768), as four were (10% at 768 to 2x at
-    256 on the first host), hence BLOCK_FROM_H = 1024. (An array of per-row sums instead of the scalars
-    below is not vectorised by LLVM and was three times slower.)
+    threads, one with one). Our reading (that VM has no hardware counters): eight input streams at once
+    (x and dy of four rows) beside the two partial rows are more than its L1 holds apart, and pass 2 then
+    re-reads four rows (32 KiB at H = 1024) that no longer fit in it. Below H = 1024 two rows are slower
+    than one (1.28-1.59 of the time at H = 256-768), as four were (10% at 768 to 2x at 256 on the first
+    host), hence BLOCK_FROM_H = 1024. (An array of per-row sums instead of the scalars below is not
+    vectorised by LLVM and was three times slower.)
     """
     H = x.shape[1]
     m0, m1 = mean[i], mean[i + 1]
