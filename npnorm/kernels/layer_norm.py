@@ -82,9 +82,10 @@ How the kernels are written, and why:
 * **Wide rows.** For H ≥ ``BLOCK_FROM_H`` = 1024 the two float64 partial rows (16 KiB and more) crowd the
   data rows out of L1, and updating them once per row dominated the backward; there pass 1 runs over
   ``BLOCK_ROWS`` = 2 rows side by side and updates the partials once for both (measurements, and why two
-  rows and not four, in ``_backward_2_rows``). For H ≥ ``FORWARD_BLOCK_FROM_H`` = 2048 the forward's output
-  pass no longer fits x's row, y's row, weight and bias in L1, and a kernel of its own runs it over four
-  rows at a time, so that each load of weight[j] and bias[j] serves four rows (``_layer_norm_forward_4_rows``;
+  rows and not four, in ``_backward_2_rows``). For H ≥ ``FORWARD_BLOCK_FROM_H`` = 1024 a kernel of its own
+  runs the forward's output pass over two rows at a time, so that each load of weight[j] and bias[j] serves
+  two rows: from H = 2048 x's row, y's row, weight and bias no longer fit in L1 together, and at H = 1024,
+  with many rows, two rows were 0.87-0.91 of one row's time on a Zen 3 host (``_layer_norm_forward_2_rows``;
   in the one-row kernel the same loop made the one-row path 3-11% slower, LLVM optimising the body as a
   whole).
 * **Serial below a threshold.** Each kernel body is compiled once; inputs smaller than
@@ -216,55 +217,56 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
             y[i, j] = out
 
 
-# The forward of rows from this length on takes four rows per output pass (see _layer_norm_forward_4_rows).
-FORWARD_BLOCK_FROM_H = 2048
+# The forward of rows from this length on takes two rows per output pass (see _layer_norm_forward_2_rows).
+FORWARD_BLOCK_FROM_H = 1024
 
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
-def _layer_norm_forward_4_rows(y, mean, rstd, x, weight, bias, has_weight, has_bias, eps, items, item):
-    """The forward of rows 0 .. 4·(N // 4) - 1, four rows per output pass (the wrapper does the rest).
+def _layer_norm_forward_2_rows(y, mean, rstd, x, weight, bias, has_weight, has_bias, eps, items, item):
+    """The forward of rows 0 .. 2·(N // 2) - 1, two rows per output pass (the wrapper does the last row).
 
     The one-row output pass reads x's row, weight and bias and writes y's row: 16·H bytes for float32, which
     from H = 2048 on no longer fit in a 32 KiB L1 together, so weight and bias come from L2 for every row.
-    Here each load of weight[j] and bias[j] serves four rows. Every row's y, mean and rstd are those of
-    _layer_norm_forward, bit for bit (the same operations in the same order). Measured 6 December, float32,
-    2 threads, interleaved in one process, lower quartile of 41 calls, both orders, against the one-row
-    kernel: 1024x4096 0.79-0.81, 512x8192 0.85, 2048x2048 0.86-0.98, 4096x2048 0.92-0.94, 1024x2048
-    0.94-0.97; in cache 256x4096 0.94-1.00, 128x4096 1.01, 256x2048 0.99, 260x2048 and 512x2048 1.02-1.04
-    (1.18-1.20 in two of seven runs); at H = 1024 it would be 1.20 (hence FORWARD_BLOCK_FROM_H). The
-    statistics are computed row by row, one inlined copy of _row_mean_rstd: four copies compiled 0.1 s
-    slower per dtype (0.54 s against 0.43 s), for no gain.
+    Here each load of weight[j] and bias[j] serves two rows. Every row's y, mean and rstd are those of
+    _layer_norm_forward, bit for bit (the same operations in the same order).
+
+    Measured, float32, 2 threads, in one process, interleaved, 10th percentile of 40 calls. Until the
+    fifteenth session (7 December) this took four rows from H = 2048; on the first host (AVX-512) four rows
+    against one row at a time took 1024x4096 0.79-0.81, 512x8192 0.85, 2048x2048 0.86-0.98, 4096x2048
+    0.92-0.94 of the time, about the same in cache, and 1.20 at H = 1024. On the later host (AMD Zen 3,
+    32 KiB L1, AVX2) two rows from H = 1024 against that code: below H = 2048, where it ran one row at a
+    time, 8192x1024 0.89-0.91, 16384x1024 0.87-0.98, 1024x1024 0.93, 4096x1024 0.97, 8192x1040 1.01,
+    1024x1536 0.97, in cache (256 rows or fewer) 0.95-1.10; against the four rows, 2048x2048 0.88-1.02,
+    4096x2048 1.02, 1024x4096 0.96-1.00, 512x8192 0.94-0.95, 4096x4096 0.93, in cache (64-384 rows of 2048-8192)
+    0.74-1.09; with one thread 0.83-0.93 at 8192x1024 to 512x8192. (An odd last row costs a call of the
+    one-row kernel: 33x1024 1.2-1.4 against 34x1024 1.1.) It also compiles faster: 1.09-1.18 s against
+    1.33-1.50 s for the four-row kernel, both dtypes, three fresh processes each. The statistics are computed
+    row by row, one inlined copy of _row_mean_rstd: four copies compiled 0.1 s slower per dtype in the
+    four-row kernel, for no gain.
     """
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
         return run_on_threads(items)
     N, H = x.shape
-    first, stop = item_share(N // 4, items, item)
+    first, stop = item_share(N // 2, items, item)
     for block in range(first, stop):
-        i = 4 * block
-        for k in range(i, i + 4):  # one row's statistics at a time (one inlined copy: less to compile)
+        i = 2 * block
+        for k in range(i, i + 2):  # one row's statistics at a time (one inlined copy: less to compile)
             mean[k], rstd[k] = _row_mean_rstd(x[k], eps)
-        # the split means and rstd in x's dtype of the four rows, as in _layer_norm_forward
+        # the split means and rstd in x's dtype of the two rows, as in _layer_norm_forward
         h0, l0 = _split_mean(mean[i], x)
         h1, l1 = _split_mean(mean[i + 1], x)
-        h2, l2 = _split_mean(mean[i + 2], x)
-        h3, l3 = _split_mean(mean[i + 3], x)
         q0, q1 = x.dtype.type(rstd[i]), x.dtype.type(rstd[i + 1])
-        q2, q3 = x.dtype.type(rstd[i + 2]), x.dtype.type(rstd[i + 3])
         for j in range(H):
             o0 = ((x[i, j] - h0) - l0) * q0
             o1 = ((x[i + 1, j] - h1) - l1) * q1
-            o2 = ((x[i + 2, j] - h2) - l2) * q2
-            o3 = ((x[i + 3, j] - h3) - l3) * q3
             if has_weight:
                 w = weight[j]
-                o0, o1, o2, o3 = o0 * w, o1 * w, o2 * w, o3 * w
+                o0, o1 = o0 * w, o1 * w
             if has_bias:
                 b = bias[j]
-                o0, o1, o2, o3 = o0 + b, o1 + b, o2 + b, o3 + b
+                o0, o1 = o0 + b, o1 + b
             y[i, j] = o0
             y[i + 1, j] = o1
-            y[i + 2, j] = o2
-            y[i + 3, j] = o3
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, helper=True)
@@ -444,12 +446,12 @@ def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
 
 
 def _forward_wide_rows(y, mean, rstd, x, *options):
-    """The forward for H ≥ FORWARD_BLOCK_FROM_H: blocks of four rows, then the last N mod 4 rows one by one."""
+    """The forward for H ≥ FORWARD_BLOCK_FROM_H: blocks of two rows, then the last row of an odd N."""
     N, H = x.shape
-    rows = N - N % 4
+    rows = N - N % 2
     if rows:
-        _layer_norm_forward_4_rows.launch(rows * H, 0, y, mean, rstd, x, *options)
-    if rows < N:  # views of the last rows: C-contiguous, so the same specialisation as whole arrays
+        _layer_norm_forward_2_rows.launch(rows * H, 0, y, mean, rstd, x, *options)
+    if rows < N:  # views of the last row: C-contiguous, so the same specialisation as whole arrays
         _layer_norm_forward.launch((N - rows) * H, 0, y[rows:], mean[rows:], rstd[rows:], x[rows:], *options)
 
 
