@@ -82,12 +82,10 @@ How the kernels are written, and why:
 * **Wide rows.** For H ≥ ``BLOCK_FROM_H`` = 1024 the two float64 partial rows (16 KiB and more) crowd the
   data rows out of L1, and updating them once per row dominated the backward; there pass 1 runs over
   ``BLOCK_ROWS`` = 2 rows side by side and updates the partials once for both (measurements, and why two
-  rows and not four, in ``_backward_2_rows``). For H ≥ ``FORWARD_BLOCK_FROM_H`` = 1024 a kernel of its own
-  runs the forward's output pass over two rows at a time, so that each load of weight[j] and bias[j] serves
-  two rows: from H = 2048 x's row, y's row, weight and bias no longer fit in L1 together, and at H = 1024,
-  with many rows, two rows were 0.87-0.91 of one row's time on a Zen 3 host (``_layer_norm_forward_2_rows``;
-  in the one-row kernel the same loop made the one-row path 3-11% slower, LLVM optimising the body as a
-  whole).
+  rows and not four, in ``_backward_2_rows``). For H ≥ ``FORWARD_BLOCK_FROM_H`` = 2048 the forward's output
+  pass no longer fits x's row, y's row, weight and bias in L1, and a kernel of its own runs it over two rows
+  at a time, so that each load of weight[j] and bias[j] serves two rows (``_layer_norm_forward_2_rows``; in
+  the one-row kernel the same loop made the one-row path 3-11% slower, LLVM optimising the body as a whole).
 * **Serial below a threshold.** Each kernel body is compiled once; inputs smaller than
   ``_jit.SERIAL_BELOW`` elements run it serially, in one call, because waking the thread pool costs more
   than the work (measured next to that constant). Larger ones run its items through a small parallel
@@ -218,7 +216,7 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
 
 
 # The forward of rows from this length on takes two rows per output pass (see _layer_norm_forward_2_rows).
-FORWARD_BLOCK_FROM_H = 1024
+FORWARD_BLOCK_FROM_H = 2048
 
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
@@ -230,19 +228,17 @@ def _layer_norm_forward_2_rows(y, mean, rstd, x, weight, bias, has_weight, has_b
     Here each load of weight[j] and bias[j] serves two rows. Every row's y, mean and rstd are those of
     _layer_norm_forward, bit for bit (the same operations in the same order).
 
-    Measured, float32, 2 threads, in one process, interleaved, 10th percentile of 40 calls. Until the
-    fifteenth session (7 December) this took four rows from H = 2048; on the first host (AVX-512) four rows
-    against one row at a time took 1024x4096 0.79-0.81, 512x8192 0.85, 2048x2048 0.86-0.98, 4096x2048
+    Until the fifteenth session (7 December) this kernel took four rows. On the first host (AVX-512) four
+    rows against one row at a time took 1024x4096 0.79-0.81, 512x8192 0.85, 2048x2048 0.86-0.98, 4096x2048
     0.92-0.94 of the time, about the same in cache, and 1.20 at H = 1024. On the later host (AMD Zen 3,
-    32 KiB L1, AVX2) two rows from H = 1024 against that code: below H = 2048, where it ran one row at a
-    time, 8192x1024 0.89-0.91, 16384x1024 0.87-0.98, 1024x1024 0.93, 4096x1024 0.97, 8192x1040 1.01,
-    1024x1536 0.97, in cache (256 rows or fewer) 0.95-1.10; against the four rows, 2048x2048 0.88-1.02,
-    4096x2048 1.02, 1024x4096 0.96-1.00, 512x8192 0.94-0.95, 4096x4096 0.93, in cache (64-384 rows of 2048-8192)
-    0.74-1.09; with one thread 0.83-0.93 at 8192x1024 to 512x8192. (An odd last row costs a call of the
-    one-row kernel: 33x1024 1.2-1.4 against 34x1024 1.1.) It also compiles faster: 1.09-1.18 s against
-    1.33-1.50 s for the four-row kernel, both dtypes, three fresh processes each. The statistics are computed
-    row by row, one inlined copy of _row_mean_rstd: four copies compiled 0.1 s slower per dtype in the
-    four-row kernel, for no gain.
+    32 KiB L1, AVX2) two rows against four: 2048x2048 0.89-0.98, 4096x2048 0.93-0.97, 1024x4096 0.96-1.05,
+    512x8192 0.93-1.12, in cache (64-256 rows of 2048-4096) 0.69-1.05 (float32, 2 threads, in one process,
+    interleaved, both variants writing the same output arrays, 10th percentile and median of 40 calls, three
+    runs). The same, but it compiles faster: 1.09-1.18 s against 1.33-1.50 s for both dtypes (three fresh
+    processes each). From H = 1024 instead, two rows took 0.90-0.96 of the one-row kernel's time at
+    8192x1024 but 0.93-1.07 at 16384x1024, 1.00-1.05 at 4096x1024 and 1.13-1.14 at 256x1024, so rows below
+    2048 stay one at a time. The statistics are computed row by row, one inlined copy of _row_mean_rstd:
+    four copies compiled 0.1 s slower per dtype in the four-row kernel, for no gain.
     """
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
         return run_on_threads(items)
