@@ -234,10 +234,10 @@ def _layer_norm_forward_2_rows(y, mean, rstd, x, weight, bias, has_weight, has_b
     32 KiB L1, AVX2) two rows against four: 2048x2048 0.89-0.98, 4096x2048 0.93-0.97, 1024x4096 0.96-1.05,
     512x8192 0.93-1.12, in cache (64-256 rows of 2048-4096) 0.69-1.05 (float32, 2 threads, in one process,
     interleaved, both variants writing the same output arrays, 10th percentile and median of 40 calls, three
-    runs). The same, but it compiles faster: 1.09-1.18 s against 1.33-1.50 s for both dtypes (three fresh
-    processes each). From H = 1024 instead, two rows took 0.90-0.96 of the one-row kernel's time at
-    8192x1024 but 0.93-1.07 at 16384x1024, 1.00-1.05 at 4096x1024 and 1.13-1.14 at 256x1024, so rows below
-    2048 stay one at a time. The statistics are computed row by row, one inlined copy of _row_mean_rstd:
+    runs): the same speed within the noise, and it compiles faster, 1.09-1.18 s against 1.33-1.50 s for both
+    dtypes (three fresh processes each). From H = 1024 instead, two rows took 0.90-0.96 of the one-row
+    kernel's time at 8192x1024 but 0.93-1.07 at 16384x1024, 1.00-1.05 at 4096x1024 and 1.13-1.14 at
+    256x1024, so rows below 2048 stay one at a time. The statistics are computed row by row, one inlined copy of _row_mean_rstd:
     four copies compiled 0.1 s slower per dtype in the four-row kernel, for no gain.
     """
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
