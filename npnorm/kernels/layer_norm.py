@@ -79,7 +79,7 @@ How the kernels are written, and why:
   partial buffer of shape (nchunks, H), each item runs a share of the chunks, and the call that ends the
   run (``_jit.ends_run``) adds the partials up in chunk order. So serial and parallel runs add the same
   numbers in the same order.
-* **Wide rows.** For H ≥ ``BLOCK_FROM_H`` = 1024 the two float64 partial rows (16 KiB and more) crowd the
+* **Wide rows.** For H ≥ ``BLOCK_FROM_H`` = 2048 the two float64 partial rows (32 KiB and more) crowd the
   data rows out of L1, and updating them once per row dominated the backward; there pass 1 runs over
   ``BLOCK_ROWS`` = 2 rows side by side and updates the partials once for both (measurements, and why two
   rows and not four, in ``_backward_2_rows``). For H ≥ ``FORWARD_BLOCK_FROM_H`` = 2048 the forward's output
@@ -237,8 +237,8 @@ def _layer_norm_forward_2_rows(y, mean, rstd, x, weight, bias, has_weight, has_b
     runs): the same speed within the noise, and it compiles faster, 1.09-1.18 s against 1.33-1.50 s for both
     dtypes (three fresh processes each). From H = 1024 instead, two rows took 0.90-0.96 of the one-row
     kernel's time at 8192x1024 but 0.93-1.07 at 16384x1024, 1.00-1.05 at 4096x1024 and 1.13-1.14 at
-    256x1024, so rows below 2048 stay one at a time. The statistics are computed row by row, one inlined copy of _row_mean_rstd:
-    four copies compiled 0.1 s slower per dtype in the four-row kernel, for no gain.
+    256x1024, so rows below 2048 stay one at a time. The statistics are computed row by row, one inlined
+    copy of _row_mean_rstd: four copies compiled 0.1 s slower per dtype in the four-row kernel, for no gain.
     """
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
         return run_on_threads(items)
@@ -295,8 +295,8 @@ def _dx_row(dx, dy, x, weight, has_weight, i, m, r, mean_g, mean_gxhat):
 
 
 # Wide rows are handled BLOCK_ROWS rows at a time (see _backward_2_rows) from this row length on. Below it
-# the partial rows stay in L1 next to the data row and the one-row loop is faster (measured there).
-BLOCK_FROM_H = 1024
+# the one-row loop is faster (measured there).
+BLOCK_FROM_H = 2048
 BLOCK_ROWS = 2
 
 
@@ -304,9 +304,9 @@ BLOCK_ROWS = 2
 def _backward_2_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, has_weight, a, b, i):
     """Rows i and i+1 as in the one-row loop of _layer_norm_backward, with one pass 1 for the two rows.
 
-    Per row, the one-row loop reads and writes both float64 partial rows (16 bytes per element each). For
-    H ≥ 1024 those 2·8·H bytes (16 KiB and more) no longer fit in L1 beside the x, dy and dx rows, and that
-    read-modify-write from L2 dominated the backward. Here pass 1 reads the two rows side by side, adds their
+    Per row, the one-row loop reads and writes both float64 partial rows (16 bytes per element). From
+    H = 2048 those 2·8·H bytes (32 KiB and more) fill a 32 KiB L1 by themselves, and that read-modify-write
+    from L2 dominated the backward. Here pass 1 reads the two rows side by side, adds their
     shares per column in float64 and updates the partials once for both, while it also gathers each row's
     Σ g and Σ g·xhat; pass 2 (_dx_row) then finds both rows in L1.
 
@@ -321,10 +321,18 @@ def _backward_2_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, ha
     0.87-1.06 from H = 1536 on (in one process, interleaved, 10th percentile of 40 calls; two runs with two
     threads, one with one). Our reading (that VM has no hardware counters): eight input streams at once
     (x and dy of four rows) beside the two partial rows are more than its L1 holds apart, and pass 2 then
-    re-reads four rows (32 KiB at H = 1024) that no longer fit in it. Below H = 1024 two rows are slower
-    than one (1.28-1.59 of the time at H = 256-768), as four were (10% at 768 to 2x at 256 on the first
-    host), hence BLOCK_FROM_H = 1024. (An array of per-row sums instead of the scalars below is not
-    vectorised by LLVM and was three times slower.)
+    re-reads four rows (32 KiB at H = 1024) that no longer fit in it.
+
+    Why from H = 2048. On the first host four rows paid from H = 1024 (above). On the Zen 3 host, measured
+    again in the fifteenth session with both variants writing the same output arrays (the measurements above
+    gave each its own, which moved some results by up to 12%), one row at a time against two rows took
+    8192x1024 0.89-0.95, 16384x1024 0.95-0.96, 4096x1024 0.77-0.84, 2048x1024 0.86-0.90, 1024x1024 0.90-0.94,
+    8192x1280 0.91-0.92, 4096x1536 0.92-0.95, 2048x1792 0.95-0.97 (one thread 0.94-1.01), in cache (64-256
+    rows of 1024-2000) 0.89-1.17, but from H = 2048 1.02-1.12 (2048x2048 1.02 / 0.99, 4096x2048 1.02 / 1.03,
+    1024x4096 1.10 / 1.08, 2048x4096 1.12 / 1.05, 512x8192 1.11 / 1.08; 10th percentile / median of 40
+    calls, float32, 2 threads). Below H = 1024 two rows are slower still (1.28-1.59 of one row's time at
+    H = 256-768), as four were (10% at 768 to 2x at 256 on the first host). (An array of per-row sums instead
+    of the scalars below is not vectorised by LLVM and was three times slower.)
     """
     H = x.shape[1]
     m0, m1 = mean[i], mean[i + 1]
