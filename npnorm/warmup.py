@@ -75,20 +75,10 @@ def _affine_choices(dtype) -> list[dict[str, np.ndarray | None]]:
 
 def _layer_norm(x):
     from . import functional as F
-    from . import kernels
 
     # detach_mean and detach_var are run-time flags of the same kernels: no specialisations of their own
     for params in _affine_choices(x.dtype):
         _fwd_bwd(F.layer_norm, x, params, H)
-    module = kernels.load("layer_norm")  # None without numba: nothing to compile
-    if module is not None:
-        # Rows from H = FORWARD_BLOCK_FROM_H on take the forward's two-row kernel: x's values in as many such
-        # rows (at least two) as keep the run serial or parallel as x's is.
-        wide_h = module.FORWARD_BLOCK_FROM_H
-        wide = np.resize(x, (max(2, x.size // wide_h), wide_h))
-        for params in _affine_choices(x.dtype):
-            wide_params = {k: None if v is None else np.resize(v, wide_h) for k, v in params.items()}
-            _fwd_bwd(F.layer_norm, wide, wide_params, wide_h)
 
 
 def _ada_norm(x):

@@ -68,9 +68,11 @@ How the kernels are written, and why:
   dy·weight (backward) beyond the dtype's largest number (3.4e38 for float32) is inf where float64 could
   have rounded a finite result; catching that needs a check per element, which cost 5-30% of the kernels
   (measured), for inputs no training run survives anyway.
-* **One fused pass per row.** Forward reads a row twice (sum, then squared deviations) and writes y in a
-  third loop over the same row while it is in cache; backward computes the two row sums, then dx. That keeps
-  the kernels at memory-bandwidth speed.
+* **Few passes per row, and memory kept busy.** The forward reads a row twice (sum, then squared
+  deviations) and writes y in a third loop over the same row while it is in cache; backward computes the
+  two row sums, then dx. The forward's output loop of one row also runs the next row's first pass, so that
+  the next row streams in from memory while this one is written (``_layer_norm_forward``: 0.79-0.86 of the
+  unfused kernel's time at 8192x1024). That keeps the kernels at memory-bandwidth speed.
 * **Work items and races.** Each call of a kernel body runs some of its ``items`` work items, each a block of
   rows (``_jit.ChunkedKernel``); in a parallel run the items run on numba's threads at once. dweight and
   dbias are sums over rows; writing ``dweight[j] += ...`` from several items at once is a data race that
@@ -82,10 +84,10 @@ How the kernels are written, and why:
 * **Wide rows.** For H ≥ ``BLOCK_FROM_H`` = 2048 the two float64 partial rows (32 KiB and more) crowd the
   data rows out of L1, and updating them once per row dominated the backward; there pass 1 runs over
   ``BLOCK_ROWS`` = 2 rows side by side and updates the partials once for both (measurements, and why two
-  rows and not four, in ``_backward_2_rows``). For H ≥ ``FORWARD_BLOCK_FROM_H`` = 2048 the forward's output
-  pass no longer fits x's row, y's row, weight and bias in L1, and a kernel of its own runs it over two rows
-  at a time, so that each load of weight[j] and bias[j] serves two rows (``_layer_norm_forward_2_rows``; in
-  the one-row kernel the same loop made the one-row path 3-11% slower, LLVM optimising the body as a whole).
+  rows and not four, in ``_backward_2_rows``). The forward had a kernel of its own for H ≥ 2048 until the
+  fifteenth session (four, then two rows per output pass, so that each load of weight[j] and bias[j] served
+  several rows); the fused one-row kernel is faster there too (0.86-0.95 of its time at 2048x2048 to
+  512x8192).
 * **Serial below a threshold.** Each kernel body is compiled once; inputs smaller than
   ``_jit.SERIAL_BELOW`` elements run it serially, in one call, because waking the thread pool costs more
   than the work (measured next to that constant). Larger ones run its items through a small parallel
@@ -190,79 +192,70 @@ def any_out_of_range(rstd, itemsize, H):
     return outside > 0
 
 
-@chunked_kernel(fastmath=FASTMATH_REASSOC)
+@chunked_kernel(fastmath=FASTMATH_REASSOC, noalias=True)  # outputs never overlap inputs (see below)
 def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, eps, items, item):
-    if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
-        return run_on_threads(items)
-    N, H = x.shape
-    first, stop = item_share(N, items, item)
-    for i in range(first, stop):  # this call's rows (rows are independent)
-        m, r = _row_mean_rstd(x[i], eps)  # two passes over row i, which then stays in cache
-        mean[i] = m  # (N,) float64
-        rstd[i] = r  # (N,) float64
-        # y = weight * xhat + bias in x's dtype, with the float64 mean split into two parts of that dtype,
-        # m = m_hi + m_lo (exactly, up to the rounding of the tiny m_lo), so that centring stays accurate
-        # when |mean| ≫ std: x - m_hi is exact for x near m_hi (Sterbenz), and m_lo then brings back what
-        # rounding m to float32 lost (see "Split mean" in the module docstring). For float64, m_lo = 0.
-        m_hi, m_lo = _split_mean(m, x)
-        r_x = x.dtype.type(r)
-        for j in range(H):
-            out = ((x[i, j] - m_hi) - m_lo) * r_x  # xhat
-            if has_weight:  # the same in every iteration: LLVM moves the test out of the loop
-                out = out * weight[j]
-            if has_bias:
-                out = out + bias[j]
-            y[i, j] = out
+    """The forward of this call's rows, the output pass of each row fused with the next row's first pass.
 
+    Row by row, the two statistics passes and the output pass would read a row from memory once (pass 1)
+    and then work from L1 for two passes, with no read in flight: memory idles for most of each row. Here
+    the loop that writes row p's output also sums row p + 1 (pass 1), so the next row streams in while this
+    one is written out; pass 2 (the variance) then runs over that row from L1. Measured 7 December (Zen 3,
+    float32, 2 threads, in one process, interleaved, both variants writing the same arrays, 10th percentile
+    and median of 40 calls) against the unfused kernel and, from H = 2048, the two-row kernel it replaced:
+    8192x1024 0.79-0.86, 16384x1024 0.79-0.82, 4096x1024 0.82, 2048x1024 0.86-0.87, 1024x1536 0.81-0.89,
+    8192x512 0.90-0.92, 32768x256 0.96-1.03, 2048x2048 0.86, 4096x2048 0.86-0.89, 1024x4096 0.94-0.95,
+    512x8192 0.88-0.89; in cache 1.02-1.20 (64x64 4.6 -> 5.4 µs at the 10th percentile, 128x64 1.11-1.20,
+    256x256 1.02-1.11), where there is no memory to overlap. A software prefetch of the next row in the
+    output pass instead of the loads (standalone kernels) gained nothing with 2 threads (1.03 at H = 1024).
 
-# The forward of rows from this length on takes two rows per output pass (see _layer_norm_forward_2_rows).
-FORWARD_BLOCK_FROM_H = 2048
-
-
-@chunked_kernel(fastmath=FASTMATH_REASSOC)
-def _layer_norm_forward_2_rows(y, mean, rstd, x, weight, bias, has_weight, has_bias, eps, items, item):
-    """The forward of rows 0 .. 2·(N // 2) - 1, two rows per output pass (the wrapper does the last row).
-
-    The one-row output pass reads x's row, weight and bias and writes y's row: 16·H bytes for float32, which
-    from H = 2048 on no longer fit in a 32 KiB L1 together, so weight and bias come from L2 for every row.
-    Here each load of weight[j] and bias[j] serves two rows. Every row's y, mean and rstd are those of
-    _layer_norm_forward, bit for bit (the same operations in the same order).
-
-    Until the fifteenth session (7 December) this kernel took four rows. On the first host (AVX-512) four
-    rows against one row at a time took 1024x4096 0.79-0.81, 512x8192 0.85, 2048x2048 0.86-0.98, 4096x2048
-    0.92-0.94 of the time, about the same in cache, and 1.20 at H = 1024. On the later host (AMD Zen 3,
-    32 KiB L1, AVX2) two rows against four: 2048x2048 0.89-0.98, 4096x2048 0.93-0.97, 1024x4096 0.96-1.05,
-    512x8192 0.93-1.12, in cache (64-256 rows of 2048-4096) 0.69-1.05 (float32, 2 threads, in one process,
-    interleaved, both variants writing the same output arrays, 10th percentile and median of 40 calls, three
-    runs): the same speed within the noise, and it compiles faster, 1.09-1.18 s against 1.33-1.50 s for both
-    dtypes (three fresh processes each). From H = 1024 instead, two rows took 0.90-0.96 of the one-row
-    kernel's time at 8192x1024 but 0.93-1.07 at 16384x1024, 1.00-1.05 at 4096x1024 and 1.13-1.14 at
-    256x1024, so rows below 2048 stay one at a time. The statistics are computed row by row, one inlined
-    copy of _row_mean_rstd: four copies compiled 0.1 s slower per dtype in the four-row kernel, for no gain.
+    The first iteration writes row `first` with stand-in statistics (zeros), and the next iteration writes
+    it again with its own: so every row's sum, wherever a call's rows begin, comes from this one loop, and a
+    parallel run gives the bits of a serial one (LLVM may split a reduction into lanes differently in two
+    different loops). ``noalias``: without it a row's bits depended on where NumPy had put the arrays
+    (rows of 8-16 float64 values, caught by tests/test_rnn.py). Our reading: LLVM guards a vectorised loop
+    that reads x and writes y with a run-time test that the two do not overlap, and where the test fails
+    runs a scalar copy of the loop, which sums in another order; noalias removes the test. The callers
+    allocate y, mean and rstd themselves, so no output overlaps an input.
     """
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
         return run_on_threads(items)
     N, H = x.shape
-    first, stop = item_share(N // 2, items, item)
-    for block in range(first, stop):
-        i = 2 * block
-        for k in range(i, i + 2):  # one row's statistics at a time (one inlined copy: less to compile)
-            mean[k], rstd[k] = _row_mean_rstd(x[k], eps)
-        # the split means and rstd in x's dtype of the two rows, as in _layer_norm_forward
-        h0, l0 = _split_mean(mean[i], x)
-        h1, l1 = _split_mean(mean[i + 1], x)
-        q0, q1 = x.dtype.type(rstd[i]), x.dtype.type(rstd[i + 1])
+    first, stop = item_share(N, items, item)
+    p = first  # the row whose output the fused loop writes: row i - 1, or `first` with stand-ins
+    m_hi = m_lo = r_x = x.dtype.type(0.0)
+    for i in range(first, stop):
+        s = np.float64(0.0)
         for j in range(H):
-            o0 = ((x[i, j] - h0) - l0) * q0
-            o1 = ((x[i + 1, j] - h1) - l1) * q1
-            if has_weight:
-                w = weight[j]
-                o0, o1 = o0 * w, o1 * w
+            # y = weight * xhat + bias of row p in x's dtype, with the float64 mean split into two parts of
+            # that dtype, m = m_hi + m_lo, so that centring stays accurate when |mean| ≫ std: x - m_hi is
+            # exact for x near m_hi (Sterbenz), and m_lo brings back what rounding m lost (see "Split mean"
+            # in the module docstring). For float64, m_lo = 0.
+            out = ((x[p, j] - m_hi) - m_lo) * r_x  # xhat
+            if has_weight:  # the same in every iteration: LLVM moves the test out of the loop
+                out = out * weight[j]
             if has_bias:
-                b = bias[j]
-                o0, o1 = o0 + b, o1 + b
-            y[i, j] = o0
-            y[i + 1, j] = o1
+                out = out + bias[j]
+            y[p, j] = out
+            s += np.float64(x[i, j])  # pass 1 of row i, in float64
+        m = s / H
+        v = np.float64(0.0)  # pass 2, from L1: the variance as the mean of squared deviations
+        for j in range(H):
+            d = np.float64(x[i, j]) - m
+            v += d * d
+        r = 1.0 / np.sqrt(v / H + eps)  # eps = 0 and a constant row: inf, no exception (error_model="numpy")
+        mean[i] = m  # (N,) float64
+        rstd[i] = r  # (N,) float64
+        m_hi, m_lo = _split_mean(m, x)
+        r_x = x.dtype.type(r)
+        p = i
+    if first < stop:
+        for j in range(H):  # the output pass of the last row
+            out = ((x[p, j] - m_hi) - m_lo) * r_x
+            if has_weight:
+                out = out * weight[j]
+            if has_bias:
+                out = out + bias[j]
+            y[p, j] = out
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, helper=True)
@@ -441,22 +434,9 @@ def layer_norm_forward(y, mean, rstd, x, weight, bias, eps):
     # an absent weight goes in as ones, an absent bias as zeros, and the flags skip them (see _jit.py)
     w = weight if weight is not None else shared_ones(H, x.dtype)  # (H,)
     b = bias if bias is not None else shared_zeros(H, x.dtype)  # (H,)
-    if H < FORWARD_BLOCK_FROM_H:
-        _layer_norm_forward.launch(x.size, 0, y, mean, rstd, x, w, b, weight is not None, bias is not None, float(eps))
-    else:
-        _forward_wide_rows(y, mean, rstd, x, w, b, weight is not None, bias is not None, float(eps))
+    _layer_norm_forward.launch(x.size, 0, y, mean, rstd, x, w, b, weight is not None, bias is not None, float(eps))
     if any_out_of_range(rstd, x.itemsize, H):  # rare ("Range")
         _redo_forward_rows(y, mean, rstd, x, weight, bias)
-
-
-def _forward_wide_rows(y, mean, rstd, x, *options):
-    """The forward for H ≥ FORWARD_BLOCK_FROM_H: blocks of two rows, then the last row of an odd N."""
-    N, H = x.shape
-    rows = N - N % 2
-    if rows:
-        _layer_norm_forward_2_rows.launch(rows * H, 0, y, mean, rstd, x, *options)
-    if rows < N:  # views of the last row: C-contiguous, so the same specialisation as whole arrays
-        _layer_norm_forward.launch((N - rows) * H, 0, y[rows:], mean[rows:], rstd[rows:], x[rows:], *options)
 
 
 def layer_norm_backward(dx, dweight, dbias, dy, x, mean, rstd, weight, detach_mean=False, detach_var=False):
