@@ -232,6 +232,25 @@ def test_forward_rows_do_not_depend_on_where_a_call_begins(H, dtype, variant, rn
     assert (np.abs(np.frombuffer(results[0][1]) - mean_ref) <= 2 * 2.0**-53 * np.abs(f64(x)).sum(axis=1)).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("H", [7, 64, 1030])
+def test_backward_rows_do_not_depend_on_where_a_chunk_begins(H, dtype, variant, rng, monkeypatch):
+    """The backward runs a row's dx pass in the loop of the next row's sums, and the first row of each chunk
+    is summed in that same loop: dx gets the same bits however the rows are cut into chunks, also where the
+    float64 sums are inexact (dweight and dbias add the chunks' partial sums, so only dx is compared)."""
+    N = 9
+    x = rng.choice([-1.0, 1.0], (N, H)) * 2.0 ** rng.integers(-20, 21, (N, H)) * rng.uniform(1, 2, (N, H))
+    x, dy = x.astype(dtype), rng.standard_normal((N, H)).astype(dtype)
+    weight, bias = rng.standard_normal(H).astype(dtype), None
+    y, mean, rstd = kernel_forward(x, weight, bias)
+    results = []
+    for nchunks in (1, 2, 3, 5, N):
+        monkeypatch.setattr(K, "num_chunks", lambda N, H, size=None, nchunks=nchunks: nchunks)
+        dx, dweight, dbias = kernel_backward(dy, x, mean, rstd, weight)
+        results.append(dx.tobytes())
+    assert all(r == results[0] for r in results[1:])
+
+
 # ------------------------------------------------------------------------------------------ edge cases
 
 
