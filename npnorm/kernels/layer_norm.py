@@ -143,6 +143,19 @@ __all__ = [
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
+def _row_rstd(row, m, eps):
+    """rstd = 1/sqrt(var + eps) of one row whose mean m is known (pass 2), in float64 whatever the dtype."""
+    H = row.shape[0]
+    # the variance as the mean of squared deviations (never E[x²] - E[x]²)
+    v = np.float64(0.0)
+    for j in range(H):
+        d = np.float64(row[j]) - m
+        v += d * d
+    # eps = 0 and a constant row give 1/0 = inf here, not an exception (error_model="numpy")
+    return 1.0 / np.sqrt(v / H + eps)
+
+
+@kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
 def _row_mean_rstd(row, eps):
     """mean and rstd = 1/sqrt(var + eps) of one row, in float64 whatever the dtype of the row."""
     H = row.shape[0]
@@ -151,13 +164,7 @@ def _row_mean_rstd(row, eps):
     for j in range(H):
         s += np.float64(row[j])
     m = s / H
-    # pass 2: the variance as the mean of squared deviations (never E[x²] - E[x]²)
-    v = np.float64(0.0)
-    for j in range(H):
-        d = np.float64(row[j]) - m
-        v += d * d
-    # eps = 0 and a constant row give 1/0 = inf here, not an exception (error_model="numpy")
-    return m, 1.0 / np.sqrt(v / H + eps)
+    return m, _row_rstd(row, m, eps)  # pass 2
 
 
 @kernel(parallel=False, inline=True)
@@ -239,11 +246,7 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
             y[p, j] = out
             s += np.float64(x[i, j])  # pass 1 of row i, in float64
         m = s / H
-        v = np.float64(0.0)  # pass 2, from L1: the variance as the mean of squared deviations
-        for j in range(H):
-            d = np.float64(x[i, j]) - m
-            v += d * d
-        r = 1.0 / np.sqrt(v / H + eps)  # eps = 0 and a constant row: inf, no exception (error_model="numpy")
+        r = _row_rstd(x[i], m, eps)  # pass 2, from L1
         mean[i] = m  # (N,) float64
         rstd[i] = r  # (N,) float64
         m_hi, m_lo = _split_mean(m, x)
@@ -396,6 +399,7 @@ def _layer_norm_backward(
         # iteration redoes: 0.88-1.00 of the unfused kernel's time at 8192x1024 to 32768x256 (7 December).
         p = i
         m_hi = m_lo = r_x = mg = mgx = x.dtype.type(0.0)
+        mean_g = mean_gxhat = np.float64(0.0)
         for k in range(i, row1):
             m = mean[k]
             r = rstd[k]
@@ -418,18 +422,15 @@ def _layer_norm_backward(
                     g = g * weight[j]
                 sum_g += g
                 sum_gxhat += g * xhat
+            mean_g = a * (sum_g / H)
+            mean_gxhat = b * (sum_gxhat / H)
             m_hi, m_lo = _split_mean(m, x)
             r_x = x.dtype.type(r)
-            mg = x.dtype.type(a * (sum_g / H))
-            mgx = x.dtype.type(b * (sum_gxhat / H))
+            mg = x.dtype.type(mean_g)
+            mgx = x.dtype.type(mean_gxhat)
             p = k
-        if i < row1:
-            for j in range(H):  # pass 2 of the chunk's last row
-                xp = ((x[p, j] - m_hi) - m_lo) * r_x
-                gp = dy[p, j]
-                if has_weight:
-                    gp = gp * weight[j]
-                dx[p, j] = r_x * (gp - mg - xp * mgx)
+        if i < row1:  # pass 2 of the chunk's last row (one call per chunk: its reference counting is cheap)
+            _dx_row(dx, dy, x, weight, has_weight, p, mean[p], rstd[p], mean_g, mean_gxhat)
     if ends_run(items, item) and dweight is not None:
         # the partials added up in item order (the same for any thread count), rounded once to x.dtype
         add_up_chunks(dweight, dweight_part)
