@@ -405,9 +405,11 @@ def kernel(parallel: bool, fastmath=False, inline: bool = False, noalias: bool =
 
     ``parallel=True`` turns ``numba.prange`` loops into threaded loops; enter such a kernel through
     :func:`call_parallel`. ``fastmath`` is ``False`` or a set of fine-grained LLVM flags such as
-    :data:`FASTMATH_REASSOC`. ``inline=True`` (for helpers called once per row) has numba paste the helper's
-    body into its caller: a real call reference-counts every array argument, which measured 32 µs against
-    12 µs for the LayerNorm forward on 2048 rows of H = 2 (GroupNorm's rows). ``noalias=True`` promises that
+    :data:`FASTMATH_REASSOC`. ``inline=True`` has numba paste the helper's body into its caller. For helpers
+    called once per row: a real call reference-counts every array argument, which measured 32 µs against
+    12 µs for the LayerNorm forward on 2048 rows of H = 2 (GroupNorm's rows). For a helper with a single
+    call site (the backward's row blocks): a called helper is compiled twice, once on its own and again
+    inside its caller, whose module links it in. ``noalias=True`` promises that
     no output argument overlaps another argument (see :class:`_NoAliasCompiler`). ``helper=True`` is for
     functions that only other kernels call: numba then builds no Python entry point for them (which cost
     about 0.03 s of compilation per specialisation), and calling one from Python raises.
