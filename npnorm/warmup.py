@@ -191,23 +191,22 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # (its sums are float64 whatever x's dtype).
 #
 # Each unit's weight is the seconds it took to compile alone, cold, float32 and float64, in a fresh process
-# whose numba had already started (0.55-0.6 s more for that), with the garbage collector paused as warmup()
-# pauses it, measured 6 December on 2 cores, two runs each: layer_norm 4.91-4.93 (with the forward's
-# four-row kernel for wide rows) + group_norm 2.06-2.09, batch_norm 4.52-4.65, rms_norm 3.12-3.13, ada_norm
-# 0.88-0.89, weight_norm 0.81-0.82, adam 0.18-0.19. (Earlier, before every kernel shared one launcher and
-# absent parameters became flags, the same compiled in 44-69 s: the history is in docs/performance-history.md.)
-# lstm_cell (its two backward kernels) and gru_cell (one), added 7 December, were measured on the slower host
-# of that day against weight_norm in the same processes: lstm_cell 1.20-1.31 s against 1.60-1.66 s, so
-# 0.82 · 1.25 / 1.62 ≈ 0.63 here; gru_cell 1.40-1.42 s against 1.97-2.21 s (a slower hour), ≈ 0.55.
+# whose numba had already started (its registries loaded, the shared functions compiled), with the garbage
+# collector paused as warmup() pauses it; measured 7 December on the 2-vCPU AMD EPYC (Zen 3) host, two runs
+# each: layer_norm + group_norm 7.42-7.46, batch_norm 5.77-5.78, rms_norm 3.70-3.82, ada_norm 1.14-1.24,
+# lstm_cell 1.10, weight_norm 1.02-1.16, gru_cell 1.02-1.06, adam 0.27-0.28. (The weights before, measured
+# 6 December on a host that compiled about 1.3 times faster, and estimated there for the two cells, gave the
+# same split. Earlier still, before every kernel shared one launcher and absent parameters became flags,
+# the same compiled in 44-69 s: the history is in docs/performance-history.md.)
 UNITS: tuple[tuple[tuple[str, ...], float], ...] = (
-    (("layer_norm", "group_norm"), 7.0),
-    (("batch_norm",), 4.6),
-    (("rms_norm",), 3.1),
-    (("ada_norm",), 0.88),
-    (("weight_norm",), 0.82),
-    (("lstm_cell",), 0.63),
-    (("gru_cell",), 0.55),
-    (("adam",), 0.19),
+    (("layer_norm", "group_norm"), 7.44),
+    (("batch_norm",), 5.78),
+    (("rms_norm",), 3.76),
+    (("ada_norm",), 1.19),
+    (("lstm_cell",), 1.10),
+    (("weight_norm",), 1.09),
+    (("gru_cell",), 1.04),
+    (("adam",), 0.28),
 )
 
 
@@ -217,11 +216,11 @@ def plan(processes: int) -> list[list[str]]:
     Longest processing time first: the units, heaviest first, each go to the process with the least
     work so far (the first such process on a tie). Every process gets at least one unit, so at most
     ``len(UNITS)`` lists come back. Two processes get (LayerNorm, GroupNorm, AdaNorm, the LSTM and GRU cells)
-    and (BatchNorm, RMSNorm, weight norm, Adam), 9.1 and 8.7 s by the weights. Measured on 2 cores before the
-    cells had kernels, four runs each: 8.97-9.28 s with numba's start-up and the two processes slowing each
-    other, against 9.35-9.63 s for the split measured best before the forward's four-row kernel (weight norm
-    with LayerNorm's share). Three get LayerNorm and GroupNorm (7.0 s), BatchNorm, the LSTM cell and Adam,
-    RMSNorm and the rest; more cannot beat the largest unit.
+    and (BatchNorm, RMSNorm, weight norm, Adam), 10.8 and 10.9 s by the weights. Measured on 2 cores before the
+    cells had kernels (on a faster host), four runs each: 8.97-9.28 s with numba's start-up and the two
+    processes slowing each other, against 9.35-9.63 s for the split measured best before the forward's four-row
+    kernel (weight norm with LayerNorm's share). Three get LayerNorm and GroupNorm (7.4 s), BatchNorm, weight
+    norm and Adam, RMSNorm and the rest; more cannot beat the largest unit.
     """
     if processes < 1:
         raise ValueError(f"warmup: processes must be >= 1, got {processes}")
