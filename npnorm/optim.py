@@ -323,8 +323,9 @@ class SGD(Optimizer):
         if momentum != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
-                # b ← g on the first step, undampened
-                buf = state["momentum_buffer"] = grad.copy()
+                # b ← g on the first step, undampened. np.array, not grad.copy(): for a 0-d parameter, grad
+                # + λθ above is a NumPy scalar, whose in-place updates below would only rebind `buf`
+                buf = state["momentum_buffer"] = np.array(grad, dtype=p.data.dtype)
             else:
                 # b ← μb + (1 − τ)g
                 buf *= dt(momentum)

@@ -106,10 +106,12 @@ def test_sgd_plain_step_by_hand():
     assert opt.state[id(p)] == {}  # plain SGD keeps no state
 
 
-def test_sgd_momentum_dampening_weight_decay_by_hand():
+# a 0-d parameter too: with weight decay, g + λθ is then a NumPy scalar, not an array
+@pytest.mark.parametrize("shape", [(2,), ()], ids=["vector", "0-d"])
+def test_sgd_momentum_dampening_weight_decay_by_hand(shape):
     lr, mu, tau, lam = 0.1, 0.9, 0.2, 0.01
-    theta = [np.array([1.0, -2.0])]
-    grads = [np.array([0.5, 0.25]), np.array([-1.0, 2.0]), np.array([0.3, 0.1])]
+    theta = [np.array([1.0, -2.0])[: shape[0] if shape else 1].reshape(shape)]
+    grads = [np.array(v)[: shape[0] if shape else 1].reshape(shape) for v in ([0.5, 0.25], [-1.0, 2.0], [0.3, 0.1])]
     (p,) = _params(theta[0])
     opt = SGD([p], lr=lr, momentum=mu, dampening=tau, weight_decay=lam)
     for g in grads:
