@@ -9,7 +9,8 @@ The file is an ordinary `.npz` archive (a zip of `.npy` arrays, uncompressed, as
 * A save is atomic. The archive is written to a temporary file in the target's folder, flushed and
   fsynced, then renamed over the target with `os.replace` (atomic on POSIX and Windows). If anything fails
   the temporary file is removed and the previous checkpoint is left exactly as it was; a crash leaves at
-  worst a stray `.<name>.*.tmp` file, never a half-written checkpoint under the real name.
+  worst a stray `.<name>.*.tmp` file (the name cut to its first 40 characters), never a half-written
+  checkpoint under the real name. The file gets the permissions any new file gets (0o666 less the umask).
 
 We write the zip ourselves (`zipfile` + `np.lib.format.write_array`, exactly what `np.savez` does) rather
 than call `np.savez(file, **arrays)`, whose own keyword arguments would collide with a key named "file".
@@ -18,11 +19,11 @@ than call `np.savez(file, **arrays)`, whose own keyword arguments would collide 
 from __future__ import annotations
 
 import contextlib
-import functools
+import math
 import numbers
 import os
+import secrets
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -49,11 +50,11 @@ def save(state_dict: Mapping, path) -> None:
     raised before the disk is touched.
     """
     arrays = _checked_arrays(state_dict)
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False)
+    tmp_name, fd = _create_temporary(folder, os.path.basename(path))
     try:
-        with tmp:
+        with open(fd, "wb") as tmp:
             # Write through the open file object: np.savez and friends append ".npz" to a bare name.
             with zipfile.ZipFile(tmp, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
                 for key, array in arrays.items():
@@ -61,14 +62,28 @@ def save(state_dict: Mapping, path) -> None:
                         np.lib.format.write_array(member, array, allow_pickle=False)
             tmp.flush()
             os.fsync(tmp.fileno())
-        # NamedTemporaryFile creates the file readable by its owner only; give it the usual permissions.
-        os.chmod(tmp.name, 0o666 & ~_umask())
-        os.replace(tmp.name, path)
+        os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp.name)
+            os.unlink(tmp_name)
         raise
     _fsync_folder(folder)
+
+
+def _create_temporary(folder: str, name: str) -> tuple[str, int]:
+    """A new file `.<name>.<random>.tmp` in `folder`, opened for writing: (its path, its descriptor).
+
+    Created with mode 0o666, so that the process's umask, as it is now, sets its permissions as for any
+    new file (tempfile's files are readable by their owner only). `name` is cut to 40 characters so that
+    the temporary name stays within the file system's 255-byte limit wherever `name` itself does.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp_name = os.path.join(folder, f".{name[:40]}.{secrets.token_hex(4)}.tmp")
+        try:
+            return tmp_name, os.open(tmp_name, flags, 0o666)
+        except FileExistsError:  # another writer picked the same random part: pick again
+            continue
 
 
 def load(path) -> dict[str, np.ndarray]:
@@ -78,7 +93,7 @@ def load(path) -> dict[str, np.ndarray]:
     checkpoint: ...") if it is truncated, corrupt (bad zip structure or CRC), not an `.npz`, or holds
     object arrays. The arrays are read into memory and the file is closed before returning.
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     try:
         file = open(path, "rb")  # closed by the `with file` below
     except FileNotFoundError as exc:
@@ -105,13 +120,34 @@ def _read_archive(file) -> dict[str, np.ndarray]:
                 raise ValueError(f"the key {key!r} appears twice")
             # archive.read checks the member's CRC-32, so a flipped bit is an error before we parse anything.
             data = BytesIO(archive.read(info))
-            array = np.lib.format.read_array(data, allow_pickle=False)
-            if data.tell() != len(data.getbuffer()):
-                raise ValueError(f"member {info.filename!r} has bytes after its array")
-            if array.dtype.kind not in _NUMERIC_KINDS:
-                raise ValueError(f"{key!r} holds a non-numeric array of dtype {array.dtype}")
-            arrays[key] = array
+            _check_npy_header(data, info.filename, key)
+            arrays[key] = np.lib.format.read_array(data, allow_pickle=False)
     return arrays
+
+
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _check_npy_header(data: BytesIO, member: str, key: str) -> None:
+    """Check that a `.npy` member holds numbers, exactly as many bytes of them as its header declares; then
+    rewind it.
+
+    Before `read_array`, which allocates the declared array before it reads any data: a header declaring
+    shape (10**13,) in a file of a few hundred bytes would otherwise end in a MemoryError, not in a clear
+    error. Numeric arrays are written in the format versions 1.0 or 2.0 (3.0 is for structured dtypes with
+    non-Latin field names, which hold no numbers we load).
+    """
+    version = np.lib.format.read_magic(data)
+    if version not in _NPY_HEADER_READERS:
+        raise ValueError(f"member {member!r} has .npy format version {version}, expected 1.0 or 2.0")
+    shape, _, dtype = _NPY_HEADER_READERS[version](data)
+    if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None:
+        raise ValueError(f"{key!r} holds a non-numeric array of dtype {dtype}")
+    declared = math.prod(shape) * dtype.itemsize
+    held = len(data.getbuffer()) - data.tell()
+    if declared != held:
+        raise ValueError(f"member {member!r} declares {declared} bytes of data ({shape}, {dtype}) but holds {held}")
+    data.seek(0)
 
 
 def _checked_arrays(state_dict: Mapping) -> dict[str, np.ndarray]:
@@ -122,6 +158,7 @@ def _checked_arrays(state_dict: Mapping) -> dict[str, np.ndarray]:
     for key, value in state_dict.items():
         if not isinstance(key, str):
             raise TypeError(f"save: keys must be strings, got {key!r} of type {type(key).__name__}")
+        _check_member_name(key)
         if isinstance(value, Tensor):
             value = value.data  # a Tensor (or Parameter): store its array
         if isinstance(value, (numbers.Number, np.generic)) and not isinstance(value, (str, bytes)):
@@ -134,12 +171,19 @@ def _checked_arrays(state_dict: Mapping) -> dict[str, np.ndarray]:
     return arrays
 
 
-@functools.cache
-def _umask() -> int:
-    # The only portable way to read the umask is to set it and set it back (done once, then cached).
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _check_member_name(key: str) -> None:
+    """A ValueError unless `key` + ".npy" is stored as it is, as a zip member's name, and read back the same.
+
+    zipfile cuts a name at its first NUL (so "a\\0x" and "a\\0y" would both load as "a") and, on Windows,
+    turns backslashes into slashes; names are stored as UTF-8, which a lone surrogate cannot be encoded to.
+    """
+    name = key + ".npy"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"save: the key {key!r} cannot be encoded as UTF-8, as a zip member's name must be") from None
+    if zipfile.ZipInfo(name).filename != name:
+        raise ValueError(f"save: the key {key!r} cannot be stored unchanged as a zip member's name")
 
 
 def _fsync_folder(folder: str) -> None:

@@ -91,6 +91,29 @@ def test_save_overwrites_and_keeps_usual_permissions(tmp_path):
         assert target.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
+@pytest.mark.skipif(os.name != "posix", reason="umask permissions are POSIX's")
+def test_each_save_takes_the_umask_of_its_moment(tmp_path):
+    old = os.umask(0o022)
+    try:
+        npnorm.save({"a": np.ones(1)}, tmp_path / "open.npz")
+        os.umask(0o077)  # set after the first save: a umask read once and kept would miss it
+        npnorm.save({"a": np.ones(1)}, tmp_path / "private.npz")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "open.npz").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.npz").stat().st_mode & 0o777 == 0o600
+
+
+def test_long_names_and_bytes_paths_work_as_for_open(tmp_path):
+    long_name = tmp_path / ("n" * 250 + ".npz")  # 254 characters: the temporary name must not grow past 255
+    npnorm.save({"a": np.arange(3.0)}, long_name)
+    as_bytes = os.fsencode(tmp_path / "b.npz")
+    npnorm.save({"a": np.arange(3.0)}, as_bytes)
+    assert _files(tmp_path) == ["b.npz", long_name.name]
+    for path in (long_name, as_bytes):
+        _assert_same(npnorm.load(path), {"a": np.arange(3.0)})
+
+
 # --------------------------------------------------------------------------------------- atomicity
 def _fail_half_way(monkeypatch):
     """Make the array writer write half an array, then die."""
@@ -173,6 +196,10 @@ def test_save_rejects_non_numeric_values_before_touching_disk(tmp_path, value):
 def test_save_rejects_bad_keys_and_containers(tmp_path):
     with pytest.raises(TypeError, match="keys must be strings"):
         npnorm.save({1: np.ones(2)}, tmp_path / "c.npz")
+    # a zip member's name ends at a NUL ("a\0x" and "a\0y" would both load as "a") and must be UTF-8
+    for key in ("a\x00x", "\ud800"):
+        with pytest.raises(ValueError, match=re.escape(repr(key))):
+            npnorm.save({"ok": np.ones(2), key: np.ones(2)}, tmp_path / "c.npz")
     with pytest.raises(TypeError, match="dict"):
         npnorm.save([("a", np.ones(2))], tmp_path / "c.npz")
     assert _files(tmp_path) == []
@@ -273,6 +300,26 @@ def test_a_bare_npy_file_is_not_a_checkpoint(tmp_path):
     np.save(path, np.ones(3))
     with _expect_invalid(path):
         npnorm.load(path)
+
+
+def _npy_member(shape, data: bytes) -> bytes:
+    """A .npy file whose header declares float64 `shape` and whose data is `data`, whatever its length."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    return out.getvalue() + data
+
+
+@pytest.mark.parametrize("shape", [(10**13,), (3,), (1,), ()], ids=["73 TiB", "too few", "too many", "0-d, too many"])
+def test_a_header_that_does_not_match_its_data_is_invalid_without_allocating(tmp_path, shape):
+    path = tmp_path / "c.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("w.npy", _npy_member(shape, np.arange(2.0).tobytes()))
+    invalid = re.escape(f"load: {path} is not a valid npnorm checkpoint: ")
+    with pytest.raises(ValueError, match=invalid + ".*'w.npy' declares"):
+        npnorm.load(path)  # never a MemoryError: the 73 TiB are checked against the 16 bytes held first
+    with zipfile.ZipFile(path, "w") as archive:  # the same header with its data is a valid checkpoint
+        archive.writestr("w.npy", _npy_member((2,), np.arange(2.0).tobytes()))
+    _assert_same(npnorm.load(path), {"w": np.arange(2.0)})
 
 
 def test_zip_with_a_foreign_member_is_rejected(tmp_path):
