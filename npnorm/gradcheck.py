@@ -49,18 +49,19 @@ def gradcheck(
 ) -> bool:
     """Compare the gradients that backward computes for `fn(*inputs)` with central finite differences.
 
-    `inputs` is a Tensor or a tuple of arguments; the Tensors among them with `requires_grad=True` are
-    checked and must be float64. `fn` returns a Tensor of any shape. Also checked: backward is
-    deterministic (two calls give identical gradients) and `fn` does not modify its inputs.
+    `inputs` is a Tensor or a tuple (or list) of arguments; the Tensors among them with `requires_grad=True`
+    are checked and must be float64, in writable arrays (each is perturbed in place). `fn` returns a Tensor of
+    any shape. Also checked: backward is deterministic (two calls give identical gradients) and `fn` does not
+    modify its inputs.
 
     Returns True when everything agrees. Otherwise raises `GradcheckError` (an AssertionError) naming the
     input, the output element, the input element, the analytic and numerical values, the absolute and
     relative error, the allowed error and how many entries fail — or returns False when
     `raise_exception=False`.
     """
-    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     checked = _checked_inputs(inputs)
-    if eps <= 0 or atol < 0 or rtol < 0:
+    if not (0 < eps < np.inf and 0 <= atol < np.inf and 0 <= rtol < np.inf):  # NaN fails every comparison
         raise ValueError(f"gradcheck: need eps > 0, atol >= 0, rtol >= 0; got eps={eps}, atol={atol}, rtol={rtol}")
     snapshots = [np.array(inputs[i].data, copy=True) for i in checked]
     saved_grads = [inputs[i].grad for i in checked]
@@ -100,6 +101,11 @@ def _checked_inputs(inputs: tuple) -> list[int]:
             if not x.is_leaf:
                 raise ValueError(
                     f"gradcheck: input {i} is not a leaf tensor; pass leaves (e.g. x.detach().requires_grad_())"
+                )
+            if not x.data.flags.writeable:
+                raise ValueError(
+                    f"gradcheck: input {i} holds a read-only array, and finite differences perturb each input in "
+                    "place; pass a writable copy (npnorm.tensor(np.array(data), requires_grad=True))"
                 )
             checked.append(i)
     if not checked:
@@ -173,7 +179,8 @@ def _full_jacobians(fn, inputs, i: int, eps: float) -> tuple[np.ndarray, np.ndar
         analytic[j] = g.ravel()
         onehot[j] = 0.0
     numerical = np.zeros_like(analytic)
-    direction = np.zeros_like(x)
+    # C order whatever x's layout, so that `flat` is a view of `direction` and k counts as ravel() does
+    direction = np.zeros(x.shape)
     flat = direction.reshape(-1)
     for k in range(x.size):
         flat[k] = 1.0

@@ -68,6 +68,38 @@ def test_passes_on_correct_functions(fast_mode, rng):
     assert gradcheck(lambda a, b, c: (a @ b).tanh().sum(axis=0) * c, (a, b, c), fast_mode=fast_mode) is True
     assert gradcheck(lambda a: (a * a).sum(), a, fast_mode=fast_mode) is True  # a single Tensor, not a tuple
     assert gradcheck(lambda a: a.exp(), (a,), fast_mode=fast_mode, raise_exception=False) is True
+    assert gradcheck(lambda a, b: a @ b, [a, b], fast_mode=fast_mode) is True  # a list, as in PyTorch
+
+
+@MODES
+@pytest.mark.parametrize("layout", ["transposed", "permuted", "strided"])
+def test_passes_whatever_the_inputs_memory_layout(fast_mode, layout, rng):
+    """Finite differences step element by element in C order, whatever order x is stored in."""
+    base = rng.standard_normal((4, 3, 2))
+    data = {"transposed": base[:, :, 0].T, "permuted": base.transpose(1, 0, 2), "strided": base[::2, ::2]}[layout]
+    x = npnorm.Tensor(data, requires_grad=True)  # Tensor keeps the array as it is
+    assert not x.data.flags.c_contiguous
+    assert gradcheck(lambda x: x * 2.0, x, fast_mode=fast_mode) is True
+    assert gradcheck(lambda x: (x * x).sum(axis=0), x, fast_mode=fast_mode) is True
+    # and a wrong gradient is still found at the element where it is wrong, in C-order coordinates
+    with pytest.raises(GradcheckError) as caught:
+        gradcheck(lambda x: WrongAt.apply(x, index=(1, 0) + (0,) * (x.ndim - 2)), x, fast_mode=fast_mode)
+    assert caught.value.element_index == (1, 0) + (0,) * (x.ndim - 2)
+
+
+class WrongAt(Function):
+    """y = x, with the gradient of one element doubled."""
+
+    @staticmethod
+    def forward(ctx, x, index):
+        ctx.index = index
+        return x.copy()
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.copy()
+        grad[ctx.index] *= 2.0
+        return grad
 
 
 def test_non_tensor_and_constant_inputs_pass_through(rng):
@@ -200,13 +232,22 @@ def test_needs_an_input_that_requires_grad():
         gradcheck(lambda x: x * 2.0, (npnorm.tensor([1.0]),))
 
 
+def test_rejects_read_only_inputs_it_would_have_to_perturb():
+    x = npnorm.Tensor(np.broadcast_to(np.ones(1), (3,)), requires_grad=True)
+    with pytest.raises(ValueError, match="input 0 holds a read-only array"):
+        gradcheck(lambda x: x * 2.0, (x,))
+
+
 def test_rejects_non_leaf_inputs():
     x = leaf([1.0, 2.0]) * 2.0
     with pytest.raises(ValueError, match="leaf"):
         gradcheck(lambda x: x * 2.0, (x,))
 
 
-@pytest.mark.parametrize("kwargs", [{"eps": 0.0}, {"atol": -1.0}, {"rtol": -1e-3}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"eps": 0.0}, {"atol": -1.0}, {"rtol": -1e-3}, {"eps": float("nan")}, {"atol": float("nan")}, {"eps": np.inf}],
+)
 def test_rejects_bad_tolerances(kwargs):
     with pytest.raises(ValueError, match="gradcheck"):
         gradcheck(lambda x: x * 2.0, (leaf([1.0]),), **kwargs)
