@@ -8,6 +8,7 @@ place, `unbroadcast`, at the boundary of the binary operations.
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 
@@ -52,8 +53,8 @@ def _normalize_axes(op: str, axis, ndim: int) -> tuple:
     axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)
     out = []
     for a in axes:
-        a = int(a)
-        if not -ndim <= a < max(ndim, 1):
+        a = _axis_index(op, a)
+        if not -max(ndim, 1) <= a < max(ndim, 1):
             raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
         out.append(a % ndim if ndim else 0)
     if len(set(out)) != len(out):
@@ -61,6 +62,16 @@ def _normalize_axes(op: str, axis, ndim: int) -> tuple:
     if ndim == 0:
         return ()  # axis 0 (or -1) of a 0-d tensor is accepted, as in PyTorch, and reduces nothing
     return tuple(sorted(out))
+
+
+def _axis_index(op: str, a) -> int:
+    """An axis as an int; a float (or bool) is a TypeError, as in NumPy, rather than truncated to an axis."""
+    if isinstance(a, (bool, np.bool_)):
+        raise TypeError(f"{op}: axis must be an integer, got {a!r}")
+    try:
+        return operator.index(a)
+    except TypeError:
+        raise TypeError(f"{op}: axis must be an integer or a tuple of integers, got {a!r}") from None
 
 
 def _expand_reduced(grad: np.ndarray, axes: tuple, keepdims: bool, shape: tuple) -> np.ndarray:
@@ -146,7 +157,8 @@ class Div(Function):
 class Pow(Function):
     """out = a ** b (both tensors);  da = g * b * a^(b-1),  db = g * out * log(a).
 
-    As in PyTorch, db is 0 where a == 0 and b >= 0 (the limit of out * log a), and NaN where a < 0.
+    As in PyTorch, da is 0 where b == 0; db is 0 where a == 0 and b >= 0 (the limit of out * log a), and NaN
+    where a < 0.
     """
 
     @staticmethod
@@ -159,12 +171,15 @@ class Pow(Function):
     def backward(ctx, grad):
         a, b, out = ctx.saved
         na, nb = ctx.needs_input_grad
-        da = unbroadcast(grad * b * a ** (b - 1), a.shape) if na else None
-        db = None
-        if nb:
-            with np.errstate(divide="ignore", invalid="ignore"):
+        da = db = None
+        # no warnings: inf and NaN are the honest values where they arise (a = 0 with b < 1; a < 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if na:
+                # 0 where b == 0 (a^0 = 1 is constant in a), not 0 * a^-1 = NaN at a = 0; as PyTorch
+                da = unbroadcast(np.where(b == 0, 0, grad * b * a ** (b - 1)), a.shape)
+            if nb:
                 dlog = np.where((a == 0) & (b >= 0), 0, out * np.log(a))
-            db = unbroadcast(grad * dlog, b.shape)
+                db = unbroadcast(grad * dlog, b.shape)
         return da, db
 
 
@@ -544,8 +559,13 @@ class Transpose(Function):
     def forward(ctx, a, axes=None):
         if axes is None:
             axes = tuple(range(a.ndim))[::-1]
-        axes = tuple(int(i) for i in axes)
-        if sorted(i % a.ndim for i in axes) != list(range(a.ndim)) or len(axes) != a.ndim:
+        axes = tuple(_axis_index("transpose", i) for i in axes)
+        # in this order: the range is checked before `% a.ndim`, which a 0-d array would divide by zero
+        if (
+            len(axes) != a.ndim
+            or not all(-a.ndim <= i < a.ndim for i in axes)
+            or sorted(i % a.ndim for i in axes) != list(range(a.ndim))
+        ):
             raise ValueError(f"transpose: axes {axes} are not a permutation of the {a.ndim} axes of shape {a.shape}")
         ctx.inverse = tuple(np.argsort([i % a.ndim for i in axes]))
         return a.transpose(axes)

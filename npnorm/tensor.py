@@ -99,6 +99,18 @@ class Tensor:
             raise TypeError("len() of a 0-d tensor")
         return self.data.shape[0]
 
+    def __bool__(self) -> bool:
+        # NumPy's rule, as PyTorch's: one element gives its truth value, more are ambiguous (a ValueError).
+        # Without it Python would take len(): tensor([0.0]) would be True and a 0-d tensor a TypeError.
+        return bool(self.data)
+
+    def __iter__(self):
+        # Rows as Tensors in the graph (self[i]). Without it Python would iterate through __getitem__ until
+        # an IndexError, and a 0-d tensor would silently yield nothing.
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.data.shape[0]))
+
     def __repr__(self) -> str:
         body = np.array2string(self.data, separator=", ", prefix="tensor(")
         extra = ""
@@ -120,7 +132,13 @@ class Tensor:
         return self.data
 
     def __array__(self, dtype=None, copy=None):
-        return self.data if dtype is None else self.data.astype(dtype)
+        # NumPy 2's protocol: copy=True must copy (np.array(t) must not share t's memory), copy=False must
+        # not, and None copies only to convert. np.asarray(t) shares, as for a PyTorch tensor.
+        if dtype is None or np.dtype(dtype) == self.data.dtype:
+            return self.data.copy() if copy else self.data
+        if copy is False:
+            raise ValueError(f"cannot convert a {self.data.dtype} tensor to {np.dtype(dtype)} without a copy")
+        return self.data.astype(dtype)
 
     # ---------------------------------------------------------------------------------------- graph
     def detach(self) -> Tensor:
@@ -252,9 +270,11 @@ class Tensor:
         return ops.Reshape.apply(self, shape=shape)
 
     def transpose(self, *axes) -> Tensor:
-        if len(axes) == 1 and not isinstance(axes[0], numbers.Integral):
-            axes = tuple(axes[0])
-        return ops.Transpose.apply(self, axes=axes or None)
+        if len(axes) == 1 and not isinstance(axes[0], numbers.Integral):  # one sequence, or None
+            axes = None if axes[0] is None else tuple(axes[0])
+        elif not axes:  # no arguments reverse the axes; an empty sequence is a permutation of no axes only
+            axes = None
+        return ops.Transpose.apply(self, axes=axes)
 
     def astype(self, dtype) -> Tensor:
         """This tensor converted to float32 or float64 (itself when already of that dtype)."""

@@ -345,12 +345,52 @@ def test_reductions_reject_bad_axes():
         npnorm.tensor([1.0]).var(ddof=1)
 
 
+@pytest.mark.parametrize("axis", [1.5, True, "0", (0, 1.0)])
+def test_reductions_refuse_axes_that_are_not_integers(axis):
+    x = npnorm.tensor(np.ones((2, 3)))
+    for reduce in (x.sum, x.mean, x.max, x.var):
+        with pytest.raises(TypeError, match="axis must be an integer"):
+            reduce(axis=axis)  # not truncated to axis 1 (or True read as 1)
+
+
+@pytest.mark.parametrize("axis", [0, -1, (0,), (-1,)])
+def test_axis_0_or_minus_1_of_a_0d_tensor_reduces_nothing(axis):
+    x = npnorm.tensor(2.0, requires_grad=True)
+    for y in (x.sum(axis=axis), x.mean(axis=axis), x.max(axis=axis)):
+        assert y.shape == () and y.item() == 2.0
+    with pytest.raises(ValueError, match="axis 1 is out of range"):
+        x.sum(axis=1)
+
+
 def test_reshape_and_transpose_errors_speak_our_language():
     x = npnorm.tensor(np.ones((2, 3)))
     with pytest.raises(ValueError, match=r"reshape.*\(2, 3\).*\(4, 2\)"):
         x.reshape(4, 2)
-    with pytest.raises(ValueError, match="transpose"):
-        x.transpose(0, 0)
+    for axes in [(0, 0), (1, 2), (-3, 0), (0,), (0, 1, 2), ((),)]:
+        with pytest.raises(ValueError, match="transpose: axes"):
+            x.transpose(*axes)
+    assert x.transpose(None).shape == (3, 2) == x.transpose().shape
+    scalar = npnorm.tensor(2.0)
+    assert scalar.transpose().shape == () == scalar.transpose(()).shape
+    with pytest.raises(ValueError, match="transpose: axes"):
+        scalar.transpose(0)
+
+
+def test_truth_value_follows_numpy():
+    assert not npnorm.tensor([0.0]) and npnorm.tensor([2.0]) and not npnorm.tensor(0.0) and npnorm.tensor(-1.0)
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(npnorm.tensor([1.0, 2.0]))
+
+
+def test_iteration_yields_rows_in_the_graph_and_refuses_0d():
+    x = npnorm.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], requires_grad=True)
+    rows = list(x)
+    assert [r.shape for r in rows] == [(2,)] * 3
+    np.testing.assert_array_equal(rows[2].data, [5.0, 6.0])
+    (rows[0] + 2.0 * rows[2]).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[1.0, 1.0], [0.0, 0.0], [2.0, 2.0]])
+    with pytest.raises(TypeError, match="iteration over a 0-d tensor"):
+        list(npnorm.tensor(3.0))
 
 
 # ---------------------------------------------------------------------------------- operands and storage
@@ -400,6 +440,17 @@ def test_numpy_shares_the_array():
     t = npnorm.tensor([1.0, 2.0])
     assert t.numpy() is t.data
     np.testing.assert_array_equal(np.asarray(t), [1.0, 2.0])
+
+
+def test_np_array_copies_and_np_asarray_shares_as_for_ndarrays():
+    t = npnorm.tensor([1.0, 2.0])
+    assert np.asarray(t) is t.data
+    for copy in (np.array(t), np.array(t, dtype=np.float64), np.array(t, dtype=np.float32), np.array(t, copy=True)):
+        copy[0] = 99.0
+    assert t.data[0] == 1.0
+    assert np.asarray(t, dtype=np.float32).dtype == np.float32
+    with pytest.raises(ValueError, match="without a copy"):
+        np.array(t, dtype=np.float32, copy=False)
 
 
 def test_tensor_description():

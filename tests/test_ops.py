@@ -15,6 +15,7 @@ sqrt of non-positive numbers, division by numbers near zero, powers of non-posit
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -735,3 +736,15 @@ def test_softmax_any_shape(shape, axis_seed, seed):
     arrays = [np.random.default_rng(seed).standard_normal(shape)]
     check_both_oracles(lambda x: F.softmax(x, axis=axis), lambda a: special.softmax(a, axis=axis), arrays)
     check_both_oracles(lambda x: F.log_softmax(x, axis=axis), lambda a: special.log_softmax(a, axis=axis), arrays)
+
+
+def test_a_zero_exponent_has_a_zero_base_gradient_even_at_a_zero_base():
+    """d(a^b)/da = b·a^(b-1) is 0 where b = 0, also at a = 0 (where 0·0^-1 would be NaN), as for a scalar exponent."""
+    x = npnorm.tensor([0.0, 2.0, 0.0], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no divide-by-zero warning on the way
+        (x ** np.array([0.0, 1.0, 0.0])).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 1.0, 0.0])
+    y = npnorm.tensor([0.0, 2.0, 0.0], requires_grad=True)
+    (y**0).sum().backward()
+    np.testing.assert_array_equal(y.grad, [0.0, 0.0, 0.0])  # the scalar-exponent path agrees

@@ -62,6 +62,18 @@ def test_values_and_gradients_match_torch(name, rng):
         np.testing.assert_allclose(x.grad, t.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
+def test_pow_at_zero_bases_and_zero_exponents_matches_torch():
+    """0^0 (da = 0, not 0·0^-1 = NaN), 0^b for b < 1 (inf), a negative base (db NaN), 0^b for b > 0 (db 0)."""
+    base = np.array([0.0, 0.0, 2.0, -1.5, 0.0, 0.0, 3.0])
+    exponent = np.array([0.0, 1.0, 0.0, 2.0, 0.5, 3.0, -1.0])
+    a, b = npnorm.tensor(base, requires_grad=True), npnorm.tensor(exponent, requires_grad=True)
+    ta, tb = torch.tensor(base, requires_grad=True), torch.tensor(exponent, requires_grad=True)
+    (a**b).sum().backward()
+    (ta**tb).sum().backward()
+    np.testing.assert_array_equal(a.grad, ta.grad.numpy())  # equal, inf and NaN in the same places
+    np.testing.assert_array_equal(b.grad, tb.grad.numpy())
+
+
 def test_max_ties_share_the_gradient_like_amax():
     data = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]])
     x, t = npnorm.tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
