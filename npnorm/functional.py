@@ -123,11 +123,16 @@ def cross_entropy(logits, target, reduction: str = "mean") -> Tensor:
     """
     _check_reduction("cross_entropy", reduction)
     logits = as_tensor(logits, "cross_entropy", "logits")
-    if logits.ndim == 1:
+    if logits.ndim == 1 and logits.shape[0] > 0:  # one sample: its target is one class, 0-d as in PyTorch
+        if np.ndim(_raw(target)) != 0:
+            raise ValueError(
+                f"cross_entropy: logits of shape {logits.shape} (one sample) need a 0-d target, "
+                f"got shape {np.shape(_raw(target))}"
+            )
         out = cross_entropy(logits.reshape(1, -1), np.reshape(_raw(target), (1,)), reduction)
         return out.reshape(()) if reduction == "none" else out
-    if logits.ndim == 0 or logits.shape[1] == 0:
-        raise ValueError(f"cross_entropy: logits must have shape (N, C, ...) with C > 0, got {logits.shape}")
+    if logits.ndim <= 1 or logits.shape[1] == 0:
+        raise ValueError(f"cross_entropy: logits must have shape (C,) or (N, C, ...) with C > 0, got {logits.shape}")
     t = _class_targets(target, logits.shape)
     if t.size == 0 and reduction == "mean":
         raise ValueError("cross_entropy: the mean over an empty batch is undefined")

@@ -610,7 +610,7 @@ class Softmax(Function):
 
     @staticmethod
     def forward(ctx, a, axis=-1):
-        e = np.exp(a - a.max(axis=axis, keepdims=True))
+        e = np.exp(a - a.max(axis=axis, keepdims=True, initial=-np.inf))  # initial: an empty axis has no max
         out = e / e.sum(axis=axis, keepdims=True)
         ctx.save_for_backward(out)
         ctx.axis = axis
@@ -628,8 +628,11 @@ class LogSoftmax(Function):
 
     @staticmethod
     def forward(ctx, a, axis=-1):
-        shifted = a - a.max(axis=axis, keepdims=True)
-        out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        shifted = a - a.max(axis=axis, keepdims=True, initial=-np.inf)  # initial: an empty axis has no max
+        # After the shift each sum is >= 1 (the max contributes e^0), or NaN: log(0) only comes from an
+        # empty axis, whose output is empty anyway
+        with np.errstate(divide="ignore"):
+            out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
         ctx.save_for_backward(out)
         ctx.axis = axis
         return out

@@ -519,8 +519,9 @@ def test_non_contiguous_input(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_empty_batch_in_training_updates_nothing(impl):
-    """As PyTorch: an empty batch gives an empty output and leaves the running statistics alone."""
+def test_empty_batch_in_training_is_counted_and_updates_nothing_else(impl):
+    """As PyTorch: an empty batch gives an empty output and leaves the running statistics alone, but counts as
+    a batch (PyTorch's module counts every training call; with momentum=None the next batch weighs 1/2)."""
     rm, rv, count = np.zeros(3), np.ones(3), np.zeros((), np.int64)
     x = npnorm.tensor(np.zeros((0, 3, 2)), requires_grad=True)
     w = npnorm.tensor(np.ones(3), requires_grad=True)
@@ -529,7 +530,11 @@ def test_empty_batch_in_training_updates_nothing(impl):
     y.backward(np.zeros((0, 3, 2)))
     np.testing.assert_array_equal(w.grad, np.zeros(3))
     np.testing.assert_array_equal(rm, np.zeros(3))
-    assert count == 0
+    assert count == 1
+    batch = np.arange(12.0).reshape(2, 3, 2)
+    F.batch_norm(batch, rm, rv, training=True, momentum=None, num_batches_tracked=count, impl=impl)
+    assert count == 2
+    np.testing.assert_allclose(rm, batch.mean(axis=(0, 2)) / 2, rtol=1e-15)
 
 
 # --------------------------------------------------------------------------------------------- bad input

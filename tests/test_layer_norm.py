@@ -416,10 +416,12 @@ def test_integer_input_becomes_float64():
     np.testing.assert_allclose(y.data, forward_reference(np.arange(12.0).reshape(3, 4), None, None, 1e-5)[0])
 
 
-@pytest.mark.parametrize("bad", ["12", (1.7, 2.2), (True,), None])
-def test_normalized_shape_must_be_integers(bad):
+@pytest.mark.parametrize("bad", ["12", (1.7, 2.2), (True,), None, True])
+@pytest.mark.parametrize("norm", [F.layer_norm, F.rms_norm, F.ada_norm])
+def test_normalized_shape_must_be_integers(bad, norm):
+    rows = np.zeros((2, 1 if bad is True else 12))  # True would be taken for 1 if read as an int
     with pytest.raises(TypeError, match="normalized_shape must be an int or a tuple of ints"):
-        F.layer_norm(npnorm.tensor(np.zeros((2, 12))), bad)
+        norm(npnorm.tensor(rows), bad)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -538,6 +538,12 @@ def test_cross_entropy_single_sample():
     expected = -special.log_softmax(logits)[2]
     assert np.isclose(F.cross_entropy(npnorm.tensor(logits), 2).item(), expected)
     assert F.cross_entropy(npnorm.tensor(logits), 2, reduction="none").shape == ()
+    # one sample has one 0-d class target, as in PyTorch: anything else names the shapes
+    for target in (np.array([2]), np.array([2, 1]), np.array([0.0, 0.0, 1.0])):
+        with pytest.raises(ValueError, match=r"cross_entropy: logits of shape \(3,\).*0-d target"):
+            F.cross_entropy(logits, target)
+    with pytest.raises(ValueError, match=r"with C > 0, got \(0,\)"):
+        F.cross_entropy(np.zeros(0), 0)
 
 
 def test_reduction_over_a_0d_tensor():
@@ -724,6 +730,17 @@ def test_reduction_any_shape_and_axis(op, shape_axis, keepdims, seed, fast_mode)
         fn, ref = (lambda x: getattr(x, op)(**kw)), (lambda a: getattr(np, op)(a, **kw))
         data = "distinct" if op == "max" else "real"
     check_both_oracles(fn, ref, [draw(rng, shape, data)], fast_mode)
+
+
+def test_softmax_over_an_empty_axis_is_empty():
+    """As in PyTorch (an empty axis has no maximum to shift by, which NumPy's max would refuse)."""
+    for shape, axis in [((4, 0), -1), ((0,), 0), ((2, 0, 3), 1)]:
+        x = npnorm.tensor(np.zeros(shape), requires_grad=True)
+        for fn in (F.softmax, F.log_softmax):
+            y = fn(x, axis=axis)
+            assert y.shape == shape
+            y.backward(np.zeros(shape))
+            assert x.grad.shape == shape
 
 
 @given(

@@ -31,7 +31,7 @@ def check_normalized_shape(who: str, normalized_shape, input_shape: tuple) -> tu
                     break
             else:
                 return normalized_shape
-    if isinstance(normalized_shape, numbers.Integral):
+    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
         normalized_shape = (int(normalized_shape),)
     items = _items(normalized_shape)
     if items is None or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in items):

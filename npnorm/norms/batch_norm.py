@@ -284,12 +284,14 @@ def batch_norm(x: Tensor, running_mean, running_var, weight, bias, training, mom
     N, C, L = check_input("batch_norm", x.shape)
     M = N * L
     if training and M == 0:
-        # An empty batch has no statistics: the output is empty whatever we use, and nothing is updated
-        # (PyTorch does the same).
+        # An empty batch has no statistics: the output is empty whatever we use, and the running statistics
+        # stay as they are. It still counts as a batch, as in PyTorch, whose module counts every training
+        # call: with momentum=None the next batch's weight 1/count depends on it.
         backend = "numpy" if impl == "composed" else impl
-        return BatchNormFunction.apply(
-            x, weight, bias, mean=np.zeros(C), rstd=np.ones(C), training=False, backend=backend
-        )
+        y = BatchNormFunction.apply(x, weight, bias, mean=np.zeros(C), rstd=np.ones(C), training=False, backend=backend)
+        if num_batches_tracked is not None:
+            num_batches_tracked[...] += 1
+        return y
     if impl == "composed":
         y, stats = batch_norm_composed(x, weight, bias, eps, training, running_mean, running_var)
     elif training:
