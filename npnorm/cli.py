@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
+import os
 import sys
+
+from ._outputs import OutputError, check_output, writing
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -20,7 +22,10 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_reproduce(sub)
 
     check = sub.add_parser("check", help="gradcheck every op and norm; non-zero exit on any failure")
-    check.add_argument("--norm", action="append", help="only this norm (repeatable)")
+    from .checks import CASES
+
+    norms = sorted({case.norm for case in CASES})
+    check.add_argument("--norm", action="append", choices=norms, help="only this norm (repeatable)")
     check.add_argument("--impl", action="append", choices=["numba", "numpy", "composed"], help="only this impl")
     check.set_defaults(run=_run_check)
 
@@ -71,8 +76,8 @@ def _run_warmup(args) -> int:
 DEFAULT_OUT = "npnorm-out"
 
 
-class OutputError(OSError):
-    """A result file or folder that cannot be written."""
+class UsageError(ValueError):
+    """Options that argparse accepts one by one but that cannot go together: exit code 2, as argparse's."""
 
 
 def _one_line_errors() -> tuple:
@@ -81,31 +86,6 @@ def _one_line_errors() -> tuple:
     from .experiments import NonFiniteLossError
 
     return (MissingExtraError, NonFiniteLossError, OutputError)
-
-
-def _check_output(path: str | None, flag: str, *, folder: bool = False) -> None:
-    """Fail before a long run, not after it, when its result cannot be written (creating folders as needed)."""
-    import os
-
-    if path is None:
-        return
-    directory = path if folder else os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None
-    if not folder and os.path.isdir(path):
-        raise OutputError(f"cannot write {flag} {path}: it is a folder")
-    if not os.access(directory, os.W_OK):
-        raise OutputError(f"cannot write {flag} {path}: {directory} is not writable")
-
-
-@contextlib.contextmanager
-def _writing(path: str, flag: str):
-    try:
-        yield
-    except OSError as exc:
-        raise OutputError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None
 
 
 def _int_at_least(minimum: int, words: str):
@@ -167,7 +147,7 @@ def _run_demo(args) -> int:
 
     require("sklearn", "npnorm demo")  # fail now, not after the checks
     require("matplotlib", "npnorm demo")
-    _check_output(args.out, "--out", folder=True)
+    check_output(args.out, "--out", folder=True)
     checks_ok = True
     if not args.skip_checks:
         print("npnorm demo 1/2: every norm's analytic gradient against finite differences (float64)\n")
@@ -187,7 +167,7 @@ def _run_demo(args) -> int:
     print(f"final training loss {history['train_loss'][-1]:.4f}, test loss {history['test_loss'][-1]:.4f}")
     print(f"test accuracy: {100 * accuracy:.1f}% ({right}/{cfg['n_test']})")
     title = f"LayerNorm MLP 64-{cfg['hidden']}-{cfg['hidden']}-10 on digits (seed {cfg['seed']})"
-    with _writing(args.out, "--out"):
+    with writing(args.out, "--out"):
         path = plot_training(history, os.path.join(args.out, "demo_loss.png"), title=title)
     print(f"loss curve: {path}")
     if not checks_ok:
@@ -261,10 +241,12 @@ def _train_arguments(parser, norms, default_norms: str, defaults: dict) -> None:
 def _run_train_mlp(args) -> int:
     from .experiments.mlp import run_batch_size
 
+    norms, batch_sizes = args.norm or ["none", "batch", "layer"], args.batch_size or [128, 4]
+    _check_batch_norm_batch_size(norms, batch_sizes)
     _check_outputs(args)
     result = run_batch_size(
-        args.norm or ["none", "batch", "layer"],
-        args.batch_size or [128, 4],
+        norms,
+        batch_sizes,
         epochs=args.epochs,
         seeds=args.seeds,
         seed=args.seed,
@@ -279,6 +261,7 @@ def _run_train_mlp(args) -> int:
 def _run_train_variants(args) -> int:
     from .experiments.variants import VARIANTS, run_variants
 
+    _check_batch_norm_batch_size(args.norm or VARIANTS, [args.batch_size])
     _check_outputs(args)
     result = run_variants(
         args.norm or VARIANTS,
@@ -381,13 +364,19 @@ def _run_reproduce(args) -> int:
 
     require("sklearn", "npnorm reproduce")  # fail now, not after minutes of training
     require("matplotlib", "npnorm reproduce")
-    _check_output(args.out, "--out", folder=True)
+    check_output(args.out, "--out", folder=True)
     command = "npnorm reproduce" + (" --quick" if args.quick else "") + (f" --out {args.out}" * (args.out != "docs"))
-    with _writing(args.out, "--out"):
+    with writing(args.out, "--out"):
         out = reproduce(quick=args.quick, out_dir=args.out, command=command)
     print(f"results: {out['markdown']} ({sum(out['seconds'].values()) / 60:.1f} min)")
     print(f"plots: {', '.join(out['images'].values())}")
     return 0
+
+
+def _check_batch_norm_batch_size(norms, batch_sizes) -> None:
+    """BatchNorm trains on batch statistics, which one sample does not have: refuse before any run starts."""
+    if "batch" in norms and 1 in batch_sizes:
+        raise UsageError("--norm batch needs a --batch-size of at least 2 (a batch of one has no statistics)")
 
 
 def _check_outputs(args) -> None:
@@ -395,8 +384,8 @@ def _check_outputs(args) -> None:
 
     if args.plot:
         require("matplotlib", "--plot")
-    _check_output(args.json, "--json")
-    _check_output(args.plot, "--plot")
+    check_output(args.json, "--json")
+    check_output(args.plot, "--plot")
 
 
 def _write_outputs(args, result: dict, plot_name) -> int:
@@ -406,12 +395,12 @@ def _write_outputs(args, result: dict, plot_name) -> int:
 
     if args.json:
         payload = {"npnorm": __version__, **result}
-        with _writing(args.json, "--json"), open(args.json, "w", encoding="utf-8") as f:
+        with writing(args.json, "--json"), open(args.json, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=1, allow_nan=False)
             f.write("\n")
         print(f"results: {args.json}")
     if args.plot:
-        with _writing(args.plot, "--plot"):
+        with writing(args.plot, "--plot"):
             plot = getattr(plots, plot_name) if isinstance(plot_name, str) else plot_name  # a name or a function
             print(f"plot: {plot(result, args.plot)}")
     return 0
@@ -470,11 +459,28 @@ def _run_bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    from .norms import IMPLS
+
+    env_impl = os.environ.get("NPNORM_IMPL")
+    if env_impl and env_impl not in IMPLS:  # every norm call would raise it: say it once, before any work
+        choices = ", ".join(IMPLS)
+        print(f"npnorm {args.command}: error: NPNORM_IMPL must be one of {choices}, got {env_impl!r}", file=sys.stderr)
+        return 2
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except UsageError as exc:
+        print(f"npnorm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except _one_line_errors() as exc:  # a missing optional package, a diverged run: the message is the story
         print(f"npnorm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (npnorm check | head -1): stop quietly, as other commands do. Python would
+        # try to flush stdout again at exit and print a second error; point it at devnull first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

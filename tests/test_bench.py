@@ -271,6 +271,19 @@ def test_cli_engine_prints_only_the_engine_rows_asked_for(capsys):
     assert impls == expected_engine_impls()
 
 
+def test_an_unwritable_json_fails_before_the_run(tmp_path, monkeypatch, capsys):
+    from npnorm.bench import cli as bench_cli
+
+    def never(*args, **kwargs):
+        raise AssertionError("benchmarked although the result could not be written")
+
+    monkeypatch.setattr(bench_cli, "run", never)
+    for argv, main in ((["bench", "--quick"], npnorm.cli.main), (["--quick"], bench.main)):
+        assert main([*argv, "--json", str(tmp_path)]) == 1  # a folder, not a file
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("npnorm bench: error: cannot write --json"), err
+
+
 def test_parse_shapes():
     assert bench.parse_shapes("8192x1024, 64X64,8192x1024") == [(8192, 1024), (64, 64)]
 

@@ -184,6 +184,7 @@ def test_no_progress_bar_when_not_a_terminal(capsys):
         ["train", "variants", "--seed", "-1"],
         ["demo", "--seed", "x"],
         ["demo", "--no-such-option"],
+        ["check", "--norm", "bogus"],
     ],
 )
 def test_bad_arguments_exit_2_with_an_argparse_error(argv, capsys):
@@ -193,6 +194,45 @@ def test_bad_arguments_exit_2_with_an_argparse_error(argv, capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert re.search(r"^npnorm[\w ]*: error: ", err.splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "mlp", "--quick", "--norm", "batch", "--batch-size", "1"],
+        ["train", "mlp", "--quick", "--batch-size", "16", "--batch-size", "1"],  # the default norms include batch
+        ["train", "variants", "--quick", "--norm", "batch", "--batch-size", "1"],
+    ],
+)
+def test_batch_norm_with_batches_of_one_exits_2_before_training(argv, monkeypatch, capsys):
+    def never(*args, **kwargs):
+        raise AssertionError("trained although BatchNorm cannot train on batches of one")
+
+    monkeypatch.setattr("npnorm.experiments.mlp.run_batch_size", never)
+    monkeypatch.setattr("npnorm.experiments.variants.run_variants", never)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == "npnorm train: error: --norm batch needs a --batch-size of at least 2 (a batch of one has no statistics)"
+    )
+
+
+def test_a_bad_npnorm_impl_exits_2_with_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("NPNORM_IMPL", "cuda")
+    assert main(["train", "mlp", "--quick", "--norm", "layer"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "npnorm train: error: NPNORM_IMPL must be one of numba, numpy, composed, got 'cuda'"
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`npnorm check | head -1`: the reader leaves after one line; no BrokenPipeError traceback."""
+    argv = ["-u", "-m", "npnorm", "check", "--norm", "weight_norm", "--impl", "numpy"]  # -u: each line written at once
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away before the rest of the table
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
 
 def test_progress_bar_is_a_no_op_off_a_terminal(monkeypatch):

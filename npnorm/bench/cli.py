@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 
+from .._outputs import OutputError, check_output, writing
 from .engine_rows import ENGINE
 from .norm_rows import IMPLS, NORMS, OPS, QUICK_SHAPES, SHAPES
 from .report import format_table
@@ -100,10 +101,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     if not impls and norms:
         print("npnorm bench: no implementation left to run", file=sys.stderr)
         return 2
+    check_output(args.json, "--json")  # before minutes of timing, not after
     result = run(norms, shapes, args.ops, impls, quick=args.quick, engine=engine, startup=startup)
     print(format_table(result))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
+        with writing(args.json, "--json"), open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
             f.write("\n")
     return 0
@@ -112,4 +114,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="npnorm bench", description=DESCRIPTION)
     add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    try:
+        return run_from_args(parser.parse_args(argv))
+    except OutputError as exc:  # as `npnorm bench` reports it
+        print(f"npnorm bench: error: {exc}", file=sys.stderr)
+        return 1
