@@ -87,9 +87,15 @@ class DigitsSplit:
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test), sorted: from each class, round(test_fraction · its count) go to the test part."""
+    """Indices (train, test), sorted: from each class, round(test_fraction · its count) go to the test part.
+
+    Both parts must come out non-empty (a ValueError otherwise): an empty training part has no statistics
+    to standardize with, an empty test part nothing to evaluate on.
+    """
     if not 0 < test_fraction < 1:
         raise ValueError(f"stratified_split: test_fraction must be in (0, 1), got {test_fraction!r}")
+    if len(y) < 2:
+        raise ValueError(f"stratified_split: need at least 2 samples to split, got {len(y)}")
     rng = np.random.default_rng(seed)
     test = []
     for label in np.unique(y):
@@ -98,6 +104,12 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
         test.append(rng.permutation(members)[:n_test])
     test = np.sort(np.concatenate(test))
     train = np.setdiff1d(np.arange(len(y)), test)  # sorted
+    if len(train) == 0 or len(test) == 0:
+        empty = "training" if len(train) == 0 else "test"
+        raise ValueError(
+            f"stratified_split: test_fraction={test_fraction!r} leaves the {empty} part empty "
+            f"({len(y)} samples; each class sends round(test_fraction · its count) to the test part)"
+        )
     return train, test
 
 
@@ -137,6 +149,9 @@ def adding_problem(n: int, T: int, *, seed: int = 0, dtype=np.float32) -> tuple[
     n = _check_count("adding_problem", "n", n, minimum=1)
     T = _check_count("adding_problem", "T", T, minimum=2)
     _check_seed("adding_problem", seed)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):  # an integer dtype would truncate the values to 0
+        raise TypeError(f"adding_problem: dtype must be float32 or float64, got {dtype}")
     rng = np.random.default_rng(seed)
     values = rng.random((n, T))  # (n, T)
     first = rng.integers(0, T // 2, size=n)  # (n,)

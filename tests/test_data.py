@@ -95,7 +95,14 @@ def test_sequence_layouts_hold_the_same_pixels():
 
 @needs_sklearn
 @pytest.mark.parametrize(
-    "kwargs, match", [({"layout": "grid"}, "layout"), ({"seed": -1}, "seed"), ({"test_fraction": 1.0}, "test_fraction")]
+    "kwargs, match",
+    [
+        ({"layout": "grid"}, "layout"),
+        ({"seed": -1}, "seed"),
+        ({"test_fraction": 1.0}, "test_fraction"),
+        ({"test_fraction": 0.999}, "leaves the training part empty"),  # each class rounds up to all-test
+        ({"test_fraction": 0.001}, "leaves the test part empty"),  # each class rounds down to none
+    ],
 )
 def test_bad_arguments_say_what_is_wrong(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -121,6 +128,21 @@ def test_adding_problem_is_seeded():
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
     assert adding_problem(5, 8, dtype=np.float64)[0].dtype == np.float64
+
+
+def test_stratified_split_refuses_to_leave_a_part_empty():
+    y = np.array([0, 0, 1, 1, 1])
+    train, test = stratified_split(y, 0.5, seed=0)
+    assert len(train) and len(test) and sorted([*train, *test]) == list(range(5))
+    for labels in (np.array([], dtype=np.int64), np.array([3])):
+        with pytest.raises(ValueError, match="at least 2 samples"):
+            stratified_split(labels, 0.5, seed=0)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float16, bool])
+def test_adding_problem_takes_float32_or_float64_only(dtype):
+    with pytest.raises(TypeError, match="float32 or float64"):
+        adding_problem(5, 8, dtype=dtype)  # an integer dtype would truncate every value to 0
 
 
 @pytest.mark.parametrize("n, T", [(0, 10), (10, 1), (2.5, 10)])
