@@ -356,6 +356,31 @@ def test_constructor_validation(make, error, match):
         make()
 
 
+# PyTorch's positional order, written for our classes: each lands a non-flag in one of our flags
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: nn.RNN(4, 3, 2, "relu"), "RNN: bias must be True or False, got 'relu'"),  # PyTorch: nonlinearity
+        (lambda: nn.LSTM(3, 4, 2, True, False, 0.5), "LSTM: layer_norm must be True or False, got 0.5"),  # dropout
+        (lambda: nn.GRU(3, 4, 1, True, "yes"), "GRU: batch_first must be True or False"),
+        (lambda: nn.RNNCell(3, 4, True, "relu"), "RNNCell: layer_norm must be True or False, got 'relu'"),
+        (lambda: nn.LSTMCell(3, 4, True, "cpu"), "LSTMCell: layer_norm must be True or False"),  # PyTorch: device
+        (lambda: nn.GRUCell(3, 4, "no"), "GRUCell: bias must be True or False"),
+        (lambda: nn.LayerNorm(4, 1e-5, True, True, "cpu"), "LayerNorm: detach_mean must be True or False"),
+        (lambda: nn.LayerNorm(4, elementwise_affine=1), "LayerNorm: elementwise_affine must be True or False"),
+        (lambda: nn.RMSNorm(4, None, "cpu"), "RMSNorm: elementwise_affine must be True or False"),
+        (lambda: nn.BatchNorm1d(4, 1e-5, 0.1, True, "cpu"), "BatchNorm1d: track_running_stats must be True or"),
+        (lambda: nn.GroupNorm(2, 4, 1e-5, "cpu"), "GroupNorm: affine must be True or False"),
+        (lambda: nn.Linear(3, 2, "cpu"), "Linear: bias must be True or False"),
+        (lambda: nn.WeightNormLinear(3, 2, 0), "WeightNormLinear: bias must be True or False, got 0"),
+    ],
+)
+def test_flags_take_true_or_false_only(make, match):
+    with pytest.raises(TypeError, match=re.escape(match)):
+        make()
+    assert nn.LSTM(3, 4, 1, np.bool_(True), False, True).layer_norm  # NumPy's bools are bools
+
+
 # ------------------------------------------------------------------------------------------ containers
 
 

@@ -19,6 +19,15 @@ def size(who: str, name: str, value, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def flag(who: str, name: str, value) -> bool:
+    """True or False, nothing else: a PyTorch call written positionally would otherwise land its next argument
+    in our flag (`RNN(4, 3, 2, "relu")` puts "relu" in bias, `LSTM(..., 0.5)` its dropout in layer_norm)
+    and build another model without a word."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{who}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def shape(who: str, value) -> tuple:
     """`normalized_shape` as a non-empty tuple of positive ints (an int n means (n,))."""
     dims = (value,) if isinstance(value, numbers.Integral) else value

@@ -30,7 +30,7 @@ class Linear(Module):
         self.out_features = _checks.size("Linear", "out_features", out_features, minimum=0)
         dtype = _checks.float_dtype("Linear", dtype)
         self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dtype))
-        if bias:
+        if _checks.flag("Linear", "bias", bias):
             self.bias = Parameter(np.empty(self.out_features, dtype=dtype))
         else:
             self.register_parameter("bias", None)

@@ -42,9 +42,10 @@ class LayerNorm(Module):
         who = "LayerNorm"
         self.normalized_shape = _checks.shape(who, normalized_shape)
         self.eps = _norm_checks.check_eps(who, eps)
-        self.elementwise_affine = bool(elementwise_affine)
-        self.detach_mean = bool(detach_mean)
-        self.detach_var = bool(detach_var)
+        self.elementwise_affine = _checks.flag(who, "elementwise_affine", elementwise_affine)
+        bias = _checks.flag(who, "bias", bias)
+        self.detach_mean = _checks.flag(who, "detach_mean", detach_mean)
+        self.detach_var = _checks.flag(who, "detach_var", detach_var)
         self.impl = _checks.impl(who, impl)
         dtype = _checks.float_dtype(who, dtype)
         # An absent γ or β is registered as None (as in PyTorch), so `self.bias` reads None.
@@ -136,7 +137,7 @@ class RMSNorm(Module):
         who = "RMSNorm"
         self.normalized_shape = _checks.shape(who, normalized_shape)
         self.eps = None if eps is None else _norm_checks.check_eps(who, eps)
-        self.elementwise_affine = bool(elementwise_affine)
+        self.elementwise_affine = _checks.flag(who, "elementwise_affine", elementwise_affine)
         self.impl = _checks.impl(who, impl)
         dtype = _checks.float_dtype(who, dtype)
         if self.elementwise_affine:
@@ -188,8 +189,8 @@ class BatchNorm1d(Module):
         self.num_features = _checks.size(who, "num_features", num_features)
         self.eps = _norm_checks.check_eps(who, eps)
         self.momentum = _batch_norm.check_momentum(who, momentum)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
+        self.affine = _checks.flag(who, "affine", affine)
+        self.track_running_stats = _checks.flag(who, "track_running_stats", track_running_stats)
         self.impl = _checks.impl(who, impl)
         dtype = _checks.float_dtype(who, dtype)
         C = self.num_features
@@ -270,7 +271,7 @@ class GroupNorm(Module):
         if self.num_channels % self.num_groups:
             raise ValueError(f"{who}: num_channels={num_channels} must be divisible by num_groups={num_groups}")
         self.eps = _norm_checks.check_eps(who, eps)
-        self.affine = bool(affine)
+        self.affine = _checks.flag(who, "affine", affine)
         self.impl = _checks.impl(who, impl)
         dtype = _checks.float_dtype(who, dtype)
         if self.affine:

@@ -209,8 +209,8 @@ class _Recurrent(Module):
         self.input_size = _checks.size(who, "input_size", input_size)
         self.hidden_size = _checks.size(who, "hidden_size", hidden_size)
         # Not `self.bias`: with layer_norm the LSTM has a parameter of that name.
-        self.use_bias = bool(bias)
-        self.layer_norm = bool(layer_norm)
+        self.use_bias = _checks.flag(who, "bias", bias)
+        self.layer_norm = _checks.flag(who, "layer_norm", layer_norm)
         self.eps = _norm_checks.check_eps(who, eps)
         if nonlinearity not in _NONLINEARITIES:
             raise ValueError(f"{who}: nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
@@ -453,7 +453,7 @@ class _Sequence(_Recurrent):
     ):
         super().__init__(input_size, hidden_size, bias, layer_norm, eps, nonlinearity, dtype, impl)
         self.num_layers = _checks.size(type(self).__name__, "num_layers", num_layers)
-        self.batch_first = bool(batch_first)
+        self.batch_first = _checks.flag(type(self).__name__, "batch_first", batch_first)
         for k in range(self.num_layers):
             self._add_layer(f"_l{k}", self.input_size if k == 0 else self.hidden_size)
         self.reset_parameters(rng)

@@ -40,7 +40,7 @@ class WeightNormLinear(Module):
         dtype = _checks.float_dtype(who, dtype)
         self.weight_g = Parameter(np.empty((self.out_features, 1), dtype=dtype))
         self.weight_v = Parameter(np.empty((self.out_features, self.in_features), dtype=dtype))
-        if bias:
+        if _checks.flag(who, "bias", bias):
             self.bias = Parameter(np.empty(self.out_features, dtype=dtype))
         else:
             self.register_parameter("bias", None)
