@@ -482,6 +482,9 @@ def test_embedding_init_is_standard_normal():
     [
         (np.array([0, 5]), IndexError, "index 5 is out of range for 5 embeddings"),
         (np.array([-1, 2]), IndexError, "index -1 is out of range"),
+        (np.array([2, 2**63], dtype=np.uint64), IndexError, "index 9223372036854775808 is out of range"),
+        (npnorm.tensor([1.0, 1e30]), IndexError, r"index 1e\+30 is out of range"),  # not wrapped round by a cast
+        (npnorm.tensor([7.0]), IndexError, "index 7 is out of range"),
         (np.array([0.0, 1.0]), TypeError, "must be integers"),
         (np.array([True, False]), TypeError, "must be integers"),
         (npnorm.tensor([0.5]), TypeError, "whole numbers"),

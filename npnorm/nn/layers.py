@@ -80,14 +80,16 @@ class Embedding(Module):
                 raise TypeError("Embedding: an index Tensor must hold whole numbers")
         elif data.dtype.kind not in "iu" and data.size:
             raise TypeError(f"Embedding: indices must be integers, got an array of dtype {data.dtype}")
-        data = data.astype(np.intp)
+        # The range is checked before the cast to intp, which would wrap 1e30 or a uint64 >= 2**63 around
         bad = (data < 0) | (data >= self.num_embeddings)
         if np.any(bad):
+            first = data[bad].flat[0]
+            shown = int(first) if data.dtype.kind in "iu" else f"{float(first):g}"  # 5, 2**63 exactly; 5.0 as 5
             raise IndexError(
-                f"Embedding: index {int(data[bad].flat[0])} is out of range for {self.num_embeddings} embeddings "
+                f"Embedding: index {shown} is out of range for {self.num_embeddings} embeddings "
                 f"(valid indices are 0 .. {self.num_embeddings - 1})"
             )
-        return data
+        return data.astype(np.intp)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
