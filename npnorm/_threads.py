@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 import threading
 
 __all__ = ["get_num_threads", "set_num_threads", "start_numba_threads"]
@@ -49,6 +50,36 @@ _OPENMP_WAIT_SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")  # either one set:
 _started = False
 _start_lock = threading.Lock()
 _spin_setting: str | None = None  # what start_numba_threads found and did, see openmp_spin_setting()
+
+
+# Threading layers whose thread pool survives fork(): a child may start parallel kernels of its own.
+_FORK_SAFE_LAYERS = ("tbb", "workqueue")
+_forked_from_unsafe_pool = False  # see forked_from_unsafe_pool()
+
+
+def forked_from_unsafe_pool() -> bool:
+    """True in a process forked from one whose numba thread pool was running under a layer that does not
+    survive fork(): GNU OpenMP ("omp") kills such a child ("fork() called from a process already using GNU
+    OpenMP, this is unsafe") as soon as it enters a parallel region, so the child must run every kernel
+    serially. The pool counts from the moment it started, parallel region or not: npnorm starts it on its
+    first kernel or thread query (start_numba_threads)."""
+    return _forked_from_unsafe_pool
+
+
+def _after_fork_in_child() -> None:
+    global _forked_from_unsafe_pool
+    numba = sys.modules.get("numba")  # the parent's numba, if it had one: its pool state is the parent's
+    if numba is None or _forked_from_unsafe_pool:
+        return
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # the parent never started the pool: the child may
+        return
+    _forked_from_unsafe_pool = layer not in _FORK_SAFE_LAYERS
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def start_numba_threads() -> None:

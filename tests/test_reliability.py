@@ -948,21 +948,44 @@ _POOL_SCRIPT = """
     import _reliability_helpers as h
 
     if __name__ == "__main__":
-        expected = h.pool_task(0)  # runs the parallel kernels in the parent first
+        import npnorm
+        import npnorm.functional as F
+
+        first = "{first}"  # what the parent runs before it forks: each starts numba's thread pool
+        if first == "parallel kernels":
+            h.pool_task(0)
+        elif first == "a serial kernel":
+            F.layer_norm(np.ones((4, 8), np.float32), 8)
+        else:
+            npnorm.get_num_threads()
         import numba
         print("parent layer:", numba.threading_layer(), flush=True)
         method = "{method}"
         if method == "fork":
             # A bare fork first: a child that aborts shows up here, at once, with its exit status.
+            read_end, write_end = os.pipe()
             pid = os.fork()
             if pid == 0:
+                os.close(read_end)
                 out = h.pool_task(0)
-                os._exit(0 if all(np.array_equal(out[k], expected[k]) for k in expected) else 3)
+                with os.fdopen(write_end, "wb") as pipe:
+                    np.savez(pipe, **out)
+                os._exit(0)
+            os.close(write_end)
+            with os.fdopen(read_end, "rb") as pipe:
+                data = pipe.read()
             _, status = os.waitpid(pid, 0)
             if os.WIFSIGNALED(status):
                 sys.exit(f"the forked child was killed by signal {{os.WTERMSIG(status)}}")
             if os.WEXITSTATUS(status) != 0:
                 sys.exit(f"the forked child exited with status {{os.WEXITSTATUS(status)}}")
+            import io
+            from_child = dict(np.load(io.BytesIO(data)))
+        expected = h.pool_task(0)  # in the parent, after any fork
+        if method == "fork":
+            assert sorted(from_child) == sorted(expected)
+            for key in expected:
+                assert np.array_equal(from_child[key], expected[key]), key
         ctx = multiprocessing.get_context(method)
         with ctx.Pool(2) as pool:
             results = pool.map_async(h.pool_task, [0, 1, 0]).get(timeout={timeout})
@@ -973,14 +996,24 @@ _POOL_SCRIPT = """
 """
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_process_pool_after_a_parallel_kernel_ran(method):
-    """Row: fork() after a parallel kernel ran must not hang or kill the child — a multiprocessing pool with
-    the "fork" context and one with "spawn", mapping a function that calls the numba kernels; in a
-    subprocess with a timeout, so that a hang fails the test instead of stalling CI."""
+@pytest.mark.parametrize(
+    "method, first",
+    [
+        ("fork", "parallel kernels"),
+        ("fork", "a serial kernel"),  # the pool starts with npnorm's first kernel, serial or not
+        ("fork", "a thread query"),  # npnorm.get_num_threads() starts it too, without importing the kernels
+        ("spawn", "parallel kernels"),
+    ],
+)
+def test_process_pool_after_numbas_threads_started(method, first):
+    """Row: fork() after numba's thread pool started (GNU OpenMP kills a child that then enters a parallel
+    region) must not hang or kill the child, whatever started the pool — a bare fork, whose child's results
+    must equal the parent's bit for bit, then a multiprocessing pool with the "fork" context, and one with
+    "spawn", mapping a function that calls the numba kernels; in a subprocess with a timeout, so that a hang
+    fails the test instead of stalling CI."""
     if method == "fork" and not hasattr(os, "fork"):
         pytest.skip("no fork() on this platform")
-    result = _python(_POOL_SCRIPT.format(method=method, timeout=60), timeout=120)
+    result = _python(_POOL_SCRIPT.format(method=method, first=first, timeout=60), timeout=120)
     _assert_ok(result)
     assert "ok" in result.stdout
 

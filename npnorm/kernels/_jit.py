@@ -31,8 +31,9 @@ Four rules live here so that no kernel file has to repeat them:
   enter parallel kernels at the same time. ``call_parallel`` therefore holds a module-level lock around every
   parallel run, until the first call has shown that a thread-safe layer ("tbb" or "omp") is running;
   numba can only tell which layer it picked after its thread pool has started. Serial kernels need no lock.
-  GNU OpenMP does not survive ``fork()``: a child forked after the parent ran an OpenMP parallel region
-  aborts when it enters one itself, so in such a child every kernel runs serially.
+  GNU OpenMP does not survive ``fork()``: a child forked after the parent started numba's OpenMP thread
+  pool (npnorm starts it on its first kernel or thread query) is killed when it enters a parallel region,
+  so in such a child every kernel runs serially (``_threads.forked_from_unsafe_pool``).
 """
 
 from __future__ import annotations
@@ -876,24 +877,22 @@ def chunked_kernel(fastmath=False, noalias=False):
 
 _parallel_entry = threading.Lock()
 _layer_is_thread_safe = False  # becomes True once numba reports "tbb" or "omp"
-_layer_in_use = None  # the threading layer numba started, once a parallel kernel has run
-_serial_only = False  # True in a child forked after GNU OpenMP started: it must not enter OpenMP again
-
-# Threading layers whose thread pool survives fork(): a child may start parallel kernels of its own.
-_FORK_SAFE_LAYERS = ("tbb", "workqueue")
+# True in a child forked after its parent started GNU OpenMP's pool: it must not enter OpenMP (a module
+# global, not a call, as it is read on every launch). Set here too, for a child that imports this module
+# after the fork, its parent having started the pool through npnorm.get_num_threads() alone.
+_serial_only = _threads.forked_from_unsafe_pool()
 
 
 def _reset_after_fork() -> None:
-    """In a forked child: a fresh lock, and serial kernels only if the parent had started GNU OpenMP.
+    """In a forked child: a fresh lock, and serial kernels only if the parent's pool does not survive fork.
 
     A child forked while another thread held the lock would otherwise inherit it locked, forever. And GNU
-    OpenMP aborts a forked child that enters a parallel region after its parent had one running
-    ("fork() called from a process already using GNU OpenMP"), so such a child runs every kernel serially.
+    OpenMP kills a forked child that enters a parallel region after its parent started the pool
+    (_threads.forked_from_unsafe_pool, whose handler was registered first and has run by now).
     """
     global _parallel_entry, _serial_only
     _parallel_entry = threading.Lock()
-    if _layer_in_use is not None and _layer_in_use not in _FORK_SAFE_LAYERS:
-        _serial_only = True
+    _serial_only = _threads.forked_from_unsafe_pool()
 
 
 if hasattr(os, "register_at_fork"):
@@ -901,7 +900,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def _check_threading_layer() -> None:
-    global _layer_is_thread_safe, _layer_in_use
+    global _layer_is_thread_safe
     if numba.config.DISABLE_JIT:
         # Plain Python: parallel runs must keep going through ChunkedKernel.parallel, which runs the items
         # in turn. The shortcut in ChunkedKernel.launch would hand them to the launcher's intrinsic, which
@@ -911,7 +910,6 @@ def _check_threading_layer() -> None:
         layer = numba.threading_layer()
     except ValueError:  # no thread pool started yet: keep locking
         return
-    _layer_in_use = layer
     _layer_is_thread_safe = layer in _THREAD_SAFE_LAYERS
 
 
