@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 from collections.abc import Iterator
 
 __all__ = ["paused"]
+
+# The collector is one switch for the whole process, and threads may compile at once: the first block in
+# turns it off and the last one out restores it. Each block reading and restoring the switch on its own lost
+# it: a block entered while another had it off read "off", and left it off for good.
+_lock = threading.Lock()
+_depth = 0  # blocks inside now, in all threads
+_restore = False  # whether the collector was on when the first of them entered
 
 
 @contextlib.contextmanager
@@ -20,12 +28,18 @@ def paused() -> Iterator[None]:
     """The collector off for the block, and afterwards as it was before (also after an error).
 
     The garbage of the block stays until the next collection after it. A caller that disabled the collector
-    itself keeps it disabled.
+    itself keeps it disabled. Blocks in several threads at once keep it off until the last one leaves.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
+    global _depth, _restore
+    with _lock:
+        if _depth == 0:
+            _restore = gc.isenabled()
+            gc.disable()
+        _depth += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _restore:
+                gc.enable()

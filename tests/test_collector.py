@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -33,6 +34,43 @@ def test_paused_turns_the_collector_on_again_after_an_error(collector_restored):
     gc.enable()
     with pytest.raises(KeyError), _collector.paused():
         raise KeyError("compile failed")
+    assert gc.isenabled()
+
+
+def test_paused_in_two_threads_at_once_leaves_the_collector_on(collector_restored, monkeypatch):
+    """Thread B enters while A has the collector off, and A leaves between B's look at the switch and what B
+    does with it: the collector must still be on once both have left (it was left off when each block read and
+    restored the switch on its own)."""
+    gc.enable()
+    a_inside, b_looked, a_left = threading.Event(), threading.Event(), threading.Event()
+    isenabled = gc.isenabled
+
+    def look_slowly_in_b():
+        value = isenabled()
+        if threading.current_thread().name == "B":
+            b_looked.set()
+            a_left.wait(timeout=5)  # A leaves here, if it can
+        return value
+
+    monkeypatch.setattr(gc, "isenabled", look_slowly_in_b)
+
+    def a():
+        with _collector.paused():
+            a_inside.set()
+            b_looked.wait(timeout=1)  # B does not look while A is inside: that is the fix
+        a_left.set()
+
+    def b():
+        a_inside.wait(timeout=5)
+        with _collector.paused():
+            pass
+
+    threads = [threading.Thread(target=a, name="A"), threading.Thread(target=b, name="B")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    monkeypatch.undo()
     assert gc.isenabled()
 
 
