@@ -451,6 +451,36 @@ def test_backward_with_a_grad_of_the_wrong_shape_raises_a_clear_error(norm, impl
     assert x.grad is None  # nothing was accumulated
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("norm", NORMS)
+def test_float64_statistics_that_would_overflow_raise_a_clear_error(norm, impl):
+    """Row: a finite float64 row (BatchNorm: channel) whose values reach beyond ~1e154 overflows its variance
+    (mean square, squared norm), and normalized by that it would come out 0 (LayerNorm: β): a clear
+    OverflowError instead. At 1e150 the statistics still fit, and the row normalizes exactly as unscaled
+    (with eps = 0 every norm here is invariant to scaling a row)."""
+    n = NORMS[norm]
+    shape = n.shapes["base"]
+    kw = _kw(n, shape)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape)
+    params = _params(n, rng, shape, np.float64)
+    row = tuple(1 if axis == n.row_axis else slice(None) for axis in range(len(shape)))
+
+    def forward(data):
+        p = {k: (v.copy() if k in STATE else npnorm.tensor(v)) for k, v in params.items()}
+        with np.errstate(over="ignore"):  # the NumPy reference overflows on the way to the error
+            return n.call(npnorm.tensor(data), p, impl, 0.0, **kw).data
+
+    plain = forward(x)
+    scaled = x.copy()
+    scaled[row] *= 1e150
+    np.testing.assert_allclose(forward(scaled), plain, rtol=1e-12, atol=1e-12)
+    scaled[row] *= 1e10  # 1e160: its square is beyond float64
+    stat = "(variance|mean square|squared norm)"
+    with pytest.raises(OverflowError, match=rf"^{norm}: the {stat} of .* overflows float64"):
+        forward(scaled)
+
+
 def _read_only(a: np.ndarray) -> np.ndarray:
     a = a.copy()
     a.flags.writeable = False

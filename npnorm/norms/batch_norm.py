@@ -52,6 +52,7 @@ import numpy as np
 from .. import _buffers, kernels
 from ..autograd import Function
 from ..tensor import Tensor
+from ._range import refuse_overflow, refuse_overflowed_rstd
 
 # ------------------------------------------------------------------------------------ argument checks
 
@@ -244,6 +245,7 @@ def batch_norm_composed(x: Tensor, weight, bias, eps, training, running_mean, ru
         mean = x64.mean(axis=axes, keepdims=True)
         centered = x64 - mean
         var = (centered * centered).mean(axis=axes, keepdims=True)
+        refuse_overflow("batch_norm", "variance", np.isposinf(var.data), lambda c: f"channel {c}")
         y = (centered * (var + eps) ** -0.5).astype(x.dtype)
         stats = mean.data.reshape(C).astype(np.float64), var.data.reshape(C).astype(np.float64)
     else:  # running statistics: constants, so the engine sees no path through them
@@ -297,6 +299,7 @@ def batch_norm(x: Tensor, running_mean, running_var, weight, bias, training, mom
     elif training:
         stats = batch_stats(x.data, impl)
         rstd = 1.0 / np.sqrt(stats[1] + eps)  # (C,) float64
+        refuse_overflowed_rstd("batch_norm", "variance", rstd, eps, x.dtype, lambda c: f"channel {c}")
         y = BatchNormFunction.apply(x, weight, bias, mean=stats[0], rstd=rstd, training=True, backend=impl)
     else:
         mean = running_mean.astype(np.float64)  # (C,)

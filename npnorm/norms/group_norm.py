@@ -42,6 +42,7 @@ from .. import _buffers, kernels
 from ..autograd import Function
 from ..tensor import Tensor
 from . import layer_norm as _layer_norm
+from ._range import refuse_overflowed_rstd
 
 # ------------------------------------------------------------------------------------ argument checks
 
@@ -129,6 +130,8 @@ class GroupNormFunction(Function):
                 gn.group_norm_affine_forward(y, weight, bias)
         else:
             y, mean, rstd = forward_reference(x3, G, weight, bias, eps)
+        if H > 0:  # rows of no values have no variance (their rstd is a stand-in)
+            refuse_overflowed_rstd("group_norm", "variance", rstd, eps, x3.dtype, _group_of_sample(G))
         ctx.save_for_backward(x3, weight, mean, rstd)
         ctx.params = x.shape, G, ln, gn
         return y.reshape(x.shape)
@@ -164,6 +167,11 @@ class GroupNormFunction(Function):
 # ------------------------------------------------------------------------------------------ composed
 
 
+def _group_of_sample(G: int):
+    """Names LayerNorm row i of the (N·G, C/G·S) view in an error: its sample and group."""
+    return lambda i: f"group {i % G} of sample {i // G}"
+
+
 def group_norm_composed(x: Tensor, G: int, weight, bias, eps) -> Tensor:
     """GroupNorm from primitives: LayerNorm-simple of x.reshape(N, G, -1), then γ_c, β_c broadcast per channel."""
     N, C = x.shape[:2]
@@ -171,7 +179,8 @@ def group_norm_composed(x: Tensor, G: int, weight, bias, eps) -> Tensor:
     if rows.shape[2] == 0:  # rows of no values: nothing to normalize, an empty output (like N = 0)
         y = x * 0.0
     else:
-        y = _layer_norm.layer_norm_composed(rows, 1, None, None, eps).reshape(x.shape)
+        y = _layer_norm.layer_norm_composed(rows, 1, None, None, eps, who="group_norm", unit=_group_of_sample(G))
+        y = y.reshape(x.shape)
     per_channel = (1, C) + (1,) * (x.ndim - 2)
     if weight is not None:
         y = y * weight.reshape(per_channel)

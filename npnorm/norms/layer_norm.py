@@ -47,6 +47,7 @@ import numpy as np
 from .. import _buffers, kernels
 from ..autograd import Function
 from ..tensor import Tensor
+from ._range import refuse_overflow, refuse_overflowed_rstd, row
 
 # ------------------------------------------------------------------------------- NumPy reference
 
@@ -150,6 +151,7 @@ class LayerNormFunction(Function):
             kern.layer_norm_forward(y, mean, rstd, x2, w, b, eps)
         else:
             y, mean, rstd = forward_reference(x2, w, b, eps)
+        refuse_overflowed_rstd("layer_norm", "variance", rstd, eps, x2.dtype)
         ctx.save_for_backward(x2, w, mean, rstd)
         # weight and bias have the same shape (normalized_shape); either may be absent.
         ctx.shapes = x.shape, (weight if weight is not None else bias if bias is not None else x).shape
@@ -193,6 +195,7 @@ class AdaNormFunction(Function):
             kern.ada_norm_forward(z, mean, rstd, x2, C, k, eps)
         else:
             z, mean, rstd = ada_forward_reference(x2, C, k, eps)
+        refuse_overflowed_rstd("ada_norm", "variance", rstd, eps, x2.dtype)
         ctx.save_for_backward(x2, mean, rstd)
         ctx.params = x.shape, H, C, k, kern
         return _shaped(z, x.shape)
@@ -213,7 +216,7 @@ class AdaNormFunction(Function):
 # ------------------------------------------------------------------------------------------ composed
 
 
-def _normalize_composed(x: Tensor, axes: tuple, eps: float, detach_mean: bool, detach_var: bool):
+def _normalize_composed(x: Tensor, axes: tuple, eps: float, detach_mean: bool, detach_var: bool, who: str, unit=row):
     """x̂ from engine primitives: the engine, not a hand derivation, supplies the gradient.
 
     Works in float64 whatever x's dtype (the numerics rule every implementation keeps); callers cast back.
@@ -224,15 +227,18 @@ def _normalize_composed(x: Tensor, axes: tuple, eps: float, detach_mean: bool, d
         mean = mean.detach()
     centered = x - mean
     var = (centered * centered).mean(axis=axes, keepdims=True)
+    refuse_overflow(who, "variance", np.isposinf(var.data), unit)  # +inf only from finite values (inf: NaN)
     if detach_var:
         var = var.detach()
     return centered * (var + eps) ** -0.5
 
 
-def layer_norm_composed(x: Tensor, ndim: int, weight, bias, eps, detach_mean=False, detach_var=False) -> Tensor:
+def layer_norm_composed(
+    x: Tensor, ndim: int, weight, bias, eps, detach_mean=False, detach_var=False, who="layer_norm", unit=row
+) -> Tensor:
     """LayerNorm over the last `ndim` axes, built from mean, sub, mul and pow; detaching as in DetachNorm."""
     axes = tuple(range(x.ndim - ndim, x.ndim))
-    y = _normalize_composed(x, axes, eps, detach_mean, detach_var).astype(x.dtype)
+    y = _normalize_composed(x, axes, eps, detach_mean, detach_var, who, unit).astype(x.dtype)
     if weight is not None:
         y = y * weight
     if bias is not None:
@@ -243,6 +249,6 @@ def layer_norm_composed(x: Tensor, ndim: int, weight, bias, eps, detach_mean=Fal
 def ada_norm_composed(x: Tensor, ndim: int, C: float, k: float, eps: float) -> Tensor:
     """AdaNorm from primitives: φ(y) = C(1 − k·y) is computed from a detached y, so it is a constant."""
     axes = tuple(range(x.ndim - ndim, x.ndim))
-    y = _normalize_composed(x, axes, eps, False, False)
+    y = _normalize_composed(x, axes, eps, False, False, "ada_norm")
     phi = (1 - y.detach() * k) * C
     return (phi * y).astype(x.dtype)

@@ -42,6 +42,7 @@ import numpy as np
 from .. import _buffers, kernels
 from ..autograd import Function
 from ..tensor import Tensor
+from ._range import refuse_overflow, refuse_overflowed_rstd
 from .layer_norm import _as_rows, _flat, _shaped  # the same (rows, H) view of the input, (H,) view of γ
 
 # ------------------------------------------------------------------------------- NumPy reference
@@ -54,7 +55,7 @@ def forward_reference(x, weight, eps):
     there is no cancellation (LayerNorm's two passes guard against E[x²] − E[x]², a difference). float64
     matters for range, not cancellation: a float32 x² overflows from |x| ≈ 1.8e19, loses precision below
     |x| ≈ 1e-19 and is 0 below ≈ 4e-23, while the float64 square of any float32 is finite, exact and,
-    unless x = 0, non-zero. (float64 input squares overflow from |x| ≈ 1.3e154, as in PyTorch.)
+    unless x = 0, non-zero. (float64 input squares overflow from |x| ≈ 1.3e154: a clear error, norms/_range.py.)
     """
     x64 = x.astype(np.float64, copy=False)  # (N, H)
     ms = (x64 * x64).mean(axis=1)  # (N,)
@@ -101,6 +102,7 @@ class RMSNormFunction(Function):
             kern.rms_norm_forward(y, rrms, x2, w, eps)
         else:
             y, rrms = forward_reference(x2, w, eps)
+        refuse_overflowed_rstd("rms_norm", "mean square", rrms, eps, x2.dtype)
         ctx.save_for_backward(x2, w, rrms)
         ctx.shapes = x.shape, None if weight is None else weight.shape
         ctx.flags = H, kern
@@ -137,6 +139,7 @@ def rms_norm_composed(x: Tensor, ndim: int, weight, eps: float) -> Tensor:
     axes = tuple(range(x.ndim - ndim, x.ndim))
     x64 = x.astype(np.float64)
     ms = (x64 * x64).mean(axis=axes, keepdims=True)
+    refuse_overflow("rms_norm", "mean square", np.isposinf(ms.data))
     y = (x64 * (ms + eps) ** -0.5).astype(x.dtype)
     if weight is not None:
         y = y * weight

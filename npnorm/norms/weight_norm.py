@@ -58,6 +58,7 @@ from .. import kernels
 from ..autograd import Function
 from ..tensor import Tensor, _as_float_array
 from . import _dispatch
+from ._range import refuse_overflow
 
 # ------------------------------------------------------------------------------------------ rows
 
@@ -83,8 +84,20 @@ def _from_rows(rows: np.ndarray, shape: tuple, dim) -> np.ndarray:
     return np.moveaxis(rows.reshape(moved), 0, dim)
 
 
-def check_row_norms(who: str, norm: np.ndarray) -> None:
-    """Raise when a row of v has norm 0: its direction v/‖v‖ is undefined (PyTorch gives NaN)."""
+def _row_of_v(i: int) -> str:
+    return f"row {i} of v"
+
+
+def check_row_norms(who: str, norm: np.ndarray, v: np.ndarray, axes) -> None:
+    """Raise when a row of v has norm 0: its direction v/‖v‖ is undefined (PyTorch gives NaN). Raise too when
+    the squared norm of a finite row overflows float64 (norms/_range.py): its w would come out 0.
+
+    `norm` holds the rows' norms in the layout of v reduced over `axes` (kept or dropped); a row holding inf or
+    NaN has an infinite or NaN norm that is no error (NaN flows on to its w).
+    """
+    infinite = np.isposinf(norm.reshape(-1))
+    if infinite.any():  # rare: look at v only then
+        refuse_overflow(who, "squared norm", infinite & np.isfinite(v).all(axis=axes).reshape(-1), _row_of_v)
     zero = np.flatnonzero(norm.reshape(-1) == 0)
     if zero.size:
         rows = ", ".join(str(int(i)) for i in zero[:5]) + (", ..." if zero.size > 5 else "")
@@ -105,7 +118,7 @@ def forward_reference(v, g):
     """
     v64 = v.astype(np.float64, copy=False)  # (R, F)
     norm = np.sqrt((v64 * v64).sum(axis=1, keepdims=True))  # (R, 1)
-    check_row_norms("weight_norm", norm)
+    check_row_norms("weight_norm", norm, v64, 1)
     rnorm = 1.0 / norm  # (R, 1)
     w = (g.astype(np.float64, copy=False) * rnorm) * v64  # (R, F)  g · v̂
     return w.astype(v.dtype, copy=False), rnorm
@@ -144,7 +157,7 @@ class WeightNormFunction(Function):
             # the 1/0 and inf·0 of a zero row also when NUMBA_DISABLE_JIT=1 runs the kernel as NumPy scalars.)
             with np.errstate(divide="ignore", invalid="ignore"):
                 kern.weight_norm_forward(w2, rnorm, v2, g2)
-                check_row_norms("weight_norm", 1.0 / rnorm)
+                check_row_norms("weight_norm", 1.0 / rnorm, v2, 1)
         else:
             g2 = g.reshape(-1, 1)  # (R, 1)
             w2, rnorm = forward_reference(v2, g2)
@@ -179,7 +192,7 @@ def weight_norm_composed(v: Tensor, g: Tensor, dim) -> Tensor:
     keep = tuple(1 if a in axes else n for a, n in enumerate(v.shape))  # ‖v‖ with keepdims
     v64 = v.astype(np.float64)
     norm = (v64 * v64).sum(axis=axes, keepdims=True).sqrt()  # keep
-    check_row_norms("weight_norm", norm.data)
+    check_row_norms("weight_norm", norm.data, v64.data, axes)
     scale = g.astype(np.float64).reshape(keep) / norm  # keep   g/‖v‖
     return (v64 * scale).astype(v.dtype)
 

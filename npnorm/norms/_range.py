@@ -1,0 +1,39 @@
+"""Statistics that overflow float64: a clear error instead of an output of zeros.
+
+A finite float64 input overflows a sum of squares once its values spread beyond about 1.3e154, the square
+root of float64's largest number: LayerNorm's, AdaNorm's, GroupNorm's and BatchNorm's variance, RMSNorm's
+mean square, weight norm's squared norm. Normalized by that infinite spread, every value of the row would
+come out 0 (LayerNorm's output would be β), an answer that looks plausible and is wrong; PyTorch returns NaN
+for LayerNorm and 0 for RMSNorm there. float32 inputs never get there: their statistics are formed in float64,
+where the square of any float32 is finite. Inputs holding inf or NaN are not refused: their statistics are
+NaN, and NaN flows on to the output as it should.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+
+def row(i: int) -> str:
+    """How an error names unit i by default."""
+    return f"row {i}"
+
+
+def refuse_overflow(who: str, stat: str, overflowed: np.ndarray, unit: Callable[[int], str] = row) -> None:
+    """OverflowError naming the first unit (row, group, channel: ``unit(flat index)``) where ``overflowed``."""
+    if overflowed.any():
+        i = int(np.flatnonzero(overflowed.reshape(-1))[0])
+        raise OverflowError(
+            f"{who}: the {stat} of {unit(i)} overflows float64 (values beyond about 1e154 in size or spread), "
+            "so it would normalize to 0; scale the input down"
+        )
+
+
+def refuse_overflowed_rstd(who: str, stat: str, rstd: np.ndarray, eps: float, dtype, unit=row) -> None:
+    """The same, from a float64 input's 1/sqrt(stat + eps): 0 exactly where the statistic overflowed (eps
+    finite; an infinite eps scales every row to 0 by itself). Skipped for float32 inputs, which cannot get there."""
+    if dtype == np.float64 and eps < math.inf:
+        refuse_overflow(who, stat, rstd == 0, unit)
