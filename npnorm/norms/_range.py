@@ -32,8 +32,15 @@ def refuse_overflow(who: str, stat: str, overflowed: np.ndarray, unit: Callable[
         )
 
 
+_FLOAT64 = np.dtype(np.float64)  # the one native float64 dtype, which every float64 Tensor holds
+
+
 def refuse_overflowed_rstd(who: str, stat: str, rstd: np.ndarray, eps: float, dtype, unit=row) -> None:
     """The same, from a float64 input's 1/sqrt(stat + eps): 0 exactly where the statistic overflowed (eps
-    finite; an infinite eps scales every row to 0 by itself). Skipped for float32 inputs, which cannot get there."""
-    if dtype == np.float64 and eps < math.inf:
+    finite; an infinite eps scales every row to 0 by itself). Skipped for float32 inputs, which cannot get there.
+
+    On every norm call, so the cheapest tests first: 0.1 µs for a float32 call, 1 µs for a float64 one
+    (`rstd.all()`, NaN counting as true), the mask only once that finds a zero.
+    """
+    if dtype is _FLOAT64 and eps < math.inf and not rstd.all():
         refuse_overflow(who, stat, rstd == 0, unit)
