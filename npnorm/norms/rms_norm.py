@@ -102,7 +102,7 @@ class RMSNormFunction(Function):
             kern.rms_norm_forward(y, rrms, x2, w, eps)
         else:
             y, rrms = forward_reference(x2, w, eps)
-        refuse_overflowed_rstd("rms_norm", "mean square", rrms, eps, x2.dtype)
+        refuse_overflowed_rstd("rms_norm", "mean square", rrms, eps, x2.dtype, rows=x2)
         ctx.save_for_backward(x2, w, rrms)
         ctx.shapes = x.shape, None if weight is None else weight.shape
         ctx.flags = H, kern
@@ -139,7 +139,9 @@ def rms_norm_composed(x: Tensor, ndim: int, weight, eps: float) -> Tensor:
     axes = tuple(range(x.ndim - ndim, x.ndim))
     x64 = x.astype(np.float64)
     ms = (x64 * x64).mean(axis=axes, keepdims=True)
-    refuse_overflow("rms_norm", "mean square", np.isposinf(ms.data))
+    infinite = np.isposinf(ms.data)
+    if infinite.any():  # overflowed, unless the row holds ±inf (norms/_range.py)
+        refuse_overflow("rms_norm", "mean square", infinite & np.isfinite(x64.data).all(axis=axes, keepdims=True))
     y = (x64 * (ms + eps) ** -0.5).astype(x.dtype)
     if weight is not None:
         y = y * weight
