@@ -66,9 +66,12 @@ def gelu(x, approximate: str = "none") -> Tensor:
 
 
 def _check_axis(who: str, axis, ndim: int) -> int:
-    if not isinstance(axis, numbers.Integral) or not -ndim <= axis < max(ndim, 1):
+    """`axis` as a non-negative axis; 0 and -1 of a 0-d tensor are its one value, as in PyTorch."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{who}: axis must be an integer, got {axis!r}")
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
         raise ValueError(f"{who}: axis {axis!r} is out of range for a tensor with {ndim} dimensions")
-    return int(axis)
+    return int(axis) % max(ndim, 1)
 
 
 def softmax(x, axis: int = -1) -> Tensor:
@@ -171,6 +174,9 @@ def dropout(x, p: float = 0.5, training: bool = True, generator: np.random.Gener
     x = as_tensor(x, "dropout")
     if not training or p == 0:
         return x
+    if generator is not None and not isinstance(generator, np.random.Generator):
+        # not an int seed as nn.Dropout's rng: a seed per call would drop the same units at every call
+        raise TypeError(f"dropout: generator must be a numpy.random.Generator or None, got {generator!r}")
     rng = generator if generator is not None else default_generator()
     keep = rng.random(x.shape) >= p
     mask = keep.astype(x.dtype) * np.asarray(1.0 / (1.0 - p), dtype=x.dtype)
@@ -329,7 +335,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
     if len(shapes) > 1:
         raise ValueError(f"stack: all tensors must have the same shape, got {[t.shape for t in tensors]}")
     ndim = tensors[0].ndim + 1  # the result's
-    axis = _check_axis("stack", axis, ndim) % ndim
+    axis = _check_axis("stack", axis, ndim)
     return ops.Stack.apply(*tensors, axis=axis)
 
 
@@ -340,7 +346,7 @@ def cat(tensors, axis: int = 0) -> Tensor:
     if ndim == 0 or any(t.ndim != ndim for t in tensors):
         shapes = [t.shape for t in tensors]
         raise ValueError(f"cat: tensors must have the same number (>= 1) of dimensions, got {shapes}")
-    axis = _check_axis("cat", axis, ndim) % ndim
+    axis = _check_axis("cat", axis, ndim)
     rest = {t.shape[:axis] + t.shape[axis + 1 :] for t in tensors}
     if len(rest) > 1:
         raise ValueError(f"cat: shapes {[t.shape for t in tensors]} differ on an axis other than axis {axis}")

@@ -283,9 +283,10 @@ class Linear(Function):
     def backward(ctx, grad):
         x, weight = ctx.saved
         nx, nw, nb = ctx.needs_input_grad
-        g2 = grad.reshape(-1, weight.shape[0])  # (rows, out)
+        rows = math.prod(x.shape[:-1])  # not -1 in the reshapes: that cannot be inferred when in or out is 0
+        g2 = grad.reshape(rows, weight.shape[0])  # (rows, out)
         dx = (grad @ weight) if nx else None  # (*, in)
-        dw = (g2.T @ x.reshape(-1, weight.shape[1])) if nw else None  # (out, in)
+        dw = (g2.T @ x.reshape(rows, weight.shape[1])) if nw else None  # (out, in)
         db = g2.sum(axis=0) if nb else None  # (out,)
         return dx, dw, db
 
@@ -474,7 +475,8 @@ class Sigmoid(Function):
 
 
 class Relu(Function):
-    """out = max(a, 0);  da = g where a > 0, else 0."""
+    """out = max(a, 0);  da = g where a > 0, else 0 (also where g is inf or NaN: as PyTorch, a zeroed unit passes
+    nothing back, so log(relu(x)) at x <= 0 has gradient 0, not 0·inf = NaN; a NaN input passes g through)."""
 
     @staticmethod
     def forward(ctx, a):
@@ -483,7 +485,7 @@ class Relu(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad * (ctx.saved[0] > 0)
+        return np.where(ctx.saved[0] <= 0, 0, grad)
 
 
 class Gelu(Function):

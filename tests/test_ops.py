@@ -765,3 +765,45 @@ def test_a_zero_exponent_has_a_zero_base_gradient_even_at_a_zero_base():
     y = npnorm.tensor([0.0, 2.0, 0.0], requires_grad=True)
     (y**0).sum().backward()
     np.testing.assert_array_equal(y.grad, [0.0, 0.0, 0.0])  # the scalar-exponent path agrees
+
+
+def test_relu_passes_nothing_back_where_it_is_zero_even_an_infinite_gradient():
+    """log(relu(x)) at x <= 0: the upstream gradient there is inf, and relu's 0 must win (not 0·inf = NaN)."""
+    x = npnorm.tensor([-1.0, 0.0, 2.0], requires_grad=True)
+    with np.errstate(divide="ignore"):
+        x.relu().log().sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0, 0.5])
+    y = npnorm.tensor([np.nan, 1.0], requires_grad=True)
+    y.relu().backward(np.array([3.0, 4.0]))
+    np.testing.assert_array_equal(y.grad, [3.0, 4.0])  # a NaN input passes the gradient through, as PyTorch
+    z = npnorm.tensor(np.array([-1.0, 2.0], np.float32), requires_grad=True)
+    z.relu().sum().backward()
+    assert z.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape"), [((2, 0), (3, 0)), ((2, 4), (0, 4)), ((5, 2, 0), (3, 0))])
+def test_linear_with_no_input_or_no_output_features_has_gradients(x_shape, w_shape):
+    x = npnorm.tensor(np.ones(x_shape), requires_grad=True)
+    w = npnorm.tensor(np.ones(w_shape), requires_grad=True)
+    b = npnorm.tensor(np.ones(w_shape[0]), requires_grad=True)
+    y = F.linear(x, w, b)
+    assert y.shape == (*x_shape[:-1], w_shape[0])
+    y.sum().backward()
+    assert x.grad.shape == x_shape and w.grad.shape == w_shape
+    np.testing.assert_array_equal(x.grad, 0.0)  # no output feature depends on x, or x has no features
+    np.testing.assert_array_equal(b.grad, np.full(w_shape[0], float(np.prod(x_shape[:-1]))))
+
+
+def test_softmax_of_a_0d_tensor_is_one_along_axis_0_or_minus_1():
+    x = npnorm.tensor(2.0, requires_grad=True)
+    for axis in (0, -1):
+        assert F.softmax(x, axis=axis).item() == 1.0 and F.log_softmax(x, axis=axis).item() == 0.0
+    with pytest.raises(ValueError, match="axis 1 is out of range"):
+        F.softmax(x, axis=1)
+    with pytest.raises(TypeError, match="axis must be an integer"):
+        F.softmax(npnorm.tensor([1.0, 2.0]), axis=True)
+
+
+def test_dropout_takes_a_generator_not_a_seed():
+    with pytest.raises(TypeError, match="generator must be a numpy.random.Generator"):
+        F.dropout(npnorm.tensor(np.ones(4)), 0.5, generator=3)

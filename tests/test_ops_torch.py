@@ -74,6 +74,16 @@ def test_pow_at_zero_bases_and_zero_exponents_matches_torch():
     np.testing.assert_array_equal(b.grad, tb.grad.numpy())
 
 
+@pytest.mark.parametrize("after", ["log", "sqrt"])
+def test_relu_gradient_under_an_infinite_upstream_matches_torch(after):
+    data = np.array([-1.0, 0.0, 2.0, np.nan, -0.0])
+    x, t = npnorm.tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        getattr(x.relu(), after)().sum().backward()
+    getattr(t.relu(), after)().sum().backward()
+    np.testing.assert_array_equal(x.grad, t.grad.numpy())
+
+
 def test_max_ties_share_the_gradient_like_amax():
     data = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]])
     x, t = npnorm.tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
