@@ -504,6 +504,12 @@ class LRScheduler:
 
     def step(self) -> None:
         """Advance one epoch and write the new learning rates into the optimizer."""
+        if len(self.base_lrs) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"{type(self).__name__}.step: the optimizer has {len(self.optimizer.param_groups)} parameter "
+                f"groups but the scheduler knows {len(self.base_lrs)} base lr(s) (a group added after the scheduler "
+                "was made has none): make the scheduler after adding every group"
+            )
         self.last_epoch += 1
         self._last_lr = self.get_lr()
         for group, lr in zip(self.optimizer.param_groups, self._last_lr, strict=True):
@@ -524,7 +530,12 @@ class LRScheduler:
         base_lrs = np.asarray(state_dict["base_lrs"], dtype=np.float64).reshape(-1)
         if base_lrs.size != len(self.optimizer.param_groups):
             raise ValueError(f"{who}: {base_lrs.size} base lr(s) for {len(self.optimizer.param_groups)} group(s)")
-        self.last_epoch = int(state_dict["last_epoch"])
+        if not np.all((base_lrs >= 0) & np.isfinite(base_lrs)):
+            raise ValueError(f"{who}: base_lrs must be finite and >= 0, got {base_lrs.tolist()}")
+        last_epoch = np.asarray(state_dict["last_epoch"])
+        if last_epoch.shape != () or last_epoch.dtype.kind not in "iu" or last_epoch < 0:
+            raise ValueError(f"{who}: last_epoch must be a 0-d integer >= 0, got {state_dict['last_epoch']!r}")
+        self.last_epoch = int(last_epoch)
         self.base_lrs = [float(lr) for lr in base_lrs]
         self._last_lr = self.get_lr()
 
@@ -554,8 +565,8 @@ class CosineAnnealingLR(LRScheduler):
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
         if isinstance(T_max, bool) or not isinstance(T_max, numbers.Real) or not T_max > 0:
             raise ValueError(f"CosineAnnealingLR: invalid T_max: {T_max!r} (must be > 0)")
-        if not (isinstance(eta_min, numbers.Real) and eta_min >= 0):
-            raise ValueError(f"CosineAnnealingLR: invalid eta_min: {eta_min!r} (must be >= 0)")
+        if not (isinstance(eta_min, numbers.Real) and 0 <= eta_min < math.inf):
+            raise ValueError(f"CosineAnnealingLR: invalid eta_min: {eta_min!r} (must be finite and >= 0)")
         self.T_max = T_max
         self.eta_min = float(eta_min)
         super().__init__(optimizer)

@@ -428,10 +428,39 @@ def test_bad_scheduler_arguments():
         StepLR(opt, step_size=0)
     with pytest.raises(ValueError, match="T_max"):
         CosineAnnealingLR(opt, T_max=0)
-    with pytest.raises(ValueError, match="eta_min"):
-        CosineAnnealingLR(opt, T_max=5, eta_min=-1.0)
+    for eta_min in (-1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="eta_min"):
+            CosineAnnealingLR(opt, T_max=5, eta_min=eta_min)
     with pytest.raises(TypeError, match="Optimizer"):
         StepLR(object(), step_size=2)
+
+
+def test_a_group_added_after_the_scheduler_is_a_clear_error_that_changes_nothing():
+    opt = SGD(_params(np.zeros(2)), lr=0.1)
+    sched = StepLR(opt, step_size=1)
+    opt.add_param_group({"params": _params(np.zeros(3)), "lr": 0.5})
+    with pytest.raises(ValueError, match="StepLR.step: the optimizer has 2 parameter groups but the scheduler knows 1"):
+        sched.step()
+    assert sched.last_epoch == 0 and [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"last_epoch": np.array(2.7), "base_lrs": np.array([0.1])},
+        {"last_epoch": np.array(-3), "base_lrs": np.array([0.1])},
+        {"last_epoch": np.array([2]), "base_lrs": np.array([0.1])},
+        {"last_epoch": np.array(2), "base_lrs": np.array([np.nan])},
+        {"last_epoch": np.array(2), "base_lrs": np.array([-0.1])},
+    ],
+    ids=["float epoch", "negative epoch", "1-d epoch", "nan lr", "negative lr"],
+)
+def test_scheduler_load_state_dict_refuses_bad_values_and_changes_nothing(state):
+    opt = SGD(_params(np.zeros(2)), lr=0.1)
+    sched = StepLR(opt, step_size=2)
+    with pytest.raises(ValueError, match="StepLR.load_state_dict"):
+        sched.load_state_dict(state)
+    assert sched.last_epoch == 0 and sched.base_lrs == [0.1]
 
 
 # ------------------------------------------------------------------------------- save and resume
