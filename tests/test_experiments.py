@@ -134,3 +134,21 @@ def test_variants_experiment_measures_re_centring():
     assert same["full"][-1]["var"] <= same["detach_var"][-1]["var"]
     for s in result["summary"].values():
         assert s["final"]["gap"] == pytest.approx(s["final"]["test_loss"] - s["final"]["train_loss"])
+
+
+@pytest.mark.parametrize(
+    "run, kwargs, match",
+    [
+        (run_batch_size, {"batch_sizes": (0,)}, "batch_size must be a positive integer, got 0"),
+        (run_batch_size, {"epochs": 0}, "epochs must be a positive integer"),
+        (run_batch_size, {"seeds": 0}, "seeds must be a positive integer"),
+        (run_batch_size, {"norms": ("group",)}, "norms must be some of"),
+        (run_batch_size, {"lr": -1.0}, "lr must be positive and finite"),
+        (run_variants, {"epochs": 0}, "epochs must be a positive integer"),
+        (run_variants, {"depth": 0}, "depth must be a positive integer"),
+        (run_variants, {"variants": ()}, "no variant"),
+    ],
+)
+def test_bad_arguments_are_named_before_any_training(run, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        run(quick=True, progress=False, **kwargs)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from npnorm import nn
+from npnorm.experiments import NonFiniteLossError
 from npnorm.experiments.recurrent import (
     MODELS,
     TASKS,
@@ -86,6 +87,60 @@ def test_bad_arguments_are_named():
         run_recurrent(["mnist"], quick=True)
     with pytest.raises(ValueError, match="steps"):
         run_recurrent(steps=0, quick=True)
+    with pytest.raises(ValueError, match="lr must be positive and finite"):
+        run_recurrent(lr=float("inf"), quick=True)
+
+
+@pytest.mark.parametrize("task", ["adding", "rows"])
+def test_a_last_update_that_diverges_stops_the_run(task):
+    """Each step's loss and gradient are checked before its update; the last update's outcome only shows in
+    the test loss measured after it (a NaN model still has an "accuracy": argmax over NaN logits)."""
+    with pytest.raises(NonFiniteLossError, match=r"the test loss is (nan|inf) after step 1 \(epoch 1\)"):
+        run_recurrent(tasks=(task,), models=("lstm",), steps=1, quick=True, lr=1e38, progress=False)
+
+
+def test_verdicts_judge_beyond_the_noise_and_need_a_gain():
+    """The batch-size section's BatchNorm verdict needs a rise beyond seed noise (SAME_ERROR_PP); the recurrent
+    section's "gains most on long sequences" needs a gain, not only a smaller loss than on short ones."""
+    from npnorm.experiments import reproduce as r
+
+    def batch_size_result(bn_rise_pp):
+        curve = lambda error: {"mean": [0.5, error], "min": [0.5, error], "max": [0.5, error]}  # noqa: E731
+        runs = {("layer", 128): 0.05, ("layer", 4): 0.051, ("batch", 128): 0.05, ("batch", 4): 0.05 + bn_rise_pp / 100}
+        summary = {
+            f"{n}/{b}": {"norm": n, "batch_size": b, "train_loss": curve(0.1), "test_error": curve(e)}
+            for (n, b), e in runs.items()
+        }
+        config = {"model": "m", "optimizer": "o", "epochs": 2, "seeds": [0], "n_train": 1, "n_test": 1}
+        return {"config": config, "summary": summary}
+
+    def bn_line(rise):
+        return next(line for line in r._batch_size_section(batch_size_result(rise)) if "BatchNorm degrades" in line)
+
+    assert bn_line(0.22).endswith("**Partly.**")  # one test image: within what seeds alone move
+    assert bn_line(1.5).endswith("**Matches the paper.**")
+    assert bn_line(-0.3).endswith("**Does not match the paper.**")
+
+
+def test_gains_most_on_long_sequences_needs_a_gain(quick_result):
+    """LN slower everywhere, but less so on pixels than on rows, is no gain on long sequences."""
+    import copy
+
+    from npnorm.experiments import reproduce as r
+
+    def verdict(rows_gain, pixels_gain):
+        result = copy.deepcopy(quick_result)
+        for task, gain in (("rows", rows_gain), ("pixels", pixels_gain)):
+            per_model = result["summary"][task]
+            per_model["ln_lstm"]["mean_loss"]["mean"] = (1 - gain) * per_model["lstm"]["mean_loss"]["mean"]
+            for model in ("lstm", "ln_lstm"):  # no run reached the target: the steps measure says nothing
+                per_model[model]["reached"] = 0
+        lines = r._recurrent_section(result)
+        return next(line for line in lines if "LN-LSTM* gains most" in line or "gains most on long" in line)
+
+    assert verdict(-0.30, -0.05).endswith("**Does not match the paper.**")
+    assert verdict(0.05, 0.20).endswith("**Matches the paper.**")
+    assert verdict(0.20, 0.05).endswith("**Does not match the paper.**")
 
 
 def test_moving_average():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 
 import numpy as np
 
@@ -23,13 +24,27 @@ from ..data import Batches, DigitsSplit
 from ..tensor import Tensor
 
 
+def check_options(who: str, lr: float, **counts) -> None:
+    """A ValueError naming the first option that is not a positive integer (`counts`), or an lr that is not
+    positive and finite: before any training, where a bad value would otherwise surface as a ZeroDivisionError
+    or an empty summary."""
+    for option, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{who}: {option} must be a positive integer, got {value!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < math.inf:
+        raise ValueError(f"{who}: lr must be positive and finite, got {lr!r}")
+
+
+AFTER_THE_STEP = ("training-set loss", "test loss")  # what NonFiniteLossError measures after an update
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss (or gradient); `step` is the 1-based optimizer step."""
 
     def __init__(self, what: str, value: float, step: int, epoch: int, lr: float, run: str = ""):
         self.what, self.value, self.step, self.epoch, self.lr, self.run = what, value, step, epoch, lr, run
-        if what == "training-set loss":  # measured after the epoch's last step
-            where = f"after step {step} (the end of epoch {epoch})"
+        if what in AFTER_THE_STEP:  # measured after the step's update
+            where = f"after step {step} (epoch {epoch})"
         else:  # measured before the step's update
             where = f"at step {step} (epoch {epoch}), which was not applied"
         super().__init__(
@@ -129,7 +144,10 @@ def _loop(model, optimizer, batches, data, epochs, lr, bar, history, name) -> No
             check_finite("loss", value, step, epoch, lr, name)
             optimizer.zero_grad()
             loss.backward()
-            grad_sq = sum(float(np.vdot(p.grad, p.grad)) for p in model.parameters() if p.grad is not None)
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            grad_sq = sum(float(np.vdot(g, g)) for g in grads)
+            if not math.isfinite(grad_sq):  # float32 squares overflow from 1.8e19: look again in float64
+                grad_sq = sum(float(np.vdot(g.astype(np.float64), g.astype(np.float64))) for g in grads)
             check_finite("gradient norm", math.sqrt(grad_sq), step, epoch, lr, name)
             optimizer.step()
             if "step_loss" in history:

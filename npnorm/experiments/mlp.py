@@ -18,7 +18,7 @@ from dataclasses import replace
 from .. import nn
 from ..data import DigitsSplit, load_digits, stratified_split
 from ..progress import progress_bar
-from ._train import mean_and_spread, steps_per_epoch, strip_model, train_classifier
+from ._train import check_options, mean_and_spread, steps_per_epoch, strip_model, train_classifier
 
 # name -> how to build the norm for H features.
 NORMS = {
@@ -70,6 +70,15 @@ def run_batch_size(
     epochs = preset["epochs"] if epochs is None else epochs
     seeds = preset["seeds"] if seeds is None else seeds
     hidden = preset["hidden"] if hidden is None else hidden
+    check_options("run_batch_size", lr, epochs=epochs, seeds=seeds, hidden=hidden)
+    for b in batch_sizes:
+        check_options("run_batch_size", lr, batch_size=b)
+    unknown = [n for n in norms if n not in NORMS]
+    if unknown or not norms or not batch_sizes:
+        raise ValueError(
+            f"run_batch_size: norms must be some of {', '.join(NORMS)} and batch_sizes not empty, "
+            f"got {list(norms)!r} and {list(batch_sizes)!r}"
+        )
     data = load_digits("flat")
     if preset["n_train"]:
         data = subset(data, preset["n_train"])

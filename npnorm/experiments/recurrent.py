@@ -51,7 +51,7 @@ from ..autograd import no_grad
 from ..data import Batches, adding_problem, load_digits
 from ..progress import progress_bar
 from ..tensor import Tensor
-from ._train import check_finite, evaluate, mean_and_spread, single_threaded_blas
+from ._train import check_finite, check_options, evaluate, mean_and_spread, single_threaded_blas
 
 TASKS = ("rows", "pixels", "adding")
 MODELS = ("lstm", "ln_lstm", "gru", "ln_gru")
@@ -143,18 +143,20 @@ def _loss(task: str, output: Tensor, y: np.ndarray) -> Tensor:
     return F.cross_entropy(output, y)
 
 
-def evaluate_metric(model, data: dict, batch_size: int = 500) -> float:
-    """Test accuracy (digits) or test MSE (adding) of `model`, without a graph."""
+def evaluate_metric(model, data: dict, batch_size: int = 500) -> tuple[float, float]:
+    """(test metric, test loss) of `model`, without a graph: accuracy and cross-entropy (digits), or the MSE
+    twice (adding). The loss tells a diverged model apart, whose NaN logits still give an accuracy."""
     if data["metric"] == "accuracy":
-        _, error = evaluate(model, data["x_test"], data["y_test"], batch_size)
-        return 1.0 - error
+        loss, error = evaluate(model, data["x_test"], data["y_test"], batch_size)
+        return 1.0 - error, loss
     total = 0.0
     with no_grad():
         for start in range(0, len(data["x_test"]), batch_size):
             out = model(Tensor(data["x_test"][start : start + batch_size]))  # (B, 1)
             diff = out.data[:, 0].astype(np.float64) - data["y_test"][start : start + batch_size]
             total += float(np.sum(diff**2))
-    return total / len(data["x_test"])
+    mse = total / len(data["x_test"])
+    return mse, mse
 
 
 def reached(metric: str, value: float, target: float) -> bool:
@@ -181,7 +183,8 @@ def train_sequence_model(
     """Seed, build, train for `steps` Adam steps with clipped gradients; the history as plain lists.
 
     The test metric is measured every `eval_every` steps and after the last one. A NaN or infinite loss or
-    gradient norm raises `NonFiniteLossError` (from _train) before the step is applied.
+    gradient norm raises `NonFiniteLossError` (from _train) before the step is applied, a non-finite test
+    loss after it.
     """
     task = data["task"]
     name = f"{LABELS[model_name]} on {task}, seed {seed}"
@@ -210,8 +213,11 @@ def train_sequence_model(
             history["step_loss"].append(value)
             history["grad_norm"].append(float(norm))
             if step % eval_every == 0 or step == steps:
+                metric, test_loss = evaluate_metric(model, data)
+                # the only check of the last update's outcome: a NaN model has an "accuracy" all the same
+                check_finite("test loss", test_loss, step, epoch, lr, name)
                 history["eval_step"].append(step)
-                history["eval_metric"].append(evaluate_metric(model, data))
+                history["eval_metric"].append(metric)
                 model.train()
             if bar is not None:
                 bar.update(1)
@@ -260,12 +266,11 @@ def run_recurrent(
     adding_length = preset["adding_length"] if adding_length is None else adding_length
     eval_every = preset["eval_every"] if eval_every is None else eval_every
     tasks, models = _check_names(tasks, TASKS, "task"), _check_names(models, MODELS, "model")
-    positive = {"steps": steps, "seeds": seeds, "hidden": hidden, "batch_size": batch_size, "eval_every": eval_every}
-    for option, value in positive.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"run_recurrent: {option} must be a positive integer, got {value!r}")
-    if not (math.isfinite(lr) and lr > 0 and math.isfinite(clip) and clip > 0):
-        raise ValueError(f"run_recurrent: lr and clip must be positive and finite, got lr={lr!r}, clip={clip!r}")
+    check_options(
+        "run_recurrent", lr, steps=steps, seeds=seeds, hidden=hidden, batch_size=batch_size, eval_every=eval_every
+    )
+    if not (math.isfinite(clip) and clip > 0):
+        raise ValueError(f"run_recurrent: clip must be positive and finite, got {clip!r}")
 
     datasets = {
         t: load_task(t, adding_length=adding_length, n_adding=preset["n_adding"], n_test=preset["n_test"])

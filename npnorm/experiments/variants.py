@@ -33,7 +33,15 @@ from .. import nn
 from ..data import load_digits
 from ..progress import progress_bar
 from ..tensor import Tensor
-from ._train import GradProbe, mean_and_spread, single_threaded_blas, steps_per_epoch, strip_model, train_classifier
+from ._train import (
+    GradProbe,
+    check_options,
+    mean_and_spread,
+    single_threaded_blas,
+    steps_per_epoch,
+    strip_model,
+    train_classifier,
+)
 from .mlp import NORMS, subset
 
 VARIANTS = ("layer", "simple", "detach", "detach_mean", "detach_var", "adanorm", "none")
@@ -152,6 +160,12 @@ def run_variants(
     epochs = preset["epochs"] if epochs is None else epochs
     seeds = preset["seeds"] if seeds is None else seeds
     hidden = preset["hidden"] if hidden is None else hidden
+    check_options(
+        "run_variants", lr, epochs=epochs, seeds=seeds, hidden=hidden, depth=depth, batch_size=batch_size,
+        probe_size=probe_size,
+    )  # fmt: skip
+    if not variants:
+        raise ValueError("run_variants: no variant to train")
     for v in variants:
         if v not in NORMS:
             raise ValueError(f"run_variants: unknown variant {v!r}; choose from {', '.join(NORMS)}")
