@@ -139,7 +139,7 @@ class Optimizer:
         for group in self.param_groups:
             for p in group["params"]:
                 if set_to_none or p.grad is None:
-                    p.grad = None
+                    p._grad = None  # not through the checking setter: this runs per parameter per step
                 else:
                     p.grad[...] = 0
 

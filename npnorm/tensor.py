@@ -49,7 +49,7 @@ class Tensor:
     `Tensor(data)` wraps a float ndarray without copying it; `npnorm.tensor(data)` always copies.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_node", "__weakref__")
+    __slots__ = ("data", "_grad", "requires_grad", "_node", "__weakref__")
 
     # NumPy must not treat a Tensor as an array-like object in `ndarray + Tensor`: returning
     # NotImplemented from the ndarray makes Python call Tensor.__radd__, so the result is a Tensor.
@@ -59,7 +59,7 @@ class Tensor:
         if isinstance(data, Tensor):
             data = data.data
         self.data = _as_float_array(data, dtype, copy=False)
-        self.grad = None
+        self._grad = None
         self.requires_grad = bool(requires_grad)
         self._node = None
 
@@ -68,10 +68,30 @@ class Tensor:
         """Fast constructor for arrays produced by operations (already float, no validation)."""
         t = object.__new__(cls)
         t.data = array if type(array) is np.ndarray else np.asarray(array)
-        t.grad = None
+        t._grad = None
         t.requires_grad = False
         t._node = None
         return t
+
+    @property
+    def grad(self) -> np.ndarray | None:
+        """The accumulated gradient: a NumPy array of this tensor's shape and dtype, or None."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value) -> None:
+        # Checked here, as PyTorch checks: backward adds into `.grad` in place, and would otherwise broadcast
+        # into a wrong shape or round into another dtype without a word. (The engine writes `_grad` itself.)
+        if value is not None:
+            if type(value) is not np.ndarray:
+                hint = " (a Tensor's array is its .data)" if isinstance(value, Tensor) else ""
+                raise TypeError(f"grad must be a NumPy array or None, got {type(value).__name__}{hint}")
+            if value.shape != self.data.shape or value.dtype != self.data.dtype:
+                raise ValueError(
+                    f"grad must have the tensor's shape {self.data.shape} and dtype {self.data.dtype}, got shape "
+                    f"{value.shape} and dtype {value.dtype}"
+                )
+        self._grad = value
 
     # ----------------------------------------------------------------------------------- description
     @property

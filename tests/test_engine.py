@@ -512,3 +512,105 @@ def test_repeats_an_array_finds_one_array_handed_to_two_inputs():
     ]  # fmt: skip
     for grads, expected in cases:
         assert _repeats_an_array(grads) is expected, grads
+
+
+# ---------------------------------------------------------------------------------- custom Functions
+
+
+class _Scale(Function):
+    """out = a * w, with w given by keyword: which must not be a Tensor (it would get no gradient)."""
+
+    @staticmethod
+    def forward(ctx, a, *, w):
+        return a * w
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def test_a_tensor_by_keyword_is_refused_not_silently_left_without_gradient():
+    x, w = npnorm.tensor([1.0, 2.0], requires_grad=True), npnorm.tensor([3.0, 4.0], requires_grad=True)
+    with pytest.raises(TypeError, match="_Scale.apply: the Tensor w= must be passed positionally"):
+        _Scale.apply(x, w=w)
+    np.testing.assert_array_equal(_Scale.apply(x, w=2.0).data, [2.0, 4.0])  # other options are fine
+
+
+class _Round(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return np.round(a).astype(np.int64)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def test_a_non_float_forward_output_cannot_be_differentiated():
+    x = npnorm.tensor([1.4, 2.6], requires_grad=True)
+    for y in (_Round.apply(x), _Round.apply(x) * 0.5):  # the grad (or the 0.5) would be truncated to int
+        with pytest.raises(TypeError, match="_Round.forward returned an array of dtype int64, which has no gradient"):
+            y.backward(np.ones(2))
+    assert x.grad is None
+    leaf = npnorm.tensor([1.0, 2.0], requires_grad=True)
+    leaf.data = np.array([1, 2])  # int data assigned to a leaf
+    with pytest.raises(TypeError, match="a leaf holds an array of dtype int64"):
+        (leaf * 2.0).sum().backward()
+
+
+class _BoolGrad(Function):
+    """y = a, with backward returning its "ones" as a bool array (or as `kind` asks)."""
+
+    kind = "bool"
+
+    @staticmethod
+    def forward(ctx, a):
+        return a.copy()
+
+    @staticmethod
+    def backward(ctx, grad):
+        kind = _BoolGrad.kind
+        if kind == "bool":
+            return grad > -1
+        if kind == "int8":
+            return np.full(grad.shape, 100, np.int8)
+        return 1.0  # a Python float
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("bool", 2.0), ("int8", 200.0)])
+def test_non_float_gradients_are_cast_before_they_are_added(kind, expected, monkeypatch):
+    """Two bool gradients would OR to 1 and two int8 100s wrap round to -56 if summed as they are."""
+    monkeypatch.setattr(_BoolGrad, "kind", kind)
+    x = npnorm.tensor([1.0, 2.0], requires_grad=True)
+    h = x * 1.0
+    (_BoolGrad.apply(h) + _BoolGrad.apply(h)).sum().backward()
+    np.testing.assert_array_equal(x.grad, [expected, expected])
+    assert x.grad.dtype == np.float64
+
+
+def test_a_gradient_that_is_not_an_array_names_the_function(monkeypatch):
+    monkeypatch.setattr(_BoolGrad, "kind", "float")
+    x = npnorm.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(TypeError, match="_BoolGrad.backward returned a float as a gradient"):
+        _BoolGrad.apply(x).sum().backward()
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        (np.zeros((2, 3)), ValueError, r"shape \(3,\) and dtype float64, got shape \(2, 3\)"),
+        (np.zeros(3, np.float32), ValueError, "got shape \\(3,\\) and dtype float32"),
+        (npnorm.tensor([0.0, 0.0, 0.0]), TypeError, "a Tensor's array is its .data"),
+        ([0.0, 0.0, 0.0], TypeError, "grad must be a NumPy array or None, got list"),
+    ],
+)
+def test_grad_assignments_are_checked_as_in_pytorch(value, error, match):
+    x = npnorm.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    with pytest.raises(error, match=match):
+        x.grad = value
+    assert x.grad is None
+    x.grad = np.ones(3)  # the right shape and dtype
+    (x * 2.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0, 3.0])
+    x.grad = None
+    assert x.grad is None

@@ -229,7 +229,7 @@ class Module:
         """Forget accumulated gradients: `.grad = None` (or, with set_to_none=False, fill them with zeros)."""
         for param in self.parameters():
             if set_to_none or param.grad is None:
-                param.grad = None
+                param._grad = None  # not through the checking setter: this runs per parameter per step
             else:
                 param.grad[...] = 0
 
