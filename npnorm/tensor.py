@@ -167,6 +167,8 @@ class Tensor:
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if not self.is_leaf:
+            if requires_grad and self.requires_grad:  # what it already is (PyTorch allows this too)
+                return self
             raise RuntimeError("requires_grad_: only leaf tensors can change requires_grad; use detach() first")
         self.requires_grad = bool(requires_grad)
         return self

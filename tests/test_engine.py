@@ -614,3 +614,12 @@ def test_grad_assignments_are_checked_as_in_pytorch(value, error, match):
     np.testing.assert_array_equal(x.grad, [3.0, 3.0, 3.0])
     x.grad = None
     assert x.grad is None
+
+
+def test_requires_grad_on_a_non_leaf_may_only_confirm_what_it_is():
+    x = npnorm.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2.0
+    assert y.requires_grad_() is y and y.requires_grad_(True) is y  # already so: a no-op, as in PyTorch
+    with pytest.raises(RuntimeError, match="only leaf tensors can change requires_grad"):
+        y.requires_grad_(False)
+    assert x.requires_grad_(False) is x and not x.requires_grad

@@ -152,3 +152,16 @@ def test_variants_experiment_measures_re_centring():
 def test_bad_arguments_are_named_before_any_training(run, kwargs, match):
     with pytest.raises(ValueError, match=match):
         run(quick=True, progress=False, **kwargs)
+
+
+def test_evaluate_restores_each_modules_own_mode(small_digits):
+    """A model trained with one submodule frozen in eval mode (here its BatchNorm) keeps it so after evaluate."""
+    from npnorm.experiments._train import evaluate
+
+    model = make_mlp("batch", hidden=16)
+    frozen = next(m for m in model.modules() if isinstance(m, nn.BatchNorm1d))
+    frozen.eval()
+    modes = [m.training for m in model.modules()]
+    assert not all(modes) and any(modes)
+    evaluate(model, small_digits.x_test, small_digits.y_test)
+    assert [m.training for m in model.modules()] == modes

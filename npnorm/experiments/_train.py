@@ -72,8 +72,9 @@ def single_threaded_blas():
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> tuple[float, float]:
-    """(mean cross-entropy, error rate) of `model` on (x, y), in eval mode; the model's mode is restored."""
-    was_training = model.training
+    """(mean cross-entropy, error rate) of `model` on (x, y), in eval mode; each module's mode is restored (a
+    model with some submodules frozen in eval mode keeps them so)."""
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     total_loss, wrong = 0.0, 0
     try:
@@ -84,7 +85,8 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> tupl
                 total_loss += F.cross_entropy(logits, target, reduction="sum").item()
                 wrong += int(np.count_nonzero(logits.data.argmax(axis=1) != target))
     finally:
-        model.train(was_training)
+        for module, training in modes:  # each its own flag, as Module.train sets them
+            object.__setattr__(module, "training", training)
     return total_loss / len(x), wrong / len(x)
 
 
