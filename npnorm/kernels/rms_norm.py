@@ -97,8 +97,9 @@ def _dx_row(dx, dy, x, weight, has_weight, i, r, mean_gxhat):
         dx[i, j] = r * (g - xhat * mean_gxhat)
 
 
-# Wide rows: four rows per update of the float64 partial row of dweight, as LayerNorm's backward does
-# (kernels/layer_norm.py, _backward_4_rows, has the reason). RMSNorm has one partial row, not two, so it
+# Wide rows: four rows per update of the float64 partial row of dweight, as LayerNorm's backward once took
+# (kernels/layer_norm.py, _backward_2_rows, says why the float64 partial rows crowd L1, and why LayerNorm, with
+# two of them, now takes two rows). RMSNorm has one partial row, not two, so it
 # crowds L1 from twice the row length. Measured 6 December, backward, float32, 2 threads, alternated, time
 # against one row at a time: 1024x4096 0.76-0.79, 512x4096 0.75-0.84, 2048x2048 0.83-0.89, 4096x2048
 # 0.87, 8192x2048 0.88-1.05; from H = 1024 instead it was 1.23-1.49x slower at 8192x1024 and 16384x1024.
