@@ -7,13 +7,16 @@ kernel zeroes it. For a 32 MiB float32 output that costs more than the normaliza
 forward+backward at 8192x1024 spent about 3 ms of its 7.4 ms in page faults of y and dx. A training loop
 asks for the same shapes at every step, and the output of step t is usually garbage by step t+1.
 
-How: :func:`empty` hands out an ordinary ``np.ndarray`` that the pool also keeps a reference to. A buffer is
-free again when the pool's reference is the only one left. Every NumPy view holds a reference to the array
-that owns the memory (a view of a view points at the owner, not at the middle array), and so does every
-Tensor, saved tensor and gradient; so "the pool is the only holder" means no Python object can read or write
-those bytes, and handing them out again is invisible. Until then the buffer is simply not reused. Reused
-buffers hold stale values, exactly like ``np.empty``: only outputs that a kernel overwrites completely come
-from here.
+How: the pool keeps the arrays that own the memory and hands out a fresh view of one (``buffer.view()``). A
+buffer is free again when the pool's reference is the only one left. Every NumPy view holds a reference to
+the array that owns the memory (a view of a view points at the owner, not at the middle array), and so does
+every Tensor, saved tensor and gradient; so "the pool is the only holder" means no Python object can read or
+write those bytes, and handing them out again is invisible. A view per call, not the owner itself, so that what
+a caller does to the array object it got (a weak reference to it, ``setflags(write=False)``) stays with that
+object: handing out the owner again, a weak reference to an earlier result came back to life holding another
+call's output, and a result made read-only broke the next kernel writing into it. Until then the buffer is
+simply not reused. Reused buffers hold stale values, exactly like ``np.empty``: only outputs that a kernel
+overwrites completely come from here.
 
 Limits: only arrays of at least :data:`MIN_BYTES` (smaller ones come from malloc's reusable heap anyway) and
 at most :data:`MAX_POOL_BYTES` held in all; when a new buffer does not fit, free buffers are dropped, oldest
@@ -72,7 +75,7 @@ def _take(shape: tuple, dtype: np.dtype, nbytes: int) -> np.ndarray:
     global _held
     for i in range(len(_pool)):
         if _pool[i].shape == shape and _pool[i].dtype == dtype and sys.getrefcount(_pool[i]) == _FREE_REFS:
-            return _pool[i]
+            return _pool[i].view()
     # no free buffer of this shape: make room by dropping free buffers of other shapes, oldest first
     i = 0
     while _held + nbytes > MAX_POOL_BYTES and i < len(_pool):
@@ -84,6 +87,7 @@ def _take(shape: tuple, dtype: np.dtype, nbytes: int) -> np.ndarray:
     if _held + nbytes <= MAX_POOL_BYTES:
         _pool.append(buffer)
         _held += nbytes
+        return buffer.view()
     return buffer
 
 

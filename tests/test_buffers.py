@@ -19,6 +19,11 @@ from npnorm.norms.layer_norm import backward_reference, forward_reference
 BIG = (512, 1024)  # float32: 2 MiB, above _buffers.MIN_BYTES
 
 
+def _memory(a: np.ndarray) -> int:
+    """Where a's bytes are: the pool hands out a new view of a reused buffer, so its id says nothing."""
+    return a.__array_interface__["data"][0]
+
+
 @pytest.fixture(autouse=True)
 def empty_pool(monkeypatch):
     monkeypatch.setattr(_buffers, "_enabled", True)
@@ -29,22 +34,22 @@ def empty_pool(monkeypatch):
 
 def test_a_buffer_is_reused_only_after_every_view_is_gone():
     a = _buffers.empty(BIG, np.float32)
-    first = id(a)
+    first = _memory(a)
     view = a[10:, ::2]  # holds a reference to a's memory
     del a
     b = _buffers.empty(BIG, np.float32)
-    assert id(b) != first  # the view still sees the old buffer
+    assert _memory(b) != first  # the view still sees the old buffer
     del view, b
     c = _buffers.empty(BIG, np.float32)
-    assert id(c) == first  # now nothing does: same memory again
+    assert _memory(c) == first  # now nothing does: same memory again
 
 
 def test_shape_and_dtype_must_match():
     a = _buffers.empty(BIG, np.float32)
-    first = id(a)
+    first = _memory(a)
     del a
-    assert id(_buffers.empty(BIG, np.float64)) != first
-    assert id(_buffers.empty((BIG[1], BIG[0]), np.float32)) != first
+    assert _memory(_buffers.empty(BIG, np.float64)) != first
+    assert _memory(_buffers.empty((BIG[1], BIG[0]), np.float32)) != first
 
 
 def test_small_arrays_are_not_pooled():
@@ -57,7 +62,7 @@ def test_pool_size_is_bounded(monkeypatch):
     monkeypatch.setattr(_buffers, "MAX_POOL_BYTES", 5 << 20)  # room for two 2 MiB buffers
     kept = [_buffers.empty(BIG, np.float32) for _ in range(4)]  # all in use: two pooled, two outside
     assert _buffers.held_bytes() <= 5 << 20
-    assert len({id(a) for a in kept}) == 4
+    assert len({_memory(a) for a in kept}) == 4
     del kept
     other = _buffers.empty((BIG[0] * 2, BIG[1]), np.float32)  # 4 MiB: free buffers are dropped to make room
     assert other.shape == (BIG[0] * 2, BIG[1]) and _buffers.held_bytes() <= 5 << 20
@@ -136,3 +141,19 @@ def test_environment_variable_turns_the_pool_off():
         env = {**os.environ, "NPNORM_BUFFER_POOL": value}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         assert (int(out.stdout) > 0) is pooled, out
+
+
+def test_each_call_gets_an_array_object_of_its_own():
+    """What a caller does to the array it got stays with it: a weak reference dies with it (it used to come back
+    holding another call's output), and making it read-only does not reach the next call's output."""
+    import weakref
+
+    x1, x2 = (np.random.default_rng(seed).standard_normal(BIG).astype(np.float32) for seed in (1, 2))
+    y1 = F.layer_norm(npnorm.Tensor(x1), BIG[1], impl="numba").data
+    address, ref = _memory(y1), weakref.ref(y1)
+    y1.setflags(write=False)
+    del y1
+    assert ref() is None
+    y2 = F.layer_norm(npnorm.Tensor(x2), BIG[1], impl="numba").data  # the same memory, written again
+    assert _memory(y2) == address and y2.flags.writeable
+    np.testing.assert_allclose(y2, forward_reference(x2, None, None, 1e-5)[0], rtol=1e-5, atol=1e-5)
