@@ -270,3 +270,93 @@ def test_restores_grads_and_data(fast_mode, passes):
     assert y.grad is None
     np.testing.assert_array_equal(x.data, data_before[0])
     np.testing.assert_array_equal(y.data, data_before[1])
+
+
+# ------------------------------------------------------------------------------------ edges of the verdict
+
+
+class LogWithGradScaled(Function):
+    """y = log(a); backward scales the true gradient 1/a by `scale[k]` per element (1: right)."""
+
+    scale = np.array([1.0])
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return np.log(a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a,) = ctx.saved
+        return grad / a * LogWithGradScaled.scale
+
+
+@MODES
+def test_an_infinite_numerical_derivative_passes_only_an_equal_analytic_one(fast_mode, monkeypatch):
+    """At x = 1e-6, x - eps reaches 0 and log gives -inf: numerically d/dx = inf. A finite (here: zero) analytic
+    value must fail there, as numpy.allclose(0, inf) is False; the tolerance atol + rtol·inf passed anything."""
+    monkeypatch.setattr(LogWithGradScaled, "scale", np.array([0.0]))
+    with pytest.raises(GradcheckError, match="numerical inf"):
+        gradcheck(LogWithGradScaled.apply, leaf([1e-6]), fast_mode=fast_mode)
+
+
+def test_the_reported_element_is_one_that_fails():
+    """An entry infinite on both sides passes (as in numpy.allclose), and its excess inf - inf = NaN must not make
+    it the one reported: the failing entry is."""
+    from npnorm.gradcheck import _compare_jacobians
+
+    analytic = np.array([[np.inf, 0.0], [0.0, 2.0]])
+    numerical = np.array([[np.inf, 0.0], [0.0, 1.0]])
+    problem = _compare_jacobians(0, analytic, numerical, (2,), (2,), atol=1e-5, rtol=1e-3)
+    assert problem.element_index == (1,) and problem.output_index == (1,) and problem.num_failed == 1
+
+
+class NaNOnceBackward(Function):
+    """y = a; the first backward leaves a NaN in its last element (as an uninitialised buffer might)."""
+
+    calls = 0
+
+    @staticmethod
+    def forward(ctx, a):
+        return a.copy()
+
+    @staticmethod
+    def backward(ctx, grad):
+        NaNOnceBackward.calls += 1
+        out = grad.copy()
+        if NaNOnceBackward.calls == 1:
+            out[-1] = np.nan
+        return out
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_backward_that_differs_by_a_nan_is_named_at_its_first_difference(n, monkeypatch):
+    monkeypatch.setattr(NaNOnceBackward, "calls", 0)
+    match = rf"backward is not deterministic for input 0.*first at element \({n - 1},\)"
+    with pytest.raises(GradcheckError, match=match):
+        gradcheck(NaNOnceBackward.apply, leaf(np.arange(1.0, n + 1)))
+
+
+def test_a_float32_output_is_refused_with_the_reason():
+    with pytest.raises(TypeError, match="fn returned float32; finite differences need a float64 output"):
+        gradcheck(lambda x: (x * 3.0).tanh().astype(np.float32), leaf([0.1, 0.2]))
+
+
+def test_a_random_forward_is_named_as_such_not_as_a_wrong_gradient():
+    x = leaf(np.arange(1.0, 7.0))
+    with pytest.raises(GradcheckError, match="fn is not deterministic: two calls on the same inputs"):
+        gradcheck(lambda t: npnorm.functional.dropout(t, 0.5, True), x)
+    fixed = lambda t: npnorm.functional.dropout(t, 0.5, True, generator=np.random.default_rng(3))  # noqa: E731
+    assert gradcheck(fixed, x)  # the same mask every call: a fine function to check
+
+
+def test_parameters_fn_uses_keep_their_grad():
+    """Only the checked inputs' .grad used to be restored; a layer's parameters kept every backward's sum."""
+    lin = npnorm.nn.Linear(3, 2, dtype=np.float64, rng=0)
+    held = np.array([5.0, 6.0])
+    lin.bias.grad = held
+    x = leaf(np.ones((4, 3)))
+    assert gradcheck(lambda t: lin(t), x)
+    assert lin.weight.grad is None and x.grad is None
+    assert lin.bias.grad is held  # the same array, with its values back (backward adds into it in place)
+    np.testing.assert_array_equal(held, [5.0, 6.0])
