@@ -481,6 +481,37 @@ def test_float64_statistics_that_would_overflow_raise_a_clear_error(norm, impl):
         forward(scaled)
 
 
+@pytest.mark.parametrize("scale", [1e110, 1e-100])
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("norm", NORMS)
+def test_gradients_at_extreme_but_representable_scales_are_the_scaled_gradients(norm, impl, scale):
+    """Row: with eps = 0 each norm is invariant to scaling a row (channel), so dx(s·x) = dx(x) / s and the
+    parameter gradients do not change. The composed impls once formed (var + eps)^-1.5 on the way back, which
+    overflows from a spread of ~1e102 (and underflows below ~1e-103) where the gradient is an ordinary number."""
+    n = NORMS[norm]
+    shape = n.shapes["base"]
+    kw = _kw(n, shape)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(shape)
+    params = _params(n, rng, shape, np.float64)
+    dy = rng.standard_normal(shape)
+    plain = _run(n, x, params, impl, eps=0.0, dy=dy, kw=kw)
+    scaled = _run(n, x * scale, params, impl, eps=0.0, dy=dy, kw=kw)
+    np.testing.assert_allclose(scaled["dx"] * scale, plain["dx"], rtol=1e-9, atol=1e-12 * np.abs(plain["dx"]).max())
+    for key in plain:
+        if key.startswith("d") and key != "dx":
+            np.testing.assert_allclose(scaled[key], plain[key], rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_batch_norm_evaluation_in_float32_is_computed_in_float64(impl):
+    """(x - mean) * rstd of a float32 x spread near float32's range: finite in float64 and in the result."""
+    x = np.array([[3e38], [1.0]], np.float32)
+    y = F.batch_norm(x, np.array([-3e38], np.float32), np.array([3e38], np.float32), training=False, impl=impl).data
+    expected = ((x.astype(np.float64) + 3e38) / np.sqrt(np.float64(np.float32(3e38)) + 1e-5)).astype(np.float32)
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+
+
 def _read_only(a: np.ndarray) -> np.ndarray:
     a = a.copy()
     a.flags.writeable = False

@@ -246,12 +246,14 @@ def batch_norm_composed(x: Tensor, weight, bias, eps, training, running_mean, ru
         centered = x64 - mean
         var = (centered * centered).mean(axis=axes, keepdims=True)
         refuse_overflow("batch_norm", "variance", np.isposinf(var.data), lambda c: f"channel {c}")
-        y = (centered * (var + eps) ** -0.5).astype(x.dtype)
+        y = (centered / (var + eps).sqrt()).astype(x.dtype)  # not * (var + eps)^-0.5: see _normalize_composed
         stats = mean.data.reshape(C).astype(np.float64), var.data.reshape(C).astype(np.float64)
     else:  # running statistics: constants, so the engine sees no path through them
-        mean = Tensor(running_mean.reshape(per_channel))
-        rstd = Tensor((1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(x.dtype).reshape(per_channel))
-        y = (x - mean) * rstd
+        # in float64, as the other implementations: in float32, (x - mean) * rstd overflows for a spread near
+        # float32's range even where y itself is finite
+        mean = Tensor(running_mean.astype(np.float64).reshape(per_channel))
+        rstd = Tensor((1.0 / np.sqrt(running_var.astype(np.float64) + eps)).reshape(per_channel))
+        y = ((x.astype(np.float64) - mean) * rstd).astype(x.dtype)
     if weight is not None:
         y = y * weight.reshape(per_channel)
     if bias is not None:

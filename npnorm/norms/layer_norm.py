@@ -230,7 +230,9 @@ def _normalize_composed(x: Tensor, axes: tuple, eps: float, detach_mean: bool, d
     refuse_overflow(who, "variance", np.isposinf(var.data), unit)  # +inf only from finite values (inf: NaN)
     if detach_var:
         var = var.detach()
-    return centered * (var + eps) ** -0.5
+    # a division by the std, not a product with (var + eps)^-0.5: that power's derivative, -0.5 (var + eps)^-1.5,
+    # overflows or underflows from a spread of ~1e102 (or ~1e-103 with eps = 0), where the gradient itself is fine
+    return centered / (var + eps).sqrt()
 
 
 def layer_norm_composed(

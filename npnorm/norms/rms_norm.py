@@ -142,7 +142,7 @@ def rms_norm_composed(x: Tensor, ndim: int, weight, eps: float) -> Tensor:
     infinite = np.isposinf(ms.data)
     if infinite.any():  # overflowed, unless the row holds ±inf (norms/_range.py)
         refuse_overflow("rms_norm", "mean square", infinite & np.isfinite(x64.data).all(axis=axes, keepdims=True))
-    y = (x64 * (ms + eps) ** -0.5).astype(x.dtype)
+    y = (x64 / (ms + eps).sqrt()).astype(x.dtype)  # not * (ms + eps)^-0.5: see layer_norm's _normalize_composed
     if weight is not None:
         y = y * weight
     return y
