@@ -232,7 +232,7 @@ class BatchNormFunction(Function):
 
 
 def batch_norm_composed(x: Tensor, weight, bias, eps, training, running_mean, running_var):
-    """BatchNorm from mean, sub, mul and pow; returns y and, in training, the batch's (mean, biased var).
+    """BatchNorm from mean, sub, mul, sqrt and div; returns y and, in training, the batch's (mean, biased var).
 
     Statistics are formed in float64 whatever x's dtype, like the other implementations.
     """

@@ -238,7 +238,7 @@ def _normalize_composed(x: Tensor, axes: tuple, eps: float, detach_mean: bool, d
 def layer_norm_composed(
     x: Tensor, ndim: int, weight, bias, eps, detach_mean=False, detach_var=False, who="layer_norm", unit=row
 ) -> Tensor:
-    """LayerNorm over the last `ndim` axes, built from mean, sub, mul and pow; detaching as in DetachNorm."""
+    """LayerNorm over the last `ndim` axes, built from mean, sub, mul, sqrt and div; detaching as in DetachNorm."""
     axes = tuple(range(x.ndim - ndim, x.ndim))
     y = _normalize_composed(x, axes, eps, detach_mean, detach_var, who, unit).astype(x.dtype)
     if weight is not None:

@@ -131,7 +131,7 @@ class RMSNormFunction(Function):
 
 
 def rms_norm_composed(x: Tensor, ndim: int, weight, eps: float) -> Tensor:
-    """RMSNorm over the last `ndim` axes, built from mul, mean, add and pow; the engine derives the gradient.
+    """RMSNorm over the last `ndim` axes, built from mul, mean, add, sqrt and div; the engine derives the gradient.
 
     The statistics are formed in float64 whatever x's dtype, like the other implementations (float32 x² of
     1e30 would overflow).
