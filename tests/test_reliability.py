@@ -451,6 +451,15 @@ def test_backward_with_a_grad_of_the_wrong_shape_raises_a_clear_error(norm, impl
     assert x.grad is None  # nothing was accumulated
 
 
+def _float64_case(norm: str, seed: int):
+    """The norm's base case in float64: (Norm, x shape, keyword arguments, the generator, x, parameters)."""
+    n = NORMS[norm]
+    shape = n.shapes["base"]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    return n, shape, _kw(n, shape), rng, x, _params(n, rng, shape, np.float64)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("norm", NORMS)
 def test_float64_statistics_that_would_overflow_raise_a_clear_error(norm, impl):
@@ -458,12 +467,7 @@ def test_float64_statistics_that_would_overflow_raise_a_clear_error(norm, impl):
     (mean square, squared norm), and normalized by that it would come out 0 (LayerNorm: β): a clear
     OverflowError instead. At 1e150 the statistics still fit, and the row normalizes exactly as unscaled
     (with eps = 0 every norm here is invariant to scaling a row)."""
-    n = NORMS[norm]
-    shape = n.shapes["base"]
-    kw = _kw(n, shape)
-    rng = np.random.default_rng(11)
-    x = rng.standard_normal(shape)
-    params = _params(n, rng, shape, np.float64)
+    n, shape, kw, rng, x, params = _float64_case(norm, seed=11)
     row = tuple(1 if axis == n.row_axis else slice(None) for axis in range(len(shape)))
 
     def forward(data):
@@ -488,12 +492,7 @@ def test_gradients_at_extreme_but_representable_scales_are_the_scaled_gradients(
     """Row: with eps = 0 each norm is invariant to scaling a row (channel), so dx(s·x) = dx(x) / s and the
     parameter gradients do not change. The composed impls once formed (var + eps)^-1.5 on the way back, which
     overflows from a spread of ~1e102 (and underflows below ~1e-103) where the gradient is an ordinary number."""
-    n = NORMS[norm]
-    shape = n.shapes["base"]
-    kw = _kw(n, shape)
-    rng = np.random.default_rng(12)
-    x = rng.standard_normal(shape)
-    params = _params(n, rng, shape, np.float64)
+    n, shape, kw, rng, x, params = _float64_case(norm, seed=12)
     dy = rng.standard_normal(shape)
     plain = _run(n, x, params, impl, eps=0.0, dy=dy, kw=kw)
     scaled = _run(n, x * scale, params, impl, eps=0.0, dy=dy, kw=kw)
