@@ -33,6 +33,17 @@ def refuse_overflow(who: str, stat: str, overflowed: np.ndarray, unit: Callable[
         )
 
 
+def refuse_overflow_of_finite(
+    who: str, stat: str, infinite: np.ndarray, values: np.ndarray, axes, unit: Callable[[int], str] = row
+) -> None:
+    """The same for a sum of squares (a mean square, a squared norm), which is infinite also for a unit that
+    holds ±inf: no error, NaN flows on from there. ``infinite`` flags the units whose statistic is infinite, in
+    any layout of ``values`` reduced over ``axes`` (kept or dropped); only those whose values are all finite
+    overflowed. ``values`` is looked at only when some unit is flagged."""
+    if infinite.any():
+        refuse_overflow(who, stat, infinite.reshape(-1) & np.isfinite(values).all(axis=axes).reshape(-1), unit)
+
+
 _FLOAT64 = np.dtype(np.float64)  # the one native float64 dtype, which every float64 Tensor holds
 
 
@@ -46,7 +57,7 @@ def refuse_overflowed_rstd(who: str, stat: str, rstd: np.ndarray, eps: float, dt
     (`rstd.all()`, NaN counting as true), the mask only once that finds a zero.
     """
     if dtype is _FLOAT64 and eps < math.inf and not rstd.all():
-        overflowed = rstd == 0
-        if rows is not None:
-            overflowed &= np.isfinite(rows).all(axis=1)
-        refuse_overflow(who, stat, overflowed, unit)
+        if rows is None:
+            refuse_overflow(who, stat, rstd == 0, unit)
+        else:
+            refuse_overflow_of_finite(who, stat, rstd == 0, rows, 1, unit)

@@ -42,7 +42,7 @@ import numpy as np
 from .. import _buffers, kernels
 from ..autograd import Function
 from ..tensor import Tensor
-from ._range import refuse_overflow, refuse_overflowed_rstd
+from ._range import refuse_overflow_of_finite, refuse_overflowed_rstd
 from .layer_norm import _as_rows, _flat, _shaped  # the same (rows, H) view of the input, (H,) view of γ
 
 # ------------------------------------------------------------------------------- NumPy reference
@@ -139,9 +139,7 @@ def rms_norm_composed(x: Tensor, ndim: int, weight, eps: float) -> Tensor:
     axes = tuple(range(x.ndim - ndim, x.ndim))
     x64 = x.astype(np.float64)
     ms = (x64 * x64).mean(axis=axes, keepdims=True)
-    infinite = np.isposinf(ms.data)
-    if infinite.any():  # overflowed, unless the row holds ±inf (norms/_range.py)
-        refuse_overflow("rms_norm", "mean square", infinite & np.isfinite(x64.data).all(axis=axes, keepdims=True))
+    refuse_overflow_of_finite("rms_norm", "mean square", np.isposinf(ms.data), x64.data, axes)
     y = (x64 / (ms + eps).sqrt()).astype(x.dtype)  # not * (ms + eps)^-0.5: see layer_norm's _normalize_composed
     if weight is not None:
         y = y * weight

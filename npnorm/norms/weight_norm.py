@@ -58,7 +58,7 @@ from .. import kernels
 from ..autograd import Function
 from ..tensor import Tensor, _as_float_array
 from . import _dispatch
-from ._range import refuse_overflow
+from ._range import refuse_overflow_of_finite
 
 # ------------------------------------------------------------------------------------------ rows
 
@@ -95,9 +95,7 @@ def check_row_norms(who: str, norm: np.ndarray, v: np.ndarray, axes) -> None:
     `norm` holds the rows' norms in the layout of v reduced over `axes` (kept or dropped); a row holding inf or
     NaN has an infinite or NaN norm that is no error (NaN flows on to its w).
     """
-    infinite = np.isposinf(norm.reshape(-1))
-    if infinite.any():  # rare: look at v only then
-        refuse_overflow(who, "squared norm", infinite & np.isfinite(v).all(axis=axes).reshape(-1), _row_of_v)
+    refuse_overflow_of_finite(who, "squared norm", np.isposinf(norm), v, axes, _row_of_v)
     zero = np.flatnonzero(norm.reshape(-1) == 0)
     if zero.size:
         rows = ", ".join(str(int(i)) for i in zero[:5]) + (", ..." if zero.size > 5 else "")
