@@ -65,25 +65,16 @@ def gelu(x, approximate: str = "none") -> Tensor:
     return ops.Gelu.apply(as_tensor(x, "gelu"), approximate=approximate)
 
 
-def _check_axis(who: str, axis, ndim: int) -> int:
-    """`axis` as a non-negative axis; 0 and -1 of a 0-d tensor are its one value, as in PyTorch."""
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"{who}: axis must be an integer, got {axis!r}")
-    if not -max(ndim, 1) <= axis < max(ndim, 1):
-        raise ValueError(f"{who}: axis {axis!r} is out of range for a tensor with {ndim} dimensions")
-    return int(axis) % max(ndim, 1)
-
-
 def softmax(x, axis: int = -1) -> Tensor:
     """softmax(x)_i = e^(x_i - max x) / Σ_j e^(x_j - max x) along `axis` (shifted, so it never overflows)."""
     x = as_tensor(x, "softmax")
-    return ops.Softmax.apply(x, axis=_check_axis("softmax", axis, x.ndim))
+    return ops.Softmax.apply(x, axis=ops.normalized_axis("softmax", axis, x.ndim))
 
 
 def log_softmax(x, axis: int = -1) -> Tensor:
     """log softmax(x) = x - max x - log Σ e^(x - max x): finite for logits of ±1e4."""
     x = as_tensor(x, "log_softmax")
-    return ops.LogSoftmax.apply(x, axis=_check_axis("log_softmax", axis, x.ndim))
+    return ops.LogSoftmax.apply(x, axis=ops.normalized_axis("log_softmax", axis, x.ndim))
 
 
 # -------------------------------------------------------------------------------------------- losses
@@ -335,7 +326,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
     if len(shapes) > 1:
         raise ValueError(f"stack: all tensors must have the same shape, got {[t.shape for t in tensors]}")
     ndim = tensors[0].ndim + 1  # the result's
-    axis = _check_axis("stack", axis, ndim)
+    axis = ops.normalized_axis("stack", axis, ndim)
     return ops.Stack.apply(*tensors, axis=axis)
 
 
@@ -346,7 +337,7 @@ def cat(tensors, axis: int = 0) -> Tensor:
     if ndim == 0 or any(t.ndim != ndim for t in tensors):
         shapes = [t.shape for t in tensors]
         raise ValueError(f"cat: tensors must have the same number (>= 1) of dimensions, got {shapes}")
-    axis = _check_axis("cat", axis, ndim)
+    axis = ops.normalized_axis("cat", axis, ndim)
     rest = {t.shape[:axis] + t.shape[axis + 1 :] for t in tensors}
     if len(rest) > 1:
         raise ValueError(f"cat: shapes {[t.shape for t in tensors]} differ on an axis other than axis {axis}")

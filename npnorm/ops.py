@@ -51,12 +51,7 @@ def _normalize_axes(op: str, axis, ndim: int) -> tuple:
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)
-    out = []
-    for a in axes:
-        a = _axis_index(op, a)
-        if not -max(ndim, 1) <= a < max(ndim, 1):
-            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
-        out.append(a % ndim if ndim else 0)
+    out = [normalized_axis(op, a, ndim) for a in axes]
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: repeated axis in {axis}")
     if ndim == 0:
@@ -66,12 +61,21 @@ def _normalize_axes(op: str, axis, ndim: int) -> tuple:
 
 def _axis_index(op: str, a) -> int:
     """An axis as an int; a float (or bool) is a TypeError, as in NumPy, rather than truncated to an axis."""
-    if isinstance(a, (bool, np.bool_)):
-        raise TypeError(f"{op}: axis must be an integer, got {a!r}")
     try:
+        if isinstance(a, (bool, np.bool_)):
+            raise TypeError
         return operator.index(a)
     except TypeError:
-        raise TypeError(f"{op}: axis must be an integer or a tuple of integers, got {a!r}") from None
+        raise TypeError(f"{op}: axis must be an integer, got {a!r}") from None
+
+
+def normalized_axis(op: str, a, ndim: int) -> int:
+    """Axis `a` of an ndim-dimensional tensor as a non-negative int (0 and -1 of a 0-d tensor are 0, as in
+    PyTorch); a TypeError if it is no integer, a ValueError if it is out of range."""
+    a = _axis_index(op, a)
+    if not -max(ndim, 1) <= a < max(ndim, 1):
+        raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
+    return a % max(ndim, 1)
 
 
 def _expand_reduced(grad: np.ndarray, axes: tuple, keepdims: bool, shape: tuple) -> np.ndarray:
