@@ -456,15 +456,23 @@ def _run_bench(args) -> int:
     return run_from_args(args)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _build_parser()
-    args = parser.parse_args(argv)
+def refuse_bad_impl_setting(command: str) -> bool:
+    """Say so and return True when NPNORM_IMPL names no implementation: every norm call would raise it, so
+    say it once, before any work."""
     from .norms import IMPLS
 
     env_impl = os.environ.get("NPNORM_IMPL")
-    if env_impl and env_impl not in IMPLS:  # every norm call would raise it: say it once, before any work
+    if env_impl and env_impl not in IMPLS:
         choices = ", ".join(IMPLS)
-        print(f"npnorm {args.command}: error: NPNORM_IMPL must be one of {choices}, got {env_impl!r}", file=sys.stderr)
+        print(f"npnorm {command}: error: NPNORM_IMPL must be one of {choices}, got {env_impl!r}", file=sys.stderr)
+        return True
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if refuse_bad_impl_setting(args.command):
         return 2
     try:
         code = args.run(args)

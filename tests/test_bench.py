@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -224,6 +225,19 @@ def test_default_threads_rows_run_each_library_in_a_fresh_process_with_its_defau
     assert "npnorm in a fresh process of its own" in table.split("MLP step, default threads:")[1]
 
 
+def test_a_run_of_default_threads_rows_only_claims_no_one_thread_budget(monkeypatch):
+    from npnorm.bench import engine_rows
+
+    cell = {"number": 1, "reps": 3, "samples": [0.002, 0.0021, 0.0022]}
+    cell["threads"] = {"blas": 2, "numba": 2, "openmp_spin": "GNU OpenMP's default"}
+    monkeypatch.setattr(engine_rows, "run_in_fresh_process", lambda script: json.dumps(cell))
+    result = bench.run([], [], [], ["numba"], quick=True, engine=["mlp_step_default_threads"])
+    assert result["meta"]["engine_threads"] is None  # no row ran with one thread each
+    assert result["meta"]["engine_npnorm_impl"] in ("numba", "numpy", "composed")
+    (header,) = [line for line in bench.format_table(result).splitlines() if line.startswith("engine rows:")]
+    assert "one thread each" not in header and "each library's default threads" in header, header
+
+
 def test_engine_threads_without_threadpoolctl_leave_blas_alone(monkeypatch):
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # `import threadpoolctl` now raises ImportError
     assert bench.blas_threads() is None
@@ -282,6 +296,50 @@ def test_an_unwritable_json_fails_before_the_run(tmp_path, monkeypatch, capsys):
         assert main([*argv, "--json", str(tmp_path)]) == 1  # a folder, not a file
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("npnorm bench: error: cannot write --json"), err
+
+
+def test_json_paths_that_cannot_be_written_fail_before_the_run_and_leave_nothing_behind(tmp_path, monkeypatch, capsys):
+    from npnorm.bench import cli as bench_cli
+
+    def never(*args, **kwargs):
+        raise AssertionError("benchmarked although the result could not be written")
+
+    monkeypatch.setattr(bench_cli, "run", never)
+    for path in (f"{tmp_path}/new_folder/", f"{tmp_path}/{'a' * 300}.json"):
+        assert npnorm.cli.main(["bench", "--quick", "--json", path]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f"npnorm bench: error: cannot write --json {path}:"), err
+    existing = tmp_path / "old.json"
+    existing.write_text("kept")
+    bench_cli.check_output(str(existing), "--json")  # a file that exists is opened, not truncated
+    bench_cli.check_output(str(tmp_path / "new.json"), "--json")  # nor is a new one left behind
+    assert existing.read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir()) == ["old.json"]
+
+
+def test_bad_settings_fail_before_the_run_from_either_entry_point(monkeypatch, capsys):
+    from npnorm.bench import cli as bench_cli
+
+    def never(*args, **kwargs):
+        raise AssertionError("benchmarked with settings that fail")
+
+    monkeypatch.setattr(bench_cli, "run", never)
+    one_row = ["--quick", "--norms", "layer_norm,batch_norm", "--shapes", "64x64,1x64"]
+    for main, prefix in ((npnorm.cli.main, ["bench"]), (bench.main, [])):
+        assert main([*prefix, *one_row]) == 2
+        assert "batch_norm needs at least 2 rows, got --shapes 1x64" in capsys.readouterr().err
+        monkeypatch.setenv("NPNORM_IMPL", "bogus")
+        assert main([*prefix, "--quick"]) == 2
+        assert "NPNORM_IMPL must be one of" in capsys.readouterr().err
+        monkeypatch.delenv("NPNORM_IMPL")
+
+
+def test_all_names_every_choice():
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--engine", "all"])
+    assert args.engine == list(bench.ENGINE)
+    args = parser.parse_args(["--norms", "all", "--impls", "all", "--ops", "all"])
+    assert (args.norms, args.impls, args.ops) == (list(bench.NORMS), list(bench.IMPLS), list(bench.OPS))
 
 
 def test_parse_shapes():

@@ -97,6 +97,34 @@ def test_targets_whose_rows_did_not_run_are_left_out():
     assert verdicts([]) == [] and format_verdicts([], unsteady=True) == []
 
 
+def test_pytorch_rows_without_a_numba_row_beside_them_are_left_out():
+    """--impls numpy,torch: the norm rows of torch have no numba row to compare with (numba_speedup None)."""
+    records = [dict(r, numba_speedup=None) if r["kind"] == "norm" and r["impl"] == "torch" else r for r in full_run()]
+    entries = verdicts(records)
+    assert not any("fwd+bwd" in e["what"] for e in entries)  # the six comparisons with PyTorch's norms
+    assert len(entries) == len(TARGETS) - 6
+
+
+@pytest.mark.parametrize(
+    "unit, bound, higher_is_better, value, printed",
+    [
+        ("x", 1.2, True, 1.1994, "1.199x"),  # a miss that would round to its bound
+        ("%", 80, True, 79.96, "79.96%"),
+        ("us", 3, False, 3.004, "3.004 us"),
+        ("s", 0.3, False, 0.3004, "0.3004 s"),
+        ("x", 1.2, True, 1.2, "1.20x"),  # met: as many decimals as usual
+        ("us", 3, False, 2.996, "3.00 us"),  # met, and so is its rounding
+        ("%", 80, True, float("nan"), "nan%"),  # NaN is a miss, printed as it is
+    ],
+)
+def test_a_printed_value_never_contradicts_its_verdict(unit, bound, higher_is_better, value, printed):
+    target = bench_targets.Target("a target", bound, higher_is_better, unit, read=lambda records: None)
+    entry = {"what": "a target", "where": "", "value": value, "bound": bound, "unit": unit}
+    entry.update(higher_is_better=higher_is_better, met=target.met(value))
+    (line,) = [line for line in format_verdicts([entry], unsteady=False) if line.startswith("a target")]
+    assert line.endswith(f" {printed}  {'yes' if entry['met'] else 'NO'}"), line
+
+
 def test_report_block_counts_the_targets_met_and_blames_the_host_only_in_an_unsteady_run():
     entries = verdicts(full_run(seconds=0.45))  # import misses its 0.3 s
     lines = format_verdicts(entries, unsteady=False)

@@ -17,6 +17,8 @@ from .timing import QUICK_REPS
 
 def _comma_list(choices: tuple[str, ...] | list[str], what: str) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
+        if text.strip() == "all":
+            return list(choices)
         items = [item.strip() for item in text.split(",") if item.strip()]
         bad = [item for item in items if item not in choices]
         if not items or bad:
@@ -58,15 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--shapes", type=parse_shapes, help=f"ROWSxH,... (default {default_shapes})")
     parser.add_argument(
-        "--ops", type=_comma_list(tuple(OPS), "op"), default=list(OPS), help=f"of {','.join(OPS)} (default all)"
+        "--ops", type=_comma_list(tuple(OPS), "op"), default=list(OPS), help=f"all, or of {','.join(OPS)} (default all)"
     )
     parser.add_argument(
         "--impls",
         type=_comma_list(IMPLS, "impl"),
-        help=f"of {','.join(IMPLS)} (default all; torch only if it can be imported)",
+        help=f"all, or of {','.join(IMPLS)} (default all; torch only if it can be imported)",
     )
     parser.add_argument(
-        "--norms", type=_comma_list(tuple(NORMS), "norm"), default=list(NORMS), help=f"of {','.join(NORMS)}"
+        "--norms",
+        type=_comma_list(tuple(NORMS), "norm"),
+        default=list(NORMS),
+        help=f"all, or of {','.join(NORMS)} (default all)",
     )
     rows = parser.add_mutually_exclusive_group()
     rows.add_argument(
@@ -75,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const=list(ENGINE),
         type=_comma_list(tuple(ENGINE), "engine case"),
         metavar="CASES",
-        help=f"only the engine rows: all, or CASES of {','.join(ENGINE)} (the norm options are then ignored)",
+        help=f"only the engine rows: all (also with no value), or CASES of {','.join(ENGINE)} (the norm options "
+        "are then ignored)",
     )
     rows.add_argument("--no-engine", action="store_true", help="only the norm rows")
     rows.add_argument(
@@ -101,6 +107,14 @@ def run_from_args(args: argparse.Namespace) -> int:
     if not impls and norms:
         print("npnorm bench: no implementation left to run", file=sys.stderr)
         return 2
+    one_row = [f"{n}x{h}" for n, h in shapes if n < 2]
+    if "batch_norm" in norms and one_row:  # its training statistics need two values per channel
+        print(
+            f"npnorm bench: error: batch_norm needs at least 2 rows, got --shapes {','.join(one_row)}; "
+            "leave it out with --norms, or give more rows",
+            file=sys.stderr,
+        )
+        return 2
     check_output(args.json, "--json")  # before minutes of timing, not after
     result = run(norms, shapes, args.ops, impls, quick=args.quick, engine=engine, startup=startup)
     print(format_table(result))
@@ -112,10 +126,16 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m npnorm.bench``: the same run as `npnorm bench`, with the same checks before it."""
+    from ..cli import refuse_bad_impl_setting
+
     parser = argparse.ArgumentParser(prog="npnorm bench", description=DESCRIPTION)
     add_arguments(parser)
+    args = parser.parse_args(argv)
+    if refuse_bad_impl_setting("bench"):
+        return 2
     try:
-        return run_from_args(parser.parse_args(argv))
+        return run_from_args(args)
     except OutputError as exc:  # as `npnorm bench` reports it
         print(f"npnorm bench: error: {exc}", file=sys.stderr)
         return 1

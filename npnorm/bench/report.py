@@ -97,9 +97,16 @@ def _norm_table(records: list[dict]) -> list[str]:
 
 
 def _engine_table(meta: dict, records: list[dict]) -> list[str]:
-    threads = meta["engine_threads"]
-    blas = "BLAS 1" if threads["blas"] else "BLAS not limited (no threadpoolctl)"
-    torch = f", torch {threads['torch']}" if threads["torch"] else ""
+    threads = meta["engine_threads"]  # None when every engine row ran with the default threads
+    with_torch = any(r["impl"] == "torch" for r in records)
+    if threads is None:
+        budget = "each library's default threads, in a fresh process of its own"
+    else:
+        blas = "BLAS 1" if threads["blas"] else "BLAS not limited (no threadpoolctl)"
+        torch = f", torch {threads['torch']}" if threads["torch"] else ""
+        budget = f"one thread each ({blas}, numba {threads['numba']}{torch})"
+        if any(r.get("threads") == "default" for r in records):
+            budget += "; the default-threads rows as labelled"
     header = [
         f"{'':<26} {'':<6} {'':>10} {'':>10} {'':>9} {'':>12}   {'npnorm speed-up':^17}",
         f"{'engine':<26} {'impl':<6} {'median ms':>10} {'min ms':>10} {'us/op':>9} {'npnorm/torch':>12}   "
@@ -107,9 +114,7 @@ def _engine_table(meta: dict, records: list[dict]) -> list[str]:
     ]
     lines = [
         "",
-        f"engine rows: npnorm (impl {meta['engine_npnorm_impl']}){' vs torch' if threads['torch'] else ''}, "
-        "one thread each "
-        f"({blas}, numba {threads['numba']}{torch})",
+        f"engine rows: npnorm (impl {meta['engine_npnorm_impl']}){' vs torch' if with_torch else ''}, {budget}",
         *header,
         "-" * len(header[1]),
     ]

@@ -24,10 +24,12 @@ def torch_available() -> bool:
     return True
 
 
-def metadata(impls: list[str], copy: dict, competing: dict, engine_threads: dict | None = None) -> dict:
+def metadata(
+    impls: list[str], copy: dict, competing: dict, engine_threads: dict | None = None, engine_ran: bool = False
+) -> dict:
     """The run's conditions. `copy` is empty when no norm row ran; `engine_threads` None when no engine row
-    ran. The `*_threads` entries are the defaults, which the norm rows use; `engine_threads` what the
-    engine rows used."""
+    ran with one thread each. The `*_threads` entries are the defaults, which the norm rows use;
+    `engine_threads` what the one-thread engine rows used (the default-threads rows record their own)."""
     import numba
 
     from .. import __version__, kernels
@@ -52,7 +54,7 @@ def metadata(impls: list[str], copy: dict, competing: dict, engine_threads: dict
         "torch": None,
         "torch_threads": None,
         "engine_threads": engine_threads,
-        "engine_npnorm_impl": None if engine_threads is None else _dispatch.resolve_impl(None, "npnorm bench"),
+        "engine_npnorm_impl": _dispatch.resolve_impl(None, "npnorm bench") if engine_ran else None,
     }
     try:
         meta["numba_threading_layer"] = numba.threading_layer()
@@ -103,18 +105,18 @@ def run(
         add_ratios(records)
         copy["copy_rows_gbps"] = [min(r["copy_gbps"] for r in records), max(r["copy_gbps"] for r in records)]
     engine_records, engine_threads = [], None
-    if engine:
+    one_each = [name for name in engine if not ENGINE[name].default_threads]
+    if one_each:
         with one_thread_each("torch" in impls) as engine_threads:
-            for name in engine:
-                if not ENGINE[name].default_threads:
-                    engine_records += measure_engine(name, impls, quick)
-        for name in engine:
-            if ENGINE[name].default_threads:
+            for name in one_each:
                 engine_records += measure_engine(name, impls, quick)
-        add_engine_ratios(engine_records)
+    for name in engine:
+        if ENGINE[name].default_threads:
+            engine_records += measure_engine(name, impls, quick)
+    add_engine_ratios(engine_records)
     startup_records = measure_startup(cold=startup == "all") if startup else []
     competing["other_busy_cpus_during"] = during.cpus()
-    meta = metadata(impls, copy, competing, engine_threads)
+    meta = metadata(impls, copy, competing, engine_threads, engine_ran=bool(engine))
     meta["timing_spread"] = timing_spread(records + engine_records)
     everything = records + engine_records + startup_records
     return {"meta": meta, "records": everything, "targets": verdicts(everything)}

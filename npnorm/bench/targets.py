@@ -38,7 +38,11 @@ class Target:
     read: Callable[[list[dict]], tuple[float, str] | None]
 
     def met(self, value: float) -> bool:
-        return value >= self.bound if self.higher_is_better else value <= self.bound
+        return _holds(value, self.bound, self.higher_is_better)
+
+
+def _holds(value: float, bound: float, higher_is_better: bool) -> bool:
+    return value >= bound if higher_is_better else value <= bound
 
 
 def _norm_rows(records, norm, op, impl):
@@ -68,6 +72,8 @@ def _torch_speedup(norm: str, shape: tuple[int, int], inverse: bool = False):
         if not rows:
             return None
         speedup = rows[0]["numba_speedup"]
+        if speedup is None:  # no numba row beside it (--impls without numba): nothing to compare
+            return None
         return (1 / speedup if inverse else speedup), _shape_text(shape)
 
     return read
@@ -145,14 +151,20 @@ def verdicts(records: list[dict]) -> list[dict]:
     return out
 
 
-def _amount(value: float, unit: str) -> str:
-    if unit == "%":
-        return f"{value:.0f}%"
-    if unit == "x":
-        return f"{value:.2f}x"
-    if unit == "us":
-        return f"{value:.2f} us"
-    return f"{value:.3f} s"
+_DIGITS = {"%": 0, "x": 2, "us": 2, "s": 3}  # decimals a value is printed with
+_SUFFIX = {"%": "%", "x": "x", "us": " us", "s": " s"}
+
+
+def _amount(entry: dict) -> str:
+    """The value as printed, with as many more decimals as it takes for the printed number to get the entry's
+    verdict too: 1.1994x against ">= 1.2x" prints as 1.199x, not as a 1.20x beside "NO"."""
+    value, unit = entry["value"], entry["unit"]
+    digits = _DIGITS[unit]
+    text = f"{value:.{digits}f}"
+    while digits < _DIGITS[unit] + 6 and _holds(float(text), entry["bound"], entry["higher_is_better"]) != entry["met"]:
+        digits += 1
+        text = f"{value:.{digits}f}"
+    return text + _SUFFIX[unit]
 
 
 def format_verdicts(entries: list[dict], unsteady: bool) -> list[str]:
@@ -162,12 +174,8 @@ def format_verdicts(entries: list[dict], unsteady: bool) -> list[str]:
     header = f"{'target of the performance issue':<46} {'where':>11} {'bound':>10} {'this run':>10}  met"
     lines = ["", header, "-" * len(header)]
     for e in entries:
-        unit = {"%": "%", "x": "x", "us": " us", "s": " s"}[e["unit"]]
-        bound = f"{'>=' if e['higher_is_better'] else '<='} {e['bound']:g}{unit}"
-        lines.append(
-            f"{e['what']:<46} {e['where']:>11} {bound:>10} {_amount(e['value'], e['unit']):>10}  "
-            f"{'yes' if e['met'] else 'NO'}"
-        )
+        bound = f"{'>=' if e['higher_is_better'] else '<='} {e['bound']:g}{_SUFFIX[e['unit']]}"
+        lines.append(f"{e['what']:<46} {e['where']:>11} {bound:>10} {_amount(e):>10}  {'yes' if e['met'] else 'NO'}")
     met = sum(e["met"] for e in entries)
     lines.append(f"{met} of {len(entries)} targets met in this run")
     lines.append(
