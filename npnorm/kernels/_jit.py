@@ -540,6 +540,25 @@ def _item_share_instructions(typingctx, total, items, item):
 item_share = _item_share if numba.config.DISABLE_JIT else _item_share_instructions
 
 
+def _is_float64(a):
+    return a.dtype == np.float64
+
+
+@intrinsic
+def _is_float64_constant(typingctx, a):
+    """:func:`_is_float64` as a constant of each compiled specialisation, so that ``if is_float64(x):`` costs
+    nothing at run time: LLVM removes the branch not taken, also inside a loop."""
+    flag = isinstance(a, nbtypes.Array) and a.dtype == nbtypes.float64
+
+    def codegen(context, builder, signature, llargs):
+        return context.get_constant(nbtypes.boolean, flag)
+
+    return nbtypes.boolean(a), codegen
+
+
+is_float64 = _is_float64 if numba.config.DISABLE_JIT else _is_float64_constant
+
+
 def _partials_chunks(rows, items):
     """The chunk count of a body whose chunk count is not passed in (LayerNorm's and RMSNorm's backward): a
     parallel run's partial sums carry it in their ``rows``; a serial run, given an empty stand-in, runs all

@@ -43,14 +43,24 @@ How the kernels are written, and why:
   bit-identical results. A parallel run gets its partials from the wrapper (they outlive its calls); a
   serial run allocates them in its one call, which saves the NumPy call at small sizes.
 * **Statistics: two passes per chunk, then Chan's combination.** ``E[x²] − E[x]²`` cancels catastrophically
-  when |mean| ≫ std. Each work item computes the mean of its chunk and then the sum of squared deviations
-  about that mean — two passes over data it has just read, so the second comes from cache — and the
-  chunks are combined exactly by the formula of Chan, Golub & LeVeque (1979), in float64 (``_combine_chunks``)::
+  when |mean| ≫ std. Each work item computes the mean m of its chunk and then the deviations d = x − m —
+  two passes over data it has just read, so the second comes from cache — corrected for the rounding of m
+  (norms/_moments.py): mean_k = m + Σd/n_k, M2_k = Σd² − Σd·Σd/n_k, so that a constant channel has M2 = 0
+  exactly. The chunks are combined by the formula of Chan, Golub & LeVeque (1979), in float64
+  (``_combine_chunks``)::
 
-      mean = Σ_k n_k mean_k / M,      M2 = Σ_k M2_k + Σ_k n_k (mean_k − mean)²,      var = M2 / M
+      mean = mean_0 + Σ_k n_k (mean_k − mean_0) / M,   M2 = Σ_k M2_k + Σ_k n_k (mean_k − mean)²,   var = M2 / M
 
-  Every term of M2 is a sum of squares, so nothing cancels: the result is as accurate as a global two-pass
-  variance, while x is read from memory once instead of twice.
+  Every term of M2 is a sum of squares, so nothing cancels, and x is read from memory once instead of twice.
+  It is as accurate as a global two-pass variance except far off centre: the spread terms carry the rounding
+  of the chunk means, an ulp of |mean| against a spread of σ/√n_k. Float64 channels with |mean|/σ = 1e11
+  (mean 1e8, σ 1e-3, 40960 values in 16 chunks) get a variance off by ~1e-9 relative, against 1e-16 in one
+  chunk; at |mean|/σ = 1e6, 3e-13 (measured). Shifting every value by a sample of its channel would remove
+  that, at the price of a subtraction per element in pass 1.
+  As in the LayerNorm kernel, float32 input skips Σd (5-15% of the statistics' time, measured 7 December),
+  where it changes nothing: the float64 sums of a constant float32 channel are exact already. Compiling the
+  correction costs time all the same: 0.3-0.5 s more for ``_batch_stats`` in both dtypes (3.4 against 3.0 s,
+  alternated runs), the price of a constant channel's exact 0.
 * **Wide rows.** For an (N, C) input with C ≥ ``FOUR_ROWS_FROM_C`` the per-chunk partial rows are updated once
   per four samples (measurements at the constant).
 * **float64 statistics, outputs in x.dtype.** Sums accumulate in float64 also for float32 input; the
@@ -81,6 +91,7 @@ from ._jit import (
     chunk_items,
     chunked_kernel,
     ends_run,
+    is_float64,
     item_share,
     kernel,
     must_allocate_partials,
@@ -133,7 +144,10 @@ FOUR_ROWS_FROM_C = 1024
 def _combine_chunks(mean, var, part_mean, part_m2, N, L):
     """Chan et al.: the chunks' (count n_k, mean_k, M2_k) combined exactly; every term is ≥ 0::
 
-        mean = Σ_k n_k mean_k / M,      var = (Σ_k M2_k + Σ_k n_k (mean_k − mean)²) / M
+        mean = mean_0 + Σ_k n_k (mean_k − mean_0) / M,      var = (Σ_k M2_k + Σ_k n_k (mean_k − mean)²) / M
+
+    The mean as a shift from chunk 0's: where every chunk has the same mean (a constant channel) it is that
+    mean exactly, and the spread terms are exactly 0; Σ_k n_k mean_k / M would round (0.1·3 ≠ 0.3).
 
     A kernel of its own and without reassociation, so that each sum over chunks runs in chunk order,
     exactly as NumPy's ``sum(axis=0)`` did when this step was NumPy code: serial and parallel callers,
@@ -145,13 +159,13 @@ def _combine_chunks(mean, var, part_mean, part_m2, N, L):
     M = np.float64(N * L)
     sum_m2 = np.empty(C)
     sum_spread = np.empty(C)
-    for k in range(nchunks):  # Σ_k n_k mean_k, from chunk 0 on
+    for k in range(nchunks):  # Σ_k n_k (mean_k − mean_0), from chunk 0 on
         n_k = np.float64(((k + 1) * N // nchunks - k * N // nchunks) * L)
         for c in range(C):
-            term = n_k * part_mean[k, c]
+            term = n_k * (part_mean[k, c] - part_mean[0, c])
             mean[c] = term if k == 0 else mean[c] + term
     for c in range(C):
-        mean[c] /= M
+        mean[c] = part_mean[0, c] + mean[c] / M
     for k in range(nchunks):  # Σ_k M2_k and Σ_k n_k (mean_k − mean)², each in chunk order
         n_k = np.float64(((k + 1) * N // nchunks - k * N // nchunks) * L)
         for c in range(C):
@@ -163,19 +177,30 @@ def _combine_chunks(mean, var, part_mean, part_m2, N, L):
         var[c] = (sum_m2[c] + sum_spread[c]) / M
 
 
+@kernel(parallel=False, inline=True)
+def _corrected_m2(v, t, cm):
+    """M2 = Σ d² − Σ d · mean(d), the corrected two-pass sum of squares about the corrected mean (see
+    "Statistics"). Below 0 only by rounding, where the spread is within an ulp of the mean: then 0. NaN stays NaN."""
+    m2 = v - t * cm
+    return 0.0 if m2 < 0.0 else m2
+
+
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
     """mean[c], var[c] (biased) over (N, L): per-chunk two-pass statistics, then Chan's combination."""
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
         return run_on_threads(items)
     N, C, L = x.shape
-    # part_mean[k, c], part_m2[k, c]: mean and Σ (x − mean)² of channel c over the samples of chunk k.
+    # part_mean[k, c], part_m2[k, c]: mean and Σ (x − mean)² of channel c over the samples of chunk k, each
+    # by the corrected two-pass algorithm (see "Statistics").
     # np.empty, each chunk filling its own row: np.zeros would be a parallel region of its own (_jit.py).
     if must_allocate_partials(part_mean.shape[0], nchunks, item):
         part_mean = np.empty((nchunks, C))
         part_m2 = np.empty((nchunks, C))
+    corrected = is_float64(x)  # the correction is float64's only, as in the LayerNorm kernel (see "Statistics")
     if L == 1:  # (N, C): chunk k sums whole rows of C contiguous channels
         first, stop = item_share(nchunks, items, item)
+        shift = np.empty(C if corrected else 0)  # Σ d per channel, in each chunk in turn
         for k in range(first, stop):
             n0 = k * N // nchunks
             n1 = (k + 1) * N // nchunks
@@ -193,9 +218,13 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
             for row in range(n, n1):  # the last N mod 4 rows of the chunk (all of them for narrow C)
                 for c in range(C):
                     part_mean[k, c] += np.float64(x[row, c, 0])
+            count = np.float64(n1 - n0)
             for c in range(C):
-                part_mean[k, c] /= n1 - n0
-            # pass 2: squared deviations about it, from cache
+                part_mean[k, c] /= count
+            # pass 2: the deviations d about it, from cache: Σ d (in `shift`, for the correction) and Σ d²
+            if corrected:
+                for c in range(C):
+                    shift[c] = 0.0
             n = n0
             while C >= FOUR_ROWS_FROM_C and n + 4 <= n1:
                 for c in range(C):
@@ -204,12 +233,21 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
                     d1 = np.float64(x[n + 1, c, 0]) - m
                     d2 = np.float64(x[n + 2, c, 0]) - m
                     d3 = np.float64(x[n + 3, c, 0]) - m
+                    if corrected:
+                        shift[c] += (d0 + d1) + (d2 + d3)
                     part_m2[k, c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
                 n += 4
             for row in range(n, n1):
                 for c in range(C):
                     d = np.float64(x[row, c, 0]) - part_mean[k, c]
+                    if corrected:
+                        shift[c] += d
                     part_m2[k, c] += d * d
+            if corrected:  # the correction: mean += mean(d), M2 -= count * mean(d)²
+                for c in range(C):
+                    cm = shift[c] / count
+                    part_mean[k, c] += cm
+                    part_m2[k, c] = _corrected_m2(part_m2[k, c], shift[c], cm)
     else:  # (N, C, L): the pair (chunk k, channel c) runs over L contiguous values per sample
         first, stop = item_share(nchunks * C, items, item)
         for i in range(first, stop):
@@ -221,12 +259,20 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
             for n in range(n0, n1):
                 for l in range(L):
                     s += np.float64(x[n, c, l])
-            m = s / ((n1 - n0) * L)
-            v = np.float64(0.0)
+            count = np.float64((n1 - n0) * L)
+            m = s / count
+            t = np.float64(0.0)  # Σ d, the correction (float64 only)
+            v = np.float64(0.0)  # Σ d²
             for n in range(n0, n1):
                 for l in range(L):
                     d = np.float64(x[n, c, l]) - m
+                    if corrected:
+                        t += d
                     v += d * d
+            if corrected:
+                cm = t / count
+                m += cm
+                v = _corrected_m2(v, t, cm)
             part_mean[k, c] = m
             part_m2[k, c] = v
     if ends_run(items, item):

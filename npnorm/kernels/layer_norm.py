@@ -8,7 +8,7 @@ xhat (x̂), dy, dx, dweight, dbias``.
 Forward, per row of H features::
 
     mean = (1/H) Σ_j x_j
-    var  = (1/H) Σ_j (x_j - mean)^2           two passes over the row (see below)
+    var  = (1/H) Σ_j (x_j - mean)^2           two passes over the row, corrected (see below)
     rstd = 1 / sqrt(var + eps)
     xhat = (x - mean) * rstd
     y    = weight * xhat + bias                weight and bias optional
@@ -30,9 +30,17 @@ The derivation, step by step, is in ``docs/``; the readable NumPy twin of every 
 
 How the kernels are written, and why:
 
-* **Two-pass variance.** ``E[x²] - E[x]²`` cancels catastrophically when |mean| ≫ std (a float32 row with
-  mean 1e4 and std 1e-2 would get a variance of 0, or one many times too large). The row is in cache after
-  the first pass, so the second pass costs almost nothing.
+* **Corrected two-pass variance.** ``E[x²] - E[x]²`` cancels catastrophically when |mean| ≫ std (a float32
+  row with mean 1e4 and std 1e-2 would get a variance of 0, or one many times too large). The row is in cache
+  after the first pass, so the second pass costs almost nothing. For float64 rows that pass also sums the
+  deviations d = x - m from the first pass's mean m, whose mean c is m's rounding error: mean = m + c and
+  var = mean(d²) - c² (Chan, Golub & LeVeque; norms/_moments.py). So a constant row has its constant as its
+  mean and a variance of exactly 0 (uncorrected, a float64 row of 0.1s got about ulp², and with eps = 0
+  xhat = ±1 instead of NaN). float32 rows skip the sum, which cost 4-8% of the forward (measured 7 December,
+  64x64 to 1024x4096, interleaved), because it changes nothing there: their float64 sum is exact unless the
+  values span more than ~2^29/H in magnitude (for a constant row it is, and so is its mean: var = 0 already),
+  and a row spread that widely has a σ beside which c, at most ~H·2^-53·mean|x|, is below float32's
+  resolution. The NumPy reference corrects every row; the tests hold the two together.
 * **float64 statistics.** Row sums (the forward's mean and variance, the backward's Σ g and Σ g·xhat and
   the partial sums of dweight and dbias) accumulate in float64 also for float32 input, and ``mean``/``rstd``
   are stored as float64 arrays of shape (N,). The backward recomputes xhat = (x - mean) * rstd; a mean rounded
@@ -122,6 +130,7 @@ from ._jit import (
     chunk_items,
     chunked_kernel,
     ends_run,
+    is_float64,
     item_share,
     kernel,
     must_allocate_partials,
@@ -143,16 +152,28 @@ __all__ = [
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
-def _row_rstd(row, m, eps):
-    """rstd = 1/sqrt(var + eps) of one row whose mean m is known (pass 2), in float64 whatever the dtype."""
+def _row_pass_2(row, m, eps):
+    """Pass 2 of one row whose pass-1 mean m is known: the corrected mean and rstd = 1/sqrt(var + eps), in
+    float64 whatever the dtype (see "Corrected two-pass variance")."""
     H = row.shape[0]
-    # the variance as the mean of squared deviations (never E[x²] - E[x]²)
+    # the variance from squared deviations (never E[x²] - E[x]²), corrected by their mean c = mean(x - m);
+    # for float32 rows c is not summed (see "Corrected two-pass variance"): is_float64 is a compile-time constant
+    corrected = is_float64(row)
+    c = np.float64(0.0)
     v = np.float64(0.0)
     for j in range(H):
         d = np.float64(row[j]) - m
+        if corrected:
+            c += d
         v += d * d
-    # eps = 0 and a constant row give 1/0 = inf here, not an exception (error_model="numpy")
-    return 1.0 / np.sqrt(v / H + eps)
+    # eps = 0 and a constant row give 1/0 = inf below, not an exception (error_model="numpy")
+    if not corrected:
+        return m, 1.0 / np.sqrt(v / H + eps)
+    c /= H
+    var = v / H - c * c
+    if var < 0.0:  # rounding only, when the spread is within an ulp of the mean; a NaN compares False and stays
+        var = 0.0
+    return m + c, 1.0 / np.sqrt(var + eps)
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
@@ -163,8 +184,7 @@ def _row_mean_rstd(row, eps):
     s = np.float64(0.0)
     for j in range(H):
         s += np.float64(row[j])
-    m = s / H
-    return m, _row_rstd(row, m, eps)  # pass 2
+    return _row_pass_2(row, s / H, eps)
 
 
 @kernel(parallel=False, inline=True)
@@ -245,8 +265,7 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
                 out = out + bias[j]
             y[p, j] = out
             s += np.float64(x[i, j])  # pass 1 of row i, in float64
-        m = s / H
-        r = _row_rstd(x[i], m, eps)  # pass 2, from L1
+        m, r = _row_pass_2(x[i], s / H, eps)  # pass 2, from L1
         mean[i] = m  # (N,) float64
         rstd[i] = r  # (N,) float64
         m_hi, m_lo = _split_mean(m, x)

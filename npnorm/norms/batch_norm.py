@@ -52,6 +52,7 @@ import numpy as np
 from .. import _buffers, kernels
 from ..autograd import Function
 from ..tensor import Tensor
+from ._moments import corrected_mean, corrected_two_pass
 from ._range import refuse_overflow, refuse_overflowed_rstd
 
 # ------------------------------------------------------------------------------------ argument checks
@@ -122,13 +123,8 @@ def check_momentum(who: str, momentum) -> float | None:
 
 
 def stats_reference(x):
-    """mean and biased var, (C,) float64, of x (N, C, L) over N and L; two passes."""
-    x64 = x.astype(np.float64, copy=False)  # (N, C, L)
-    mean = x64.mean(axis=(0, 2))  # (C,)
-    # Two passes: E[x²] − E[x]² cancels catastrophically when |μ| ≫ σ.
-    centered = x64 - mean[:, None]  # (N, C, L)
-    var = (centered * centered).mean(axis=(0, 2))  # (C,)
-    return mean, var
+    """mean and biased var, (C,) float64, of x (N, C, L) over N and L; corrected two passes (norms/_moments.py)."""
+    return corrected_two_pass(x.astype(np.float64, copy=False), axis=(0, 2))
 
 
 def forward_reference(x, mean, rstd, weight, bias):
@@ -242,7 +238,7 @@ def batch_norm_composed(x: Tensor, weight, bias, eps, training, running_mean, ru
     stats = None
     if training:
         x64 = x.astype(np.float64)
-        mean = x64.mean(axis=axes, keepdims=True)
+        mean = corrected_mean(x64, axes)
         centered = x64 - mean
         var = (centered * centered).mean(axis=axes, keepdims=True)
         refuse_overflow("batch_norm", "variance", np.isposinf(var.data), lambda c: f"channel {c}")

@@ -47,6 +47,7 @@ import numpy as np
 from .. import _buffers, kernels
 from ..autograd import Function
 from ..tensor import Tensor
+from ._moments import corrected_mean, corrected_two_pass
 from ._range import refuse_overflow, refuse_overflowed_rstd, row
 
 # ------------------------------------------------------------------------------- NumPy reference
@@ -59,13 +60,9 @@ def forward_reference(x, weight, bias, eps):
     to form σ² and later to recompute x̂ = (x − μ)·rstd in backward.
     """
     x64 = x.astype(np.float64, copy=False)  # (N, H)
-    mean = x64.mean(axis=1)  # (N,)
-    # Two passes: E[x²] − E[x]² cancels catastrophically when |μ| ≫ σ (μ = 1e4, σ = 1e-2 in float32 gives
-    # a variance of 0 or wildly wrong); the mean of squared deviations does not.
-    centered = x64 - mean[:, None]  # (N, H)
-    var = (centered * centered).mean(axis=1)  # (N,)
+    mean, var = corrected_two_pass(x64, axis=1)  # (N,) each
     rstd = 1.0 / np.sqrt(var + eps)  # (N,)
-    y = centered * rstd[:, None]  # (N, H)  x̂
+    y = (x64 - mean[:, None]) * rstd[:, None]  # (N, H)  x̂
     if weight is not None:
         y *= weight
     if bias is not None:
@@ -222,7 +219,7 @@ def _normalize_composed(x: Tensor, axes: tuple, eps: float, detach_mean: bool, d
     Works in float64 whatever x's dtype (the numerics rule every implementation keeps); callers cast back.
     """
     x = x.astype(np.float64)
-    mean = x.mean(axis=axes, keepdims=True)
+    mean = corrected_mean(x, axes)
     if detach_mean:
         mean = mean.detach()
     centered = x - mean
