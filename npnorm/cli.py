@@ -62,11 +62,18 @@ def _run_check(args) -> int:
 
 
 def _run_warmup(args) -> int:
-    from .warmup import DTYPES, warmup
+    from .warmup import DTYPES, WarmupError, jit_disabled, warmup
 
-    dtypes = args.dtype or DTYPES
+    if jit_disabled():
+        print("npnorm warmup: the JIT is off (NUMBA_DISABLE_JIT): the kernels run as plain Python, nothing to compile")
+        return 0
+    dtypes = list(dict.fromkeys(args.dtype or DTYPES))
     print(f"npnorm warmup: compiling every kernel for {', '.join(dtypes)} (loaded from the cache if already there)")
-    result = warmup(dtypes=dtypes, jobs=args.jobs)
+    try:
+        result = warmup(dtypes=dtypes, jobs=args.jobs, require_cache=True)
+    except WarmupError as exc:
+        print(f"npnorm warmup: error: {exc}", file=sys.stderr)
+        return 1
     print(f"done in {result['seconds']:.1f} s ({result['jobs']} process{'es' if result['jobs'] > 1 else ''})")
     return 0
 

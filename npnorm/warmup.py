@@ -29,7 +29,9 @@ import contextlib
 import gc
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -257,9 +259,9 @@ def _warm(names, dtypes) -> dict[str, float]:
 
 
 def _start_worker() -> None:
-    """A warm-up worker's initializer: the garbage collector off for the worker's life (it compiles and leaves;
-    see :func:`warmup`), the functions all units share read from the cache only (see :data:`UNITS`), and the
-    exit without teardown (:func:`_exit_without_teardown`)."""
+    """How a warm-up worker starts (:func:`_worker_main`): the garbage collector off for the worker's life (it
+    compiles and leaves; see :func:`warmup`), the functions all units share read from the cache only (see
+    :data:`UNITS`), and the exit without teardown (:func:`_exit_without_teardown`)."""
     gc.disable()
     from . import kernels
 
@@ -276,8 +278,10 @@ def _exit_without_teardown() -> None:
     A spawned process ends with a full interpreter shutdown, and after numba has compiled its kernels that
     took 0.4-0.5 s (measured: between the last result and the pool's shutdown), which the warm-up spent
     waiting. Everything the worker does is done by then: numba writes each compiled kernel to the cache as it
-    compiles it, and the results are already sent. Registered first, the exit runs after every other atexit
-    handler (numba's included), then leaves at once.
+    compiles it, and the results are already sent (multiprocessing has flushed and closed its pipes before the
+    interpreter exits). atexit runs its handlers last registered, first: registered after numba's and
+    llvmlite's (imported by then), the exit runs first and skips them along with the teardown; none of them
+    has anything to write.
     """
     import atexit
 
@@ -306,20 +310,24 @@ def _default_jobs() -> int:
     Without importing numba (0.15-0.2 s that the second process would otherwise wait for): whether it is
     installed, and its NUMBA_DISABLE_JIT setting, which it reads from the environment as below.
     """
+    if jit_disabled():
+        return 1
+    return _jobs_for(_usable_cpus())
+
+
+def jit_disabled() -> bool:
+    """Whether there is nothing to compile: numba is missing, or NUMBA_DISABLE_JIT is set (read as numba
+    reads it, without importing numba unless it already is)."""
     import importlib.util
 
     if importlib.util.find_spec("numba") is None:
-        return 1
+        return True
     if "numba" in sys.modules:  # already imported: its setting, which may have been changed since
-        disabled = bool(sys.modules["numba"].config.DISABLE_JIT)
-    else:
-        try:  # numba reads int(value); a value it cannot read leaves the JIT on
-            disabled = int(os.environ.get("NUMBA_DISABLE_JIT") or 0) != 0
-        except ValueError:
-            disabled = False
-    if disabled:
-        return 1
-    return _jobs_for(_usable_cpus())
+        return bool(sys.modules["numba"].config.DISABLE_JIT)
+    try:  # numba reads int(value); a value it cannot read leaves the JIT on
+        return int(os.environ.get("NUMBA_DISABLE_JIT") or 0) != 0
+    except ValueError:
+        return False
 
 
 def _jobs_for(cpus: int) -> int:
@@ -328,7 +336,9 @@ def _jobs_for(cpus: int) -> int:
     return next(k for k in range(1, cpus + 1) if _longest(plan(k)) <= fastest)
 
 
-def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs: int | None = None) -> dict:
+def warmup(
+    dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs: int | None = None, require_cache=False
+) -> dict:
     """Compile (or load from the on-disk cache) every kernel specialisation the norms can reach.
 
     With ``jobs`` > 1 (default: :func:`_default_jobs`) the :data:`UNITS` compile in up to that many processes
@@ -337,6 +347,11 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
     {"seconds": total, "norms": {norm: seconds}, "dtypes": [...], "shapes": {"serial": (N, H), "parallel":
     (N, H)}, "jobs": the processes used}.
     ``progress`` receives one line per norm as soon as that norm is done (None: silent).
+
+    A norm that fails to compile, or a process that dies, raises :class:`WarmupError` naming the norm and the
+    norms left uncompiled; the other processes are ended at once, as they are on Ctrl-C (KeyboardInterrupt).
+    ``require_cache=True`` (`npnorm warmup`) raises WarmupError before compiling when no cache directory is
+    writable: the compiled kernels would not be kept.
     """
     jobs = _default_jobs() if jobs is None else int(jobs)
     if jobs < 1:
@@ -351,10 +366,226 @@ def warmup(dtypes=DTYPES, progress: Callable[[str], object] | None = print, jobs
     # the collector left on: 8.7-11.2 s (median 9.1) against 9.4-12.6 s (median 10.2), faster in nine of the
     # ten pairs, 1.2-1.4 s less CPU time.
     with _collector.paused():
-        return _warm_all(dtypes, progress, jobs)
+        return _warm_all(dtypes, progress, jobs, require_cache)
 
 
-def _warm_all(dtypes, progress: Callable[[str], object] | None, jobs: int) -> dict:
+def _refuse_uncached() -> None:
+    """WarmupError if numba cannot write its cache: compiling would keep nothing for the next process. (A
+    cache that is complete but read-only is not read either: numba enables a cache only where it can write.)"""
+    from . import kernels
+
+    jit = kernels.load("_jit")
+    if jit is not None and jit.kernel_cache_dir() is None:
+        where = os.environ.get("NUMBA_CACHE_DIR")
+        raise WarmupError(
+            (f"NUMBA_CACHE_DIR={where} is not a writable directory" if where else "no writable cache directory")
+            + ": the compiled kernels would not be kept; set NUMBA_CACHE_DIR to a writable directory"
+        )
+
+
+class WarmupError(RuntimeError):
+    """A norm that failed to compile, or a warm-up process that died: which norm, why, and what is not cached."""
+
+
+def _compile(name: str, dtypes) -> dict[str, float]:
+    """:func:`_warm` of one norm; an error (not an interrupt) as a :class:`WarmupError` that names the norm."""
+    try:
+        return _warm((name,), dtypes)
+    except Exception as exc:
+        raise WarmupError(f"compiling {name} failed: {type(exc).__name__}: {exc}") from exc
+
+
+class _Interrupted:
+    """Whether Ctrl-C was pressed during the warm-up (see :func:`_noting_interrupts`)."""
+
+    def __init__(self) -> None:
+        self.noted = False
+
+    def check(self) -> None:
+        if self.noted:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _noting_interrupts():
+    """Ctrl-C raises KeyboardInterrupt as always, and is also noted, because numba's compiler may swallow it.
+
+    It often arrives while LLVM compiles, inside a callback of llvmlite's that ignores exceptions; the compile
+    then fails with another error (measured: "RuntimeError: no compiled object yet"), or goes on. Either
+    way the warm-up ends as interrupted (KeyboardInterrupt, chained to that error). Only where Python's own
+    Ctrl-C handler is in force, in the main thread; elsewhere nothing changes.
+    """
+    interrupted = _Interrupted()
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield interrupted
+        return
+
+    def note(signum, frame):
+        interrupted.noted = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield interrupted
+        interrupted.check()  # an interrupt that numba swallowed without an error
+    except Exception as exc:
+        if interrupted.noted:
+            raise KeyboardInterrupt from exc
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _worker_main(names, dtypes, results) -> None:
+    """A warm-up worker, in a fresh process: compile ``names`` one at a time and send ("done", name, {name:
+    seconds}) after each, or ("failed", name, why) and stop. Ctrl-C is the main process's to handle (it ends
+    the workers), so it is ignored here."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _start_worker()
+    for name in names:
+        try:
+            part = _warm((name,), dtypes)
+        except BaseException as exc:  # SystemExit and MemoryError too: say what went wrong, then stop
+            results.send(("failed", name, f"{type(exc).__name__}: {exc}"))
+            return
+        results.send(("done", name, part))
+
+
+class _Worker:
+    """One fresh process compiling a share of the :data:`UNITS`, and a thread here that reports each of its
+    norms as it arrives, or what went wrong: an error it sent, or its death (an exit or a signal)."""
+
+    def __init__(self, context, share: list[str], dtypes, report: Callable[[dict[str, float]], None]):
+        self.share = list(share)
+        self.done: list[str] = []
+        self.failure: str | None = None
+        self._stopping = False
+        reader, writer = context.Pipe(duplex=False)
+        self.process = context.Process(target=_worker_main, args=(self.share, tuple(dtypes), writer), daemon=True)
+        self.process.start()
+        writer.close()  # the worker holds the other end: when it ends, recv() below ends with EOFError
+        self._thread = threading.Thread(target=self._listen, args=(reader, report), daemon=True)
+        self._thread.start()
+
+    def _listen(self, reader, report) -> None:
+        with reader:
+            while len(self.done) < len(self.share):
+                try:
+                    kind, name, payload = reader.recv()
+                except (EOFError, OSError):
+                    if not self._stopping:
+                        self.failure = f"the process compiling {', '.join(self._left())} {self._death()}"
+                    return
+                if kind == "failed":
+                    self.failure = f"compiling {name} failed in a warm-up process: {payload}"
+                    return
+                self.done.append(name)
+                report(payload)
+
+    def _left(self) -> list[str]:
+        return [name for name in self.share if name not in self.done]
+
+    def _death(self) -> str:
+        self.process.join(timeout=10)
+        code = self.process.exitcode
+        if code is None:
+            return "stopped answering"
+        if code < 0:
+            try:
+                return f"was killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited with code {code} before it was done"
+
+    def wait(self) -> None:
+        """Until the worker is done; a WarmupError if it failed, naming the norms it left uncompiled."""
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.1)  # in slices: Ctrl-C interrupts the main thread between them
+        self.process.join(timeout=10)
+        if self.failure is not None:
+            left = ", ".join(self._left())
+            raise WarmupError(f"{self.failure}; not compiled: {left}")
+
+    def stop(self) -> None:
+        """End the worker now (on an error or an interrupt elsewhere): terminate, then kill if it lingers."""
+        self._stopping = True
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join()
+        self._thread.join(timeout=5)
+
+
+def _warm_in_processes(shares: list[list[str]], dtypes, report, interrupted: _Interrupted, require_cache: bool):
+    """This process compiles the first share; one fresh process per further share compiles the others.
+
+    A fresh process for every share would keep each waiting for numba's start-up in a new interpreter (about a
+    second). Measured, cold, both dtypes, 2 cores: 9.6-10.9 s this way (20 runs, median 10.3 s) when both
+    processes compiled the launcher; 10.7-11.5 s with two worker processes; 11.6 s with two workers and the
+    launcher compiled here before they started. With the shares swapped (this process compiling RMSNorm and
+    BatchNorm) 10.3-10.9 s. With the launcher compiled here only (below), ten runs alternated with the code
+    before: 9.7-13.1 s (median 10.2) against 9.8-12.5 s (median 10.5), on a machine whose noise is larger
+    than the 0.3 s this saves. "spawn": fresh interpreters, safe whatever threads (OpenMP, numba's pool) this
+    process has started.
+
+    Each worker owns whole units (so no two processes compile one function) and sends each norm's seconds as
+    soon as that norm is done. On the first error anywhere, or Ctrl-C, every worker is ended at once; the
+    error names the norm and the norms left uncompiled. The workers ignore Ctrl-C (a terminal sends it to
+    every process of the group): they start with it ignored, which a new process keeps.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    lock = threading.Lock()  # the workers' lines arrive on their threads
+
+    def locked_report(part: dict[str, float]) -> None:
+        with lock:
+            report(part)
+
+    workers: list[_Worker] = []
+    try:
+        with _sigint_ignored_by_new_processes():
+            for share in shares[1:]:
+                workers.append(_Worker(context, share, dtypes, locked_report))
+        if require_cache:  # here, while the workers start (numba's import here would delay them 0.2 s)
+            _refuse_uncached()
+        # The functions all kernels share (the launcher and add_up_chunks, see UNITS), first: while the other
+        # processes start up and compile their first serial kernels, this one writes them to the cache, where
+        # the others find them by their first parallel run and first sums over rows.
+        from .kernels import _jit
+
+        _jit.compile_shared()
+        for name in shares[0]:
+            locked_report(_compile(name, dtypes))
+            interrupted.check()
+        for worker in workers:
+            worker.wait()
+    except BaseException:
+        for worker in workers:
+            worker.stop()
+        raise
+
+
+@contextlib.contextmanager
+def _sigint_ignored_by_new_processes():
+    """SIGINT ignored while the workers start, so that they start with it ignored (a new program keeps an
+    ignored signal): a Ctrl-C in their first second, before :func:`_worker_main` ignores it too, would print
+    their tracebacks. Main thread only; a Ctrl-C in these milliseconds is lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _warm_all(dtypes, progress: Callable[[str], object] | None, jobs: int, require_cache: bool) -> dict:
     """The body of :func:`warmup`, with ``jobs`` ≥ 1."""
     start = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -366,58 +597,15 @@ def _warm_all(dtypes, progress: Callable[[str], object] | None, jobs: int) -> di
                 progress(f"  {name:<12} {s:6.2f} s")
 
     shares = plan(jobs)
-    own = shares[0]
-    if len(shares) == 1:
-        for name in own:
-            report(_warm((name,), dtypes))
-    else:
-        import concurrent.futures
-        import multiprocessing
-        import threading
-
-        # This process compiles its share (the first) itself, while one fresh process per further share
-        # compiles the others: a fresh process for every share would keep each waiting for numba's
-        # start-up in a new interpreter (about a second). Measured, cold, both dtypes, 2 cores: 9.6-10.9 s this
-        # way (20 runs, median 10.3 s) when both processes compiled the launcher; 10.7-11.5 s with two worker
-        # processes; 11.6 s with two workers and the launcher compiled here before they started. With the shares
-        # swapped (this process compiling RMSNorm and BatchNorm) 10.3-10.9 s. With the launcher compiled
-        # here only (below), ten runs alternated with the code before: 9.7-13.1 s (median 10.2) against
-        # 9.8-12.5 s (median 10.5), on a machine whose noise is larger than the 0.3 s this saves.
-        # "spawn": fresh interpreters, safe whatever threads (OpenMP, numba's pool) this process has started.
-        context = multiprocessing.get_context("spawn")
-        lock = threading.Lock()  # the workers' lines arrive on the pools' threads
-
-        def report_done(future) -> None:
-            if future.exception() is None:
-                with lock:
-                    report(future.result())
-
-        # One single-process pool per worker, each owning whole units (so no two processes compile one
-        # function), fed one norm at a time: a norm's line is printed when it is done, not when its share is.
-        with contextlib.ExitStack() as stack:
-            pools = [
-                stack.enter_context(
-                    concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_worker)
-                )
-                for _ in shares[1:]
-            ]
-            futures = [
-                pool.submit(_warm, (name,), tuple(dtypes)) for pool, share in zip(pools, shares[1:]) for name in share
-            ]
-            for future in futures:
-                future.add_done_callback(report_done)
-            # The functions all kernels share (the launcher and add_up_chunks, see UNITS), first: while the
-            # other processes start up and compile their first serial kernels, this one writes them to the
-            # cache, where the others find them by their first parallel run and first sums over rows.
-            from .kernels import _jit
-
-            _jit.compile_shared()
-            for name in own:
-                part = _warm((name,), dtypes)
-                with lock:
-                    report(part)
-            for future in futures:
-                future.result()  # a worker's error, raised here
+    with _noting_interrupts() as interrupted:
+        if len(shares) == 1:
+            if require_cache:
+                _refuse_uncached()
+            for name in shares[0]:
+                report(_compile(name, dtypes))
+                interrupted.check()
+        else:
+            _warm_in_processes(shares, dtypes, report, interrupted, require_cache)
     return {
         "seconds": time.perf_counter() - start,
         "norms": {name: seconds[name] for name in NORMS},

@@ -92,9 +92,9 @@ def test_warmup_plan_rejects_zero_processes():
         warmup.plan(0)
 
 
-def test_warmup_workers_leave_at_once_after_every_atexit_handler(monkeypatch):
-    """The workers' initializer registers an exit that skips the interpreter's teardown (0.4-0.5 s after
-    numba compiled there); registered first, it runs after the handlers registered later (numba's)."""
+def test_warmup_workers_leave_at_once_skipping_the_interpreters_teardown(monkeypatch):
+    """The workers register an exit that skips the interpreter's teardown (0.4-0.5 s after numba compiled
+    there); registered last, it runs first of the atexit handlers and skips the others too."""
     registered, exits = [], []
     monkeypatch.setattr("atexit.register", registered.append)
     monkeypatch.setattr(warmup.os, "_exit", exits.append)

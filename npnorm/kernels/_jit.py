@@ -255,6 +255,11 @@ def _writable_cache_dir(py_func) -> str | None:
     return None
 
 
+def kernel_cache_dir() -> str | None:
+    """The directory numba writes the kernels' cache to, or None if it cannot write one (no cache then)."""
+    return _writable_cache_dir(_is_writable_dir)
+
+
 def _warn_no_cache(where: str) -> None:
     global _cache_warned
     if not _cache_warned:
