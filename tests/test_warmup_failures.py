@@ -135,7 +135,9 @@ def test_ctrl_c_ends_every_process_at_once_with_exit_130(main_share, presses, tm
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
-    assert run.returncode == 130, err
+    # 130, or for a second Ctrl-C that lands while the process exits, death by SIGINT (which a shell reports
+    # as 130 too); never a hang or a traceback
+    assert run.returncode == 130 or (presses > 1 and run.returncode == -signal.SIGINT), err
     assert err.strip() == "interrupted", err
     assert _group_empties(run.pid), "a process of the warm-up was left behind"
 
