@@ -69,10 +69,8 @@ def _with_constant_unit(norm, value, size, dtype, rng):
 
 
 NORMS = ["layer", "ada", "group", "batch"]
-
-
-@settings(max_examples=60, deadline=None)
-@given(
+# a norm, impl and dtype, a constant for the constant unit, the size of a unit, and a seed for the others
+CASES = given(
     norm=st.sampled_from(NORMS),
     impl=st.sampled_from(IMPLS),
     dtype=st.sampled_from(DTYPES),
@@ -80,6 +78,10 @@ NORMS = ["layer", "ada", "group", "batch"]
     size=st.integers(2, 300),
     seed=st.integers(0, 2**32 - 1),
 )
+
+
+@settings(max_examples=60, deadline=None)
+@CASES
 def test_a_constant_unit_is_centred_exactly(norm, impl, dtype, value, size, seed):
     """ε > 0: x̂ = 0 exactly, so y is β exactly (0 for AdaNorm), not β plus ~1e-14."""
     x, unit = _with_constant_unit(norm, value, size, dtype, np.random.default_rng(seed))
@@ -89,14 +91,7 @@ def test_a_constant_unit_is_centred_exactly(norm, impl, dtype, value, size, seed
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    norm=st.sampled_from(NORMS),
-    impl=st.sampled_from(IMPLS),
-    dtype=st.sampled_from(DTYPES),
-    value=VALUES,
-    size=st.integers(2, 300),
-    seed=st.integers(0, 2**32 - 1),
-)
+@CASES
 def test_eps_zero_gives_nan_in_the_constant_unit_only(norm, impl, dtype, value, size, seed):
     """ε = 0: x̂ = 0/0 is NaN in the constant unit (PyTorch: NaN), and the other units are untouched."""
     x, unit = _with_constant_unit(norm, value, size, dtype, np.random.default_rng(seed))
