@@ -174,6 +174,24 @@ def test_an_unwritable_cache_is_refused_before_compiling(tmp_path):
     assert not any(line.startswith("  ") for line in run.stdout.splitlines())  # no norm was compiled
 
 
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled kernels to cache")
+@pytest.mark.parametrize("configured", [True, False])
+def test_the_kernel_cache_is_where_numba_writes_it(configured, tmp_path, monkeypatch):
+    """NUMBA_CACHE_DIR when set; else the kernels' __pycache__ (or numba's user cache) as numba chooses."""
+    import numba
+
+    from npnorm.kernels import _jit
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path) if configured else "")
+    where = _jit.kernel_cache_dir()
+    kernels_folder = os.path.dirname(_jit.__file__)
+    assert (
+        where == str(tmp_path)
+        if configured
+        else where in (os.path.join(kernels_folder, "__pycache__"), _jit._user_cache_dir())
+    )
+
+
 def test_without_the_jit_there_is_nothing_to_compile(tmp_path):
     run = _command({"NUMBA_DISABLE_JIT": "1", "NUMBA_CACHE_DIR": str(tmp_path)})
     assert run.returncode == 0 and run.stderr == ""

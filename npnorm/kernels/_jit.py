@@ -257,7 +257,7 @@ def _writable_cache_dir(py_func) -> str | None:
 
 def kernel_cache_dir() -> str | None:
     """The directory numba writes the kernels' cache to, or None if it cannot write one (no cache then)."""
-    return _writable_cache_dir(_is_writable_dir)
+    return _writable_cache_dir(kernel_cache_dir)  # any plain function of this folder's (not a functools wrapper)
 
 
 def _warn_no_cache(where: str) -> None:
