@@ -13,6 +13,7 @@ Run:  python examples/train_lstm.py [--steps 300] [--seeds 2] [--plot lstm.png] 
 import argparse
 
 from npnorm.experiments.recurrent import LABELS, format_steps, plot_recurrent, run_recurrent
+from npnorm.plots import check_plot_path
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--steps", type=int, default=300, help="Adam steps per run (batch 32)")
@@ -20,6 +21,11 @@ parser.add_argument("--seeds", type=int, default=2, help="runs per model, seeds 
 parser.add_argument("--plot", help="write the training curves here (PNG)")
 parser.add_argument("--quick", action="store_true", help="a tiny run, for a smoke test")
 args = parser.parse_args()
+if args.plot:
+    try:  # before training, not after
+        check_plot_path(args.plot)
+    except (ImportError, OSError) as exc:
+        parser.error(str(exc))
 
 steps, seeds = (30, 1) if args.quick else (args.steps, args.seeds)
 result = run_recurrent(["pixels"], ["lstm", "ln_lstm"], steps=steps, seeds=seeds, quick=args.quick)

@@ -11,12 +11,16 @@ Run:  python examples/variants.py [--quick] [--plot variants.png]      (about ha
 import argparse
 
 from npnorm.experiments.variants import LABELS, run_variants
-from npnorm.plots import plot_variants
+from npnorm.plots import check_plot_path, plot_variants
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--quick", action="store_true", help="a tiny run, for a smoke test")
-parser.add_argument("--plot", default="variants.png", help="where to write the figure")
+parser.add_argument("--plot", default="variants.png", help="where to write the figure (PNG; needs matplotlib)")
 args = parser.parse_args()
+try:  # before training, not after
+    check_plot_path(args.plot)
+except (ImportError, OSError) as exc:
+    parser.error(str(exc))
 
 result = run_variants(quick=args.quick)  # a progress bar on a terminal
 print(f"{'variant':<31} {'train loss':>10} {'test loss':>9} {'test error':>10}  max over layers of |mean dx| / rms(dx)")

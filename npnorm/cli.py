@@ -387,12 +387,11 @@ def _check_batch_norm_batch_size(norms, batch_sizes) -> None:
 
 
 def _check_outputs(args) -> None:
-    from .data import require
+    from .plots import check_plot_path
 
-    if args.plot:
-        require("matplotlib", "--plot")
     check_output(args.json, "--json")
-    check_output(args.plot, "--plot")
+    if args.plot:
+        check_plot_path(args.plot)
 
 
 def _write_outputs(args, result: dict, plot_name) -> int:
@@ -483,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         code = args.run(args)
-        sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
+        if sys.stdout is not None:  # None when started with stdout closed (print then writes nothing)
+            sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
         return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

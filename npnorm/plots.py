@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 
+from ._outputs import OutputError, check_output
 from .data import require
 
 DPI = 100
@@ -26,6 +27,15 @@ COLORS = {
     "rms": "tab:olive",
 }
 NAMES = {"none": "no norm", "batch": "BatchNorm", "layer": "LayerNorm", "rms": "RMSNorm"}
+
+
+def check_plot_path(path, flag: str = "--plot") -> None:
+    """Before a run, not after it: matplotlib is importable (else MissingExtraError), and ``path`` names a PNG
+    file that can be written (else OutputError)."""
+    require("matplotlib", flag)
+    if not os.fspath(path).lower().endswith(".png"):
+        raise OutputError(f"cannot write {flag} {path}: the figures are PNG files; give a name ending in .png")
+    check_output(path, flag)
 
 
 def _figure(width: float, height: float):
@@ -61,10 +71,15 @@ def _loss_scale(ax, values) -> None:
         ax.set_yscale("log")
 
 
+def _markers(points: int) -> dict:
+    """Line options that also mark each point where there are few (a line through one point draws nothing)."""
+    return {"marker": "o", "ms": 3} if points <= 20 else {}
+
+
 def _band(ax, curve: dict, label: str, color: str) -> None:
     """The mean over seeds as a line, min..max as a light band."""
     x = range(1, len(curve["mean"]) + 1)
-    ax.plot(x, curve["mean"], color=color, label=label, lw=1.5)
+    ax.plot(x, curve["mean"], color=color, label=label, lw=1.5, **_markers(len(curve["mean"])))
     if curve["min"] != curve["max"]:
         ax.fill_between(x, curve["min"], curve["max"], color=color, alpha=0.15, lw=0)
 
@@ -95,7 +110,7 @@ def plot_batch_size(result: dict, path) -> str:
     """Training NLL (top) and test error (bottom), one column per batch size; mean over seeds, band = min..max."""
     summary = result["summary"]
     batch_sizes = sorted({s["batch_size"] for s in summary.values()}, reverse=True)
-    fig = _figure(3.6 * len(batch_sizes), 5.6)
+    fig = _figure(max(6.0, 3.6 * len(batch_sizes)), 5.6)  # at least the width of the two-line title
     axes = fig.subplots(2, len(batch_sizes), squeeze=False)
     for col, bs in enumerate(batch_sizes):
         runs = [s for s in summary.values() if s["batch_size"] == bs]
@@ -134,14 +149,13 @@ def plot_variants(result: dict, path) -> str:
     for name, stats in same_point.items():
         layers = range(1, len(stats) + 1)
         ax_grad.plot(layers, [g["var"] for g in stats], "o-", ms=3, color=styles.get(name), label=f"backward: {name}")
-    ax_grad.set(
-        yscale="log",
-        xlabel="hidden layer",
-        ylabel="Var(dL/dx) per sample",
-        title="trained LN, backward terms off",
-    )
+    ax_grad.set_title("trained LN, backward terms off")
     if same_point:
+        ax_grad.set(yscale="log", xlabel="hidden layer", ylabel="Var(dL/dx) per sample")
         ax_grad.legend(fontsize="small")
+    else:  # the comparison starts from the trained LayerNorm model: without that run there is nothing to show
+        ax_grad.set_axis_off()
+        ax_grad.text(0.5, 0.5, "no LayerNorm run to compare", ha="center", va="center", transform=ax_grad.transAxes)
     seeds = len(result["config"]["seeds"])
     fig.suptitle(f"Xu et al. 2019 on digits, MLP with 6 hidden layers (mean of {seeds} seed(s))")
     return _save(fig, path)

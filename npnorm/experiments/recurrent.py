@@ -408,7 +408,7 @@ def format_steps(s: dict) -> str:
 
 def plot_recurrent(result: dict, path) -> str:
     """Smoothed training loss (top) and the test metric (bottom) against steps, one column per task."""
-    from ..plots import _band, _figure, _loss_scale, _save
+    from ..plots import _band, _figure, _loss_scale, _markers, _save
 
     styles = {
         "lstm": ("tab:blue", "--"),
@@ -429,7 +429,8 @@ def plot_recurrent(result: dict, path) -> str:
             ax_loss.lines[-1].set_linestyle(dash)
             scale = 100 if accuracy else 1
             curve = {k: [scale * v for v in s["metric_curve"][k]] for k in ("mean", "min", "max")}
-            ax_metric.plot(s["eval_step"], curve["mean"], dash, color=color, lw=1.5, label=LABELS[model])
+            points = _markers(len(s["eval_step"]))
+            ax_metric.plot(s["eval_step"], curve["mean"], dash, color=color, lw=1.5, label=LABELS[model], **points)
             if curve["min"] != curve["max"]:
                 ax_metric.fill_between(s["eval_step"], curve["min"], curve["max"], color=color, alpha=0.15, lw=0)
         _loss_scale(ax_loss, [v for s in per_model.values() for v in s["loss_curve"]["mean"]])
