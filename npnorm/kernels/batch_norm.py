@@ -49,7 +49,10 @@ How the kernels are written, and why:
   exactly. The chunks are combined by the formula of Chan, Golub & LeVeque (1979), in float64
   (``_combine_chunks``)::
 
-      mean = mean_0 + Σ_k n_k (mean_k − mean_0) / M,   M2 = Σ_k M2_k + Σ_k n_k (mean_k − mean)²,   var = M2 / M
+      mean = Σ_k n_k mean_k / M,   M2 = Σ_k M2_k + Σ_k n_k (mean_k − mean)²,   var = M2 / M
+
+  For float64 input the mean is a shift from chunk 0's, mean_0 + Σ_k n_k (mean_k − mean_0) / M, which a
+  constant channel's rounding needs as well.
 
   Every term of M2 is a sum of squares, so nothing cancels, and x is read from memory once instead of twice.
   It is as accurate as a global two-pass variance except far off centre: the spread terms carry the rounding
@@ -141,13 +144,15 @@ FOUR_ROWS_FROM_C = 1024
 
 
 @kernel(parallel=False, helper=True)
-def _combine_chunks(mean, var, part_mean, part_m2, N, L):
+def _combine_chunks(mean, var, part_mean, part_m2, N, L, shifted):
     """Chan et al.: the chunks' (count n_k, mean_k, M2_k) combined exactly; every term is ≥ 0::
 
-        mean = mean_0 + Σ_k n_k (mean_k − mean_0) / M,      var = (Σ_k M2_k + Σ_k n_k (mean_k − mean)²) / M
+        mean = Σ_k n_k mean_k / M,      var = (Σ_k M2_k + Σ_k n_k (mean_k − mean)²) / M
 
-    The mean as a shift from chunk 0's: where every chunk has the same mean (a constant channel) it is that
-    mean exactly, and the spread terms are exactly 0; Σ_k n_k mean_k / M would round (0.1·3 ≠ 0.3).
+    ``shifted`` (float64 input): the mean as a shift from chunk 0's, mean_0 + Σ_k n_k (mean_k − mean_0) / M, so
+    that where every chunk has the same mean (a constant channel) it is that mean exactly and the spread terms
+    are exactly 0; Σ_k n_k mean_k / M rounds there (0.1·3 ≠ 0.3). float32 input does not need it (a float32
+    mean times a count is exact in float64), and keeps the bits it had.
 
     A kernel of its own and without reassociation, so that each sum over chunks runs in chunk order,
     exactly as NumPy's ``sum(axis=0)`` did when this step was NumPy code: serial and parallel callers,
@@ -159,13 +164,13 @@ def _combine_chunks(mean, var, part_mean, part_m2, N, L):
     M = np.float64(N * L)
     sum_m2 = np.empty(C)
     sum_spread = np.empty(C)
-    for k in range(nchunks):  # Σ_k n_k (mean_k − mean_0), from chunk 0 on
+    for k in range(nchunks):  # Σ_k n_k (mean_k − mean_0) or Σ_k n_k mean_k, from chunk 0 on
         n_k = np.float64(((k + 1) * N // nchunks - k * N // nchunks) * L)
         for c in range(C):
-            term = n_k * (part_mean[k, c] - part_mean[0, c])
+            term = n_k * (part_mean[k, c] - part_mean[0, c]) if shifted else n_k * part_mean[k, c]
             mean[c] = term if k == 0 else mean[c] + term
     for c in range(C):
-        mean[c] = part_mean[0, c] + mean[c] / M
+        mean[c] = part_mean[0, c] + mean[c] / M if shifted else mean[c] / M
     for k in range(nchunks):  # Σ_k M2_k and Σ_k n_k (mean_k − mean)², each in chunk order
         n_k = np.float64(((k + 1) * N // nchunks - k * N // nchunks) * L)
         for c in range(C):
@@ -276,7 +281,7 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
             part_mean[k, c] = m
             part_m2[k, c] = v
     if ends_run(items, item):
-        _combine_chunks(mean, var, part_mean, part_m2, N, L)
+        _combine_chunks(mean, var, part_mean, part_m2, N, L, corrected)
 
 
 def batch_norm_stats(mean, var, x):
