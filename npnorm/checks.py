@@ -1,7 +1,8 @@
 """The gradcheck table behind `npnorm check` and `npnorm demo`: every norm, every implementation.
 
 Each row builds small float64 inputs, runs `npnorm.gradcheck` on the norm and prints the verdict and the
-largest gap between the analytic gradient and finite differences.
+largest gap between the analytic gradient and finite differences, over every entry of every input's Jacobian.
+A row whose norm raises any error is a FAIL too, with the error, and the table goes on.
 
 DetachNorm and AdaNorm have a backward that is deliberately not the derivative of their forward, so
 finite differences of the forward cannot confirm it. Their rows check the backward against a *frozen*
@@ -10,6 +11,10 @@ point of evaluation. At that point the frozen function's true Jacobian is what t
 claims to compute. The row's function has the frozen function's values and the real norm's gradient:
 
     f(x) = norm(x) + (frozen(x) − norm(x)).detach()
+
+That is only a check of the norm if the frozen function *is* the norm at that point: before gradcheck, such a
+row compares the two forwards there, and fails if they differ (a wrong forward would otherwise pass, its
+values thrown away by the detach).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import functional as F
-from .gradcheck import GradcheckError, gradcheck
+from . import kernels
+from .gradcheck import _full_jacobians, gradcheck
 from .norms import IMPLS
 from .tensor import Tensor
 
@@ -52,12 +58,16 @@ def frozen_layer_norm(x0: np.ndarray, H_axes: tuple, eps, detach_mean: bool, det
 
 
 def straight_through(value_fn, grad_fn):
-    """Values of value_fn, gradients of grad_fn: grad_fn(x) + (value_fn(x) − grad_fn(x)).detach()."""
+    """Values of value_fn, gradients of grad_fn: grad_fn(x) + (value_fn(x) − grad_fn(x)).detach().
+
+    The result keeps both functions as ``fn.value_fn`` and ``fn.grad_fn``, so that a row can check that they
+    agree in value at the point of evaluation."""
 
     def fn(*args):
         g = grad_fn(*args)
         return g + (value_fn(*args) - g).detach()
 
+    fn.value_fn, fn.grad_fn = value_fn, grad_fn
     return fn
 
 
@@ -145,7 +155,7 @@ CASES += [
 
 
 def _weight_norm_case(v_shape: tuple, dim, g_shape: tuple):
-    """w = g·v/‖v‖ (Salimans & Kingma); impl "numba" runs the NumPy reference (weight norm has no kernel)."""
+    """w = g·v/‖v‖ (Salimans & Kingma), through each impl (numba: kernels/weight_norm.py)."""
 
     def build(impl, rng):
         from .norms.weight_norm import weight_norm
@@ -206,6 +216,39 @@ CASES += [
 ]
 
 
+EPS = 1e-6  # the finite-difference step, gradcheck's default
+FORWARDS_AGREE = 1e-10  # a frozen function and its norm at the point of evaluation: equal up to rounding (~4e-16)
+
+
+def _largest_gap(fn, inputs) -> float:
+    """max |analytic − numerical| over every Jacobian entry of every input that requires grad."""
+    gaps = [
+        float(np.max(np.abs(analytic - numerical), initial=0.0))
+        for analytic, numerical, _ in (
+            _full_jacobians(fn, inputs, i, EPS)
+            for i, x in enumerate(inputs)
+            if isinstance(x, Tensor) and x.requires_grad
+        )
+    ]
+    return max(gaps)
+
+
+def _check_row(fn, inputs) -> tuple[str, str]:
+    """(the largest gap, or "-", and an error message, or "") of one row."""
+    try:
+        if hasattr(fn, "value_fn"):  # a frozen function standing in for the norm: it must be the norm at x0
+            differ = float(np.max(np.abs(fn.value_fn(*inputs).data - fn.grad_fn(*inputs).data), initial=0.0))
+            if not differ <= FORWARDS_AGREE:
+                return "-", (
+                    f"the frozen function differs from the norm's forward at the point of evaluation by "
+                    f"{differ:.2e} (allowed {FORWARDS_AGREE:g}): the norm's forward, or the frozen copy, is wrong"
+                )
+        gradcheck(fn, inputs, eps=EPS)
+        return f"{_largest_gap(fn, inputs):.1e}", ""
+    except Exception as exc:  # a GradcheckError, or the norm itself failing: a FAIL row either way
+        return "-", f"{type(exc).__name__}: {exc}"
+
+
 def run_checks(norms=None, impls=None, *, seed: int = 0, out=print) -> bool:
     """Gradcheck every selected norm × impl; print one line each; True when all pass."""
     known = sorted({c.norm for c in CASES})
@@ -213,22 +256,28 @@ def run_checks(norms=None, impls=None, *, seed: int = 0, out=print) -> bool:
         if name not in known:
             raise ValueError(f"check: unknown norm {name!r}; known: {', '.join(known)}")
     cases = [c for c in CASES if not norms or c.norm in norms]
-    impls = list(impls or IMPLS)
-    out(f"{'norm':<12} {'variant':<27} {'impl':<9} {'verdict':<8} {'time':>7}")
+    impls = list(dict.fromkeys(impls or IMPLS))
+    no_numba = "numba" in impls and kernels.load("_jit") is None  # impl "numba" then runs the NumPy reference
+    out(f"{'norm':<12} {'variant':<27} {'impl':<9} {'verdict':<8} {'max gap':>8} {'time':>7}")
     all_ok = True
     for case in cases:
         for impl in impls:
             fn, inputs = case.build(impl, np.random.default_rng(seed))
             start = time.perf_counter()
-            try:
-                gradcheck(fn, inputs)
-                verdict, detail = "ok", ""
-            except GradcheckError as exc:
-                verdict, detail, all_ok = "FAIL", f"\n    {exc}", False
+            gap, error = _check_row(fn, inputs)
             elapsed = time.perf_counter() - start
-            out(f"{case.norm:<12} {case.variant:<27} {impl:<9} {verdict:<8} {elapsed:6.2f}s{detail}")
+            all_ok = all_ok and not error
+            verdict, detail = ("FAIL", f"\n    {error}") if error else ("ok", "")
+            label = "numba*" if impl == "numba" and no_numba else impl
+            out(f"{case.norm:<12} {case.variant:<27} {label:<9} {verdict:<8} {gap:>8} {elapsed:6.2f}s{detail}")
     out("all gradients agree with finite differences" if all_ok else "some gradient checks FAILED")
-    if "numba" in impls:
+    out(
+        "max gap: the largest |analytic - numerical| over every entry of every input's Jacobian (central "
+        f"differences, step {EPS:g}); gradcheck allows 1e-05 + 1e-03 * |numerical| per entry"
+    )
+    if no_numba:
+        out("* numba cannot be imported here: the numba rows ran the NumPy reference")
+    elif "numba" in impls:
         out(
             "(a numba row's time includes compiling its kernels the first time they are used; they are cached "
             "on disk, and `npnorm warmup` compiles all of them ahead)"

@@ -21,7 +21,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_reproduce(sub)
 
-    check = sub.add_parser("check", help="gradcheck every op and norm; non-zero exit on any failure")
+    check = sub.add_parser("check", help="gradcheck every norm in every implementation; non-zero exit on any failure")
     from .checks import CASES
 
     norms = sorted({case.norm for case in CASES})
