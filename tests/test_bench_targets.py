@@ -125,6 +125,18 @@ def test_a_printed_value_never_contradicts_its_verdict(unit, bound, higher_is_be
     assert line.endswith(f" {printed}  {'yes' if entry['met'] else 'NO'}"), line
 
 
+def test_the_start_up_table_never_prints_a_miss_as_its_bound():
+    from npnorm.bench.report import _startup_table
+
+    rows = [
+        {"label": "import npnorm", "median_s": 0.3004, "min_s": 0.25, "runs": 5, "target_s": 0.3},
+        {"label": "first call", "median_s": 0.2996, "min_s": 0.25, "runs": 5, "target_s": 0.3},
+    ]
+    lines = _startup_table(rows)
+    assert lines[3].split()[-5:] == ["0.3004", "0.250", "5", "0.3", "no"], lines[3]
+    assert lines[4].split()[-5:] == ["0.300", "0.250", "5", "0.3", "yes"], lines[4]
+
+
 def test_report_block_counts_the_targets_met_and_blames_the_host_only_in_an_unsteady_run():
     entries = verdicts(full_run(seconds=0.45))  # import misses its 0.3 s
     lines = format_verdicts(entries, unsteady=False)

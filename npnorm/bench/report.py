@@ -6,7 +6,7 @@ from __future__ import annotations
 from .engine_rows import ENGINE
 from .norm_rows import NORMS
 from .startup import COLD_RUNS
-from .targets import format_verdicts
+from .targets import format_verdicts, printed_value
 from .timing import UNSTEADY_SPREAD
 
 
@@ -153,9 +153,8 @@ def _startup_table(records: list[dict]) -> list[str]:
     lines = ["", header, "-" * len(header)]
     for r in records:
         met = "yes" if r["median_s"] <= r["target_s"] else "no"
-        lines.append(
-            f"{r['label']:<38} {r['median_s']:>9.3f} {r['min_s']:>8.3f} {r['runs']:>5} {r['target_s']:>9.1f}  {met}"
-        )
+        median = printed_value(r["median_s"], "s", r["target_s"], False, suffix=False)  # never "0.300 ... no"
+        lines.append(f"{r['label']:<38} {median:>9} {r['min_s']:>8.3f} {r['runs']:>5} {r['target_s']:>9.1f}  {met}")
     return lines + [
         "",
         "import: `import npnorm` timed inside the process (interpreter start-up excluded);",

@@ -155,16 +155,20 @@ _DIGITS = {"%": 0, "x": 2, "us": 2, "s": 3}  # decimals a value is printed with
 _SUFFIX = {"%": "%", "x": "x", "us": " us", "s": " s"}
 
 
-def _amount(entry: dict) -> str:
-    """The value as printed, with as many more decimals as it takes for the printed number to get the entry's
+def printed_value(value: float, unit: str, bound: float, higher_is_better: bool, suffix: bool = True) -> str:
+    """The value as printed, with as many more decimals as it takes for the printed number to get the value's
     verdict too: 1.1994x against ">= 1.2x" prints as 1.199x, not as a 1.20x beside "NO"."""
-    value, unit = entry["value"], entry["unit"]
+    met = _holds(value, bound, higher_is_better)
     digits = _DIGITS[unit]
     text = f"{value:.{digits}f}"
-    while digits < _DIGITS[unit] + 6 and _holds(float(text), entry["bound"], entry["higher_is_better"]) != entry["met"]:
+    while digits < _DIGITS[unit] + 6 and _holds(float(text), bound, higher_is_better) != met:
         digits += 1
         text = f"{value:.{digits}f}"
-    return text + _SUFFIX[unit]
+    return text + (_SUFFIX[unit] if suffix else "")
+
+
+def _amount(entry: dict) -> str:
+    return printed_value(entry["value"], entry["unit"], entry["bound"], entry["higher_is_better"])
 
 
 def format_verdicts(entries: list[dict], unsteady: bool) -> list[str]:
