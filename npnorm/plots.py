@@ -76,10 +76,10 @@ def _markers(points: int) -> dict:
     return {"marker": "o", "ms": 3} if points <= 20 else {}
 
 
-def _band(ax, curve: dict, label: str, color: str) -> None:
-    """The mean over seeds as a line, min..max as a light band."""
-    x = range(1, len(curve["mean"]) + 1)
-    ax.plot(x, curve["mean"], color=color, label=label, lw=1.5, **_markers(len(curve["mean"])))
+def _band(ax, curve: dict, label: str, color: str, x=None, linestyle: str = "-") -> None:
+    """The mean over seeds as a line, min..max as a light band; against ``x`` (default 1, 2, ...: epochs)."""
+    x = range(1, len(curve["mean"]) + 1) if x is None else x
+    ax.plot(x, curve["mean"], linestyle, color=color, label=label, lw=1.5, **_markers(len(curve["mean"])))
     if curve["min"] != curve["max"]:
         ax.fill_between(x, curve["min"], curve["max"], color=color, alpha=0.15, lw=0)
 

@@ -408,7 +408,7 @@ def format_steps(s: dict) -> str:
 
 def plot_recurrent(result: dict, path) -> str:
     """Smoothed training loss (top) and the test metric (bottom) against steps, one column per task."""
-    from ..plots import _band, _figure, _loss_scale, _markers, _save
+    from ..plots import _band, _figure, _loss_scale, _save
 
     styles = {
         "lstm": ("tab:blue", "--"),
@@ -425,14 +425,10 @@ def plot_recurrent(result: dict, path) -> str:
         accuracy = t["metric"] == "accuracy"
         for model, s in per_model.items():
             color, dash = styles[model]
-            _band(ax_loss, s["loss_curve"], LABELS[model], color)
-            ax_loss.lines[-1].set_linestyle(dash)
+            _band(ax_loss, s["loss_curve"], LABELS[model], color, linestyle=dash)
             scale = 100 if accuracy else 1
             curve = {k: [scale * v for v in s["metric_curve"][k]] for k in ("mean", "min", "max")}
-            points = _markers(len(s["eval_step"]))
-            ax_metric.plot(s["eval_step"], curve["mean"], dash, color=color, lw=1.5, label=LABELS[model], **points)
-            if curve["min"] != curve["max"]:
-                ax_metric.fill_between(s["eval_step"], curve["min"], curve["max"], color=color, alpha=0.15, lw=0)
+            _band(ax_metric, curve, LABELS[model], color, x=s["eval_step"], linestyle=dash)
         _loss_scale(ax_loss, [v for s in per_model.values() for v in s["loss_curve"]["mean"]])
         ax_loss.set(title=t["label"], xlabel="step", ylabel="training loss (smoothed)")
         target = 100 * t["target"] if accuracy else t["target"]
