@@ -564,6 +564,17 @@ def _is_float64_constant(typingctx, a):
 is_float64 = _is_float64 if numba.config.DISABLE_JIT else _is_float64_constant
 
 
+def _corrected_m2(v, t, cm):
+    """M2 = Σ d² − Σ d · mean(d): the corrected two-pass sum of squares about the corrected mean m + mean(d),
+    from the sums of d = x − m (norms/_moments.py). Below 0 only by rounding, where the spread is within an ulp
+    of the mean: then 0. NaN stays NaN (it compares False)."""
+    m2 = v - t * cm
+    return 0.0 if m2 < 0.0 else m2
+
+
+corrected_m2 = kernel(parallel=False, inline=True)(_corrected_m2)  # LayerNorm's and BatchNorm's second pass
+
+
 def _partials_chunks(rows, items):
     """The chunk count of a body whose chunk count is not passed in (LayerNorm's and RMSNorm's backward): a
     parallel run's partial sums carry it in their ``rows``; a serial run, given an empty stand-in, runs all

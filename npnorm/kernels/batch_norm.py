@@ -93,6 +93,7 @@ from ._jit import (
     add_up_chunks,
     chunk_items,
     chunked_kernel,
+    corrected_m2,
     ends_run,
     is_float64,
     item_share,
@@ -182,14 +183,6 @@ def _combine_chunks(mean, var, part_mean, part_m2, N, L, shifted):
         var[c] = (sum_m2[c] + sum_spread[c]) / M
 
 
-@kernel(parallel=False, inline=True)
-def _corrected_m2(v, t, cm):
-    """M2 = Σ d² − Σ d · mean(d), the corrected two-pass sum of squares about the corrected mean (see
-    "Statistics"). Below 0 only by rounding, where the spread is within an ulp of the mean: then 0. NaN stays NaN."""
-    m2 = v - t * cm
-    return 0.0 if m2 < 0.0 else m2
-
-
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
     """mean[c], var[c] (biased) over (N, L): per-chunk two-pass statistics, then Chan's combination."""
@@ -252,7 +245,7 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
                 for c in range(C):
                     cm = shift[c] / count
                     part_mean[k, c] += cm
-                    part_m2[k, c] = _corrected_m2(part_m2[k, c], shift[c], cm)
+                    part_m2[k, c] = corrected_m2(part_m2[k, c], shift[c], cm)
     else:  # (N, C, L): the pair (chunk k, channel c) runs over L contiguous values per sample
         first, stop = item_share(nchunks * C, items, item)
         for i in range(first, stop):
@@ -277,7 +270,7 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
             if corrected:
                 cm = t / count
                 m += cm
-                v = _corrected_m2(v, t, cm)
+                v = corrected_m2(v, t, cm)
             part_mean[k, c] = m
             part_m2[k, c] = v
     if ends_run(items, item):

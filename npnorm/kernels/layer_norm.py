@@ -129,6 +129,7 @@ from ._jit import (
     add_up_chunks,
     chunk_items,
     chunked_kernel,
+    corrected_m2,
     ends_run,
     is_float64,
     item_share,
@@ -156,24 +157,21 @@ def _row_pass_2(row, m, eps):
     """Pass 2 of one row whose pass-1 mean m is known: the corrected mean and rstd = 1/sqrt(var + eps), in
     float64 whatever the dtype (see "Corrected two-pass variance")."""
     H = row.shape[0]
-    # the variance from squared deviations (never E[x²] - E[x]²), corrected by their mean c = mean(x - m);
-    # for float32 rows c is not summed (see "Corrected two-pass variance"): is_float64 is a compile-time constant
+    # the variance from squared deviations d = x - m (never E[x²] - E[x]²), corrected by their mean cm; for
+    # float32 rows Σ d is not summed (see "Corrected two-pass variance"): is_float64 is a compile-time constant
     corrected = is_float64(row)
-    c = np.float64(0.0)
-    v = np.float64(0.0)
+    t = np.float64(0.0)  # Σ d
+    v = np.float64(0.0)  # Σ d²
     for j in range(H):
         d = np.float64(row[j]) - m
         if corrected:
-            c += d
+            t += d
         v += d * d
     # eps = 0 and a constant row give 1/0 = inf below, not an exception (error_model="numpy")
     if not corrected:
         return m, 1.0 / np.sqrt(v / H + eps)
-    c /= H
-    var = v / H - c * c
-    if var < 0.0:  # rounding only, when the spread is within an ulp of the mean; a NaN compares False and stays
-        var = 0.0
-    return m + c, 1.0 / np.sqrt(var + eps)
+    cm = t / H
+    return m + cm, 1.0 / np.sqrt(corrected_m2(v, t, cm) / H + eps)
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
