@@ -89,3 +89,24 @@ def test_straight_through_keeps_both_functions(value_offset):
     np.testing.assert_array_equal(y.data, 2.0 + value_offset)
     np.testing.assert_array_equal(x.grad, 3.0)
     assert fn.value_fn(x).data[0] == 2.0 + value_offset and fn.grad_fn(x).data[0] == 3.0
+
+
+def test_each_inputs_jacobians_are_computed_once_per_row(monkeypatch):
+    """The verdict and the printed gap come from one pass over the Jacobians (they were computed twice)."""
+    import sys
+
+    gc = sys.modules["npnorm.gradcheck"]  # the attribute npnorm.gradcheck is the function, not the module
+    calls = []
+    original = gc._full_jacobians
+
+    def counting(fn, inputs, i, eps):
+        calls.append(i)
+        return original(fn, inputs, i, eps)
+
+    monkeypatch.setattr(gc, "_full_jacobians", counting)
+    monkeypatch.setattr(checks, "_full_jacobians", counting, raising=False)  # where checks once had its own copy
+    ok, lines = _table(norms=["weight_norm"], impls=["numpy"])
+    assert ok
+    rows = _rows(lines, "weight_norm")
+    checked_inputs = 2 * len(rows)  # v and g in each of weight norm's rows
+    assert len(calls) == checked_inputs

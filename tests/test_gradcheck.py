@@ -355,3 +355,31 @@ def test_parameters_fn_uses_keep_their_grad():
     assert lin.weight.grad is None and x.grad is None
     assert lin.bias.grad is held  # the same array, with its values back (backward adds into it in place)
     np.testing.assert_array_equal(held, [5.0, 6.0])
+
+
+# ------------------------------------------------------------------------ the largest gap (npnorm check)
+
+
+def test_largest_gap_is_the_largest_entry_of_every_inputs_jacobian_gap(rng):
+    from npnorm.gradcheck import _full_jacobians, largest_gap_or_raise
+
+    a, b = leaf(rng.standard_normal((3, 2))), leaf(rng.standard_normal(2))
+
+    def fn(a, b):
+        return (a * b).tanh() @ b
+
+    gap = largest_gap_or_raise(fn, (a, b))
+    expected = max(
+        float(np.max(np.abs(analytic - numerical)))
+        for analytic, numerical, _ in (_full_jacobians(fn, (a, b), i, 1e-6) for i in (0, 1))
+    )
+    assert gap == expected and 0 < gap < 1e-8
+
+
+def test_largest_gap_raises_what_gradcheck_raises():
+    from npnorm.gradcheck import largest_gap_or_raise
+
+    x = leaf(np.array([0.5, -1.5, 3.0]))
+    with pytest.raises(GradcheckError, match="input 0") as info:
+        largest_gap_or_raise(lambda x: x * x.detach(), (x,))
+    assert info.value.element_index == (2,)  # the largest |x|, as gradcheck names it
