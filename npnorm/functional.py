@@ -157,14 +157,17 @@ def mse_loss(input, target, reduction: str = "mean") -> Tensor:
 def dropout(x, p: float = 0.5, training: bool = True, generator: np.random.Generator | None = None) -> Tensor:
     """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout).
 
-    In eval mode (training=False), or with p = 0, the input is returned unchanged. The mask comes from
-    `generator`, else from the generator that `npnorm.manual_seed` seeds.
+    In eval mode (training=False), or with p = 0, the input is returned unchanged; with p = 1 every element
+    is dropped (x·0, as PyTorch: NaN stays NaN, the gradient is 0). The mask comes from `generator`, else
+    from the generator that `npnorm.manual_seed` seeds.
     """
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p!r}")
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p!r}")
     x = as_tensor(x, "dropout")
     if not training or p == 0:
         return x
+    if p == 1:  # 1/(1-p) would divide by zero
+        return ops.Mul.apply(x, Tensor._wrap(np.zeros(x.shape, x.dtype)))
     if generator is not None and not isinstance(generator, np.random.Generator):
         # not an int seed as nn.Dropout's rng: a seed per call would drop the same units at every call
         raise TypeError(f"dropout: generator must be a numpy.random.Generator or None, got {generator!r}")

@@ -7,6 +7,7 @@ place, `unbroadcast`, at the boundary of the binary operations.
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 
@@ -592,6 +593,15 @@ def _is_basic_index(index) -> bool:
     return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in items)
 
 
+def _frozen_index(index):
+    """``index`` with each array or list in it copied (ints, slices, None and Ellipsis are immutable)."""
+    if isinstance(index, tuple):
+        return tuple(_frozen_index(i) for i in index)
+    if isinstance(index, np.ndarray):
+        return index.copy()
+    return copy.deepcopy(index) if isinstance(index, list) else index
+
+
 class GetItem(Function):
     """out = a[index] (ints, slices, integer arrays);  da = g scattered back, adding repeated indices.
 
@@ -601,7 +611,9 @@ class GetItem(Function):
 
     @staticmethod
     def forward(ctx, a, index):
-        ctx.shape, ctx.index = a.shape, index
+        # The index's arrays are copied: the caller may reuse its array before backward, which would send the
+        # gradient to the new positions (PyTorch refuses such an in-place change; a copy of a few ints is cheaper).
+        ctx.shape, ctx.index = a.shape, _frozen_index(index)
         try:
             out = a[index]
         except IndexError as exc:

@@ -206,6 +206,10 @@ class Tensor:
         if isinstance(other, numbers.Real) and not isinstance(other, np.ndarray):
             # A Python (or NumPy) scalar is "weak": it takes our dtype and never widens float32.
             return Tensor._wrap(np.asarray(other, dtype=self.data.dtype))
+        if isinstance(other, np.ndarray) and other.dtype.kind in "biu":
+            # NumPy's promotion: float32 with a bool, int8/16 or uint8/16 array stays float32 (a mask must not
+            # widen a float32 model), with int32/64 it becomes float64. Tensor(other) alone would make float64.
+            return Tensor(other, dtype=np.result_type(self.data.dtype, other.dtype))
         return Tensor(other)
 
     def __add__(self, other):

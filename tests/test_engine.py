@@ -471,6 +471,22 @@ def test_index_with_a_tensor():
         x[5]
 
 
+@pytest.mark.parametrize("as_list", [False, True], ids=["array", "list"])
+@pytest.mark.parametrize("in_tuple", [False, True], ids=["alone", "in-a-tuple"])
+def test_an_index_changed_after_the_forward_does_not_move_the_gradient(as_list, in_tuple):
+    x = npnorm.tensor(np.arange(8.0).reshape(2, 4), requires_grad=True)
+    index = [0, 0] if as_list else np.array([0, 0])
+    y = x[:, index] if in_tuple else x[index]
+    index[0] = index[1] = 1  # the caller reuses its index before backward
+    y.sum().backward()
+    expected = np.zeros((2, 4))
+    if in_tuple:
+        expected[:, 0] = 2.0
+    else:
+        expected[0] = 2.0
+    np.testing.assert_array_equal(x.grad, expected)
+
+
 # --------------------------------------------------------------------------------------------- seeding
 
 
@@ -494,9 +510,21 @@ def test_manual_seed_rejects_bad_seeds(seed):
 
 
 def test_dropout_rejects_bad_p():
-    for p in (-0.1, 1.0, 1.5):
+    for p in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="dropout"):
             F.dropout(npnorm.tensor([1.0]), p)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_with_p_one_drops_everything_as_pytorch_does(dtype):
+    x = npnorm.tensor(np.array([np.nan, 1.0, -2.0], dtype), requires_grad=True)
+    y = F.dropout(x, 1.0)
+    np.testing.assert_array_equal(y.data, [np.nan, 0.0, 0.0])  # x·0: NaN stays NaN
+    assert y.dtype == dtype
+    y.backward(np.ones(3, dtype))
+    np.testing.assert_array_equal(x.grad, np.zeros(3))
+    assert F.dropout(x, 1.0, training=False) is x
+    np.testing.assert_array_equal(npnorm.nn.Dropout(1.0)(x).data, [np.nan, 0.0, 0.0])
 
 
 def test_repeats_an_array_finds_one_array_handed_to_two_inputs():

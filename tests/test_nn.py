@@ -337,7 +337,7 @@ def test_linear_gradcheck(bias):
         (lambda: nn.Linear(3, 2, dtype=np.int32), TypeError, "dtype"),
         (lambda: nn.Linear(3, 2, rng="seed"), TypeError, "rng"),
         (lambda: nn.Embedding(0, 3), ValueError, "num_embeddings"),
-        (lambda: nn.Dropout(1.0), ValueError, "p must be"),
+        (lambda: nn.Dropout(1.5), ValueError, "p must be"),
         (lambda: nn.Dropout(-0.1), ValueError, "p must be"),
         (lambda: nn.GELU("fast"), ValueError, "approximate"),
         (lambda: nn.LayerNorm(4, eps=-1e-5), ValueError, "eps"),

@@ -603,6 +603,20 @@ def test_arrays_follow_numpy_promotion(tensor_dtype, array_dtype):
         assert y.dtype == expected
 
 
+@pytest.mark.parametrize("array_dtype", [np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.int64])
+@pytest.mark.parametrize("tensor_dtype", [np.float32, np.float64])
+def test_bool_and_integer_arrays_follow_numpy_promotion(tensor_dtype, array_dtype):
+    """float32 with a mask or a small-integer array stays float32 (NumPy's rule); with int32/int64, float64."""
+    x = npnorm.tensor(np.ones(3, dtype=tensor_dtype), requires_grad=True)
+    a = np.array([1, 0, 1], dtype=array_dtype)
+    expected = (np.ones(3, dtype=tensor_dtype) * a).dtype
+    for y in (x * a, a * x, x + a, a - x, x / np.ones(3, array_dtype), a @ x):
+        assert isinstance(y, Tensor) and y.dtype == expected
+    (x * a).sum().backward()
+    assert x.grad.dtype == tensor_dtype
+    np.testing.assert_array_equal(x.grad, [1, 0, 1])
+
+
 @pytest.mark.parametrize("data", [3, [1, 2, 3], [[1.0, 2.0]], np.arange(4), np.array([True, False]), 2.5])
 def test_python_numbers_lists_and_ints_become_float64(data):
     assert npnorm.tensor(data).dtype == np.float64

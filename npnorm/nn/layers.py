@@ -101,8 +101,8 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, *, rng=None):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
-            raise ValueError(f"Dropout: p must be a probability in [0, 1), got {p!r}")
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+            raise ValueError(f"Dropout: p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
         self.rng = None if rng is None else _checks.generator("Dropout", rng)
 
