@@ -28,7 +28,7 @@ from scipy import special, stats
 
 import npnorm
 import npnorm.functional as F
-from npnorm import Tensor
+from npnorm import Tensor, ops
 
 # ------------------------------------------------------------------------------------------ input domains
 
@@ -821,3 +821,43 @@ def test_softmax_of_a_0d_tensor_is_one_along_axis_0_or_minus_1():
 def test_dropout_takes_a_generator_not_a_seed():
     with pytest.raises(TypeError, match="generator must be a numpy.random.Generator"):
         F.dropout(npnorm.tensor(np.ones(4)), 0.5, generator=3)
+
+
+# ------------------------------------------------------------------ float32 sums over many terms (ops.WIDE_SUM_FROM)
+
+LONG = 200_000  # rows: NumPy's float32 sum over axis 0 adds them one after another (error ~1e-3 here)
+
+
+def _float32_columns(rng) -> np.ndarray:
+    return (0.1 + rng.random((LONG, 3))).astype(np.float32)
+
+
+def _assert_float32_and_close(result: np.ndarray, exact: np.ndarray) -> None:
+    assert result.dtype == np.float32
+    np.testing.assert_allclose(result, exact, rtol=2e-7, atol=0)  # the float32 rounding of the exact value
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", "var"])
+def test_float32_reductions_over_many_rows_accumulate_in_float64(reduction, rng):
+    a = _float32_columns(rng)
+    out = getattr(npnorm.tensor(a), reduction)(axis=0).data
+    _assert_float32_and_close(out, getattr(a.astype(np.float64), reduction)(axis=0))
+
+
+def test_float32_bias_gradients_over_many_rows_accumulate_in_float64(rng):
+    g = _float32_columns(rng)
+    exact = g.astype(np.float64).sum(axis=0)
+    x = npnorm.tensor(np.zeros((LONG, 3), np.float32), requires_grad=True)
+    b = npnorm.tensor(np.zeros(3, np.float32), requires_grad=True)
+    (x + b).backward(g)  # unbroadcast
+    _assert_float32_and_close(b.grad, exact)
+    w = npnorm.tensor(np.eye(3, dtype=np.float32), requires_grad=True)
+    c = npnorm.tensor(np.zeros(3, np.float32), requires_grad=True)
+    F.linear(x, w, c).backward(g)  # Linear's own bias gradient
+    _assert_float32_and_close(c.grad, exact)
+
+
+def test_short_float32_sums_stay_float32_sums(rng):
+    """Below WIDE_SUM_FROM terms nothing changes: the bits are NumPy's float32 sum's."""
+    a = rng.standard_normal((ops.WIDE_SUM_FROM - 1, 5)).astype(np.float32)
+    np.testing.assert_array_equal(npnorm.tensor(a).sum(axis=0).data, a.sum(axis=0))

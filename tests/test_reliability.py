@@ -1528,3 +1528,32 @@ def test_fuzz_gradcheck(norm_name, data):
     if norm.name == "ada_norm":
         fn = straight_through(_ada_frozen_phi(x, 1e-5), fn)
     assert npnorm.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3)
+
+
+LONG_SHAPES = {
+    "layer_norm": (100_000, 4),
+    "rms_norm": (100_000, 4),
+    "batch_norm": (100_000, 3),
+    "group_norm": (50_000, 4, 2),
+}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("norm", sorted(LONG_SHAPES))
+def test_float32_parameter_gradients_over_many_rows_keep_float32_accuracy(norm, impl):
+    """Row: dweight/dbias sum over 10^5 rows. The composed impl summed them in float32 one row after another
+    (1% off at 10^6 rows); every impl must stay near the float64 result, as the kernels and reference do."""
+    norm = NORMS[norm]
+    shape = LONG_SHAPES[norm.name]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    params = _params(norm, rng, shape, np.float32)
+    dy = (0.1 + rng.random(shape)).astype(np.float32)  # one sign: partial sums grow with the rows
+    got = _run(norm, x, params, impl, dy=dy)
+    exact = _run(norm, x.astype(np.float64), {k: v.astype(np.float64) for k, v in params.items()}, "numpy",
+                 dy=dy.astype(np.float64))  # fmt: skip
+    for name in ("dweight", "dbias"):
+        if name in got:
+            assert got[name].dtype == np.float32
+            scale = np.max(np.abs(exact[name]))
+            assert np.max(np.abs(got[name] - exact[name])) <= 2e-6 * scale, name
