@@ -482,6 +482,24 @@ def test_float64_statistics_that_would_overflow_raise_a_clear_error(norm, impl):
     stat = "(variance|mean square|squared norm)"
     with pytest.raises(OverflowError, match=rf"^{norm}: the {stat} of .* overflows float64"):
         forward(scaled)
+    scaled[row] *= 1e40  # 1e200: the mean's own rounding squared overflows too (inf - inf gave NaN, no error)
+    with pytest.raises(OverflowError, match=rf"^{norm}: the {stat} of .* overflows float64"):
+        forward(scaled)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", [(3, 2), (70_000, 2), (3, 2, 5), (9_000, 2, 8)], ids=str)
+def test_batch_norm_statistics_that_would_overflow_leave_the_running_statistics_alone(shape, impl):
+    """Row: BatchNorm in training, one channel spread to 1e200 (several chunks at the larger shapes): the
+    OverflowError comes before the running statistics change (they were overwritten with NaN)."""
+    x = np.random.default_rng(5).standard_normal(shape)
+    x[:, 1] *= 1e200
+    running_mean, running_var = np.zeros(2), np.ones(2)
+    with pytest.raises(OverflowError, match="^batch_norm: the variance of channel 1 overflows float64"):
+        with np.errstate(over="ignore"):
+            F.batch_norm(npnorm.tensor(x), running_mean, running_var, training=True, impl=impl)
+    np.testing.assert_array_equal(running_mean, [0.0, 0.0])
+    np.testing.assert_array_equal(running_var, [1.0, 1.0])
 
 
 @pytest.mark.parametrize("scale", [1e110, 1e-100])

@@ -567,7 +567,10 @@ is_float64 = _is_float64 if numba.config.DISABLE_JIT else _is_float64_constant
 def _corrected_m2(v, t, cm):
     """M2 = Σ d² − Σ d · mean(d): the corrected two-pass sum of squares about the corrected mean m + mean(d),
     from the sums of d = x − m (norms/_moments.py). Below 0 only by rounding, where the spread is within an ulp
-    of the mean: then 0. NaN stays NaN (it compares False)."""
+    of the mean: then 0. NaN stays NaN (it compares False). A Σ d² that overflowed stays inf: the correction,
+    t·cm, is then inf too, and inf − inf would be a NaN that the callers' overflow check (rstd = 0) misses."""
+    if v == np.inf:
+        return v
     m2 = v - t * cm
     return 0.0 if m2 < 0.0 else m2
 

@@ -25,7 +25,12 @@ def corrected_two_pass(x64: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray]:
     m = x64.mean(axis=axis, keepdims=True)
     d = x64 - m
     c = d.mean(axis=axis, keepdims=True)
-    var = np.maximum((d * d).mean(axis=axis, keepdims=True) - c * c, 0.0)  # < 0 only by rounding; NaN stays NaN
+    square = (d * d).mean(axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore"):  # inf − inf where Σ d² overflowed: replaced below
+        var = np.maximum(square - c * c, 0.0)  # < 0 only by rounding; NaN stays NaN
+    # Σ d² overflowed (finite values spread beyond ~1e154): inf, as the callers' overflow check expects (inf − inf
+    # would be NaN, which it cannot tell from a NaN input's)
+    var[square == np.inf] = np.inf
     return (m + c).squeeze(axis), var.squeeze(axis)
 
 
