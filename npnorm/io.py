@@ -19,6 +19,7 @@ than call `np.savez(file, **arrays)`, whose own keyword arguments would collide 
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import numbers
 import os
@@ -82,6 +83,10 @@ def _create_temporary(folder: str, name: str) -> tuple[str, int]:
         tmp_name = os.path.join(folder, f".{name[:40]}.{secrets.token_hex(4)}.tmp")
         try:
             return tmp_name, os.open(tmp_name, flags, 0o666)
+        except FileNotFoundError:  # the error would name our temporary file, which the caller never asked for
+            raise FileNotFoundError(
+                errno.ENOENT, f"save: the folder {folder!r} does not exist", os.path.join(folder, name)
+            ) from None
         except FileExistsError:  # another writer picked the same random part: pick again
             continue
 

@@ -384,3 +384,11 @@ def test_model_state_dict_round_trip(tmp_path, rng):
     assert sorted(state) == sorted(model.state_dict())
     other.load_state_dict(state)
     np.testing.assert_array_equal(other(x).data, expected)
+
+
+def test_saving_into_a_missing_folder_names_the_target_not_a_temporary_file(tmp_path):
+    target = tmp_path / "no_such_folder" / "ck.npz"
+    with pytest.raises(FileNotFoundError, match="no_such_folder' does not exist") as info:
+        npnorm.save({"a": np.ones(1)}, target)
+    assert info.value.filename == str(target)  # it was the hidden .ck.npz.<random>.tmp
+    assert not (tmp_path / "no_such_folder").exists()

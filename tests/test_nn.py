@@ -589,6 +589,27 @@ def test_layer_norm_parameters():
     assert "bias=False" in repr(gain_only)
 
 
+@pytest.mark.parametrize(
+    "layer, x",
+    [
+        (nn.BatchNorm1d(3), np.ones((4, 5), np.float32)),
+        (nn.BatchNorm1d(3, affine=False), np.ones((4, 5, 2), np.float32)),  # running statistics only
+        (nn.GroupNorm(1, 3), np.ones((4, 5, 2), np.float32)),
+    ],
+    ids=["batch_norm", "batch_norm-statistics-only", "group_norm"],
+)
+def test_an_input_with_the_wrong_channel_count_is_named_as_such(layer, x):
+    """It was blamed on the weight ("weight has shape (3,), expected (5,)")."""
+    with pytest.raises(ValueError, match=r"input of shape \(4, 5.*\) has 5 channels, but the layer has num_\w+=3"):
+        layer(x)
+
+
+def test_layers_without_per_channel_state_take_any_channel_count_as_pytorch_does():
+    x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    assert nn.BatchNorm1d(3, affine=False, track_running_stats=False)(x).shape == (4, 5)
+    assert nn.GroupNorm(1, 3, affine=False)(x).shape == (4, 5)
+
+
 def test_layer_norm_dtype_mismatch_is_clear():
     with pytest.raises(TypeError, match="float32 but the input is float64"):
         nn.LayerNorm(3)(npnorm.tensor(np.ones((2, 3))))

@@ -538,6 +538,12 @@ def test_init_bounds_and_reproducibility(mode):
             r"tuple \(h, c\)",
         ),
         (lambda: nn.LSTM(3, 4)(np.ones((0, 2, 3), np.float32)), ValueError, "sequence is empty"),
+        (
+            lambda: nn.LSTMCell(3, 2)(np.zeros((4, 3), np.float32), (np.zeros((4, 2), np.float32), None)),
+            TypeError,
+            "^LSTMCell: initial state c must hold real numbers",  # it said "input"
+        ),
+        (lambda: nn.GRU(3, 2)(np.zeros((1, 4, 3), np.float32), "abc"), TypeError, "^GRU: initial state h must hold"),
         (lambda: nn.RNNCell(3, 4, nonlinearity="sigmoid"), ValueError, "nonlinearity must be one of"),
         (lambda: nn.LSTM(3, 4, num_layers=0), ValueError, "num_layers must be an integer >= 1"),
         (lambda: nn.GRUCell(0, 4), ValueError, "input_size must be an integer >= 1"),

@@ -161,6 +161,14 @@ class RMSNorm(Module):
         return s
 
 
+def _check_channels(who: str, name: str, C: int, x: Tensor, *per_channel) -> None:
+    """A clear error for an input whose channel count is not the layer's (the functional call would blame a
+    weight's or running statistic's shape). Only where the layer holds per-channel state: without any, PyTorch
+    normalizes any channel count, and so does this layer."""
+    if any(p is not None for p in per_channel) and x.ndim >= 2 and x.shape[1] != C:
+        raise ValueError(f"{who}: input of shape {x.shape} has {x.shape[1]} channels, but the layer has {name}={C}")
+
+
 class BatchNorm1d(Module):
     """y = γ ⊙ (x − μ)/√(σ² + ε) + β per channel over the batch (Ioffe & Szegedy 2015), as torch.nn.BatchNorm1d.
 
@@ -228,6 +236,7 @@ class BatchNorm1d(Module):
         x = F.as_tensor(x, "BatchNorm1d")
         if x.ndim not in (2, 3):
             raise ValueError(f"BatchNorm1d: expected 2D or 3D input (N, C) or (N, C, L), got shape {x.shape}")
+        _check_channels("BatchNorm1d", "num_features", self.num_features, x, self.weight, self.running_mean)
         # As PyTorch: without running statistics the batch's own are used in evaluation too.
         use_batch_stats = self.training or self.running_mean is None
         return F.batch_norm(
@@ -289,6 +298,8 @@ class GroupNorm(Module):
             init.zeros_(self.bias)
 
     def forward(self, x) -> Tensor:
+        x = F.as_tensor(x, "GroupNorm")
+        _check_channels("GroupNorm", "num_channels", self.num_channels, x, self.weight)
         return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps, impl=self.impl)
 
     def extra_repr(self) -> str:

@@ -272,7 +272,7 @@ class _Recurrent(Module):
     # ------------------------------------------------------------------------------------ input checks
     def _tensor(self, value, what: str) -> Tensor:
         who = type(self).__name__
-        t = F.as_tensor(value, who)
+        t = F.as_tensor(value, who, what)
         if t.dtype != self.dtype:
             raise TypeError(
                 f"{who}: {what} is {t.dtype} but the parameters are {self.dtype}; use one dtype for both "
