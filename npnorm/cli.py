@@ -190,7 +190,7 @@ def _add_train(sub) -> None:
 
     train = sub.add_parser(
         "train",
-        help="run an experiment: mlp (batch size, Ba et al.) or variants (Xu et al.)",
+        help="run an experiment: mlp (batch size, Ba et al.), rnn (recurrent, Ba et al.) or variants (Xu et al.)",
         description="Run one of the reproducible experiments; --seed makes a run repeatable to the last digit.",
     )
     tasks = train.add_subparsers(dest="task", metavar="TASK")
@@ -355,7 +355,7 @@ def _run_train_rnn(args) -> int:
 def _add_reproduce(sub) -> None:
     description = (
         "Run the three experiments (batch size and recurrent, Ba et al. 2016; variants, Xu et al. 2019) and write "
-        "DIR/results.md with tables, verdicts against the papers and PNG plots in DIR/img. About 5 minutes on 2 cores."
+        "DIR/results.md with tables, verdicts against the papers and PNG plots in DIR/img. About 4 minutes on 2 cores."
     )
     repro = sub.add_parser(
         "reproduce", help="run every experiment; write results.md and its plots", description=description
