@@ -176,16 +176,29 @@ def test_layer_norm_statistics_of_a_far_off_centre_float64_row_are_correctly_rou
         _check_against_exact(m, 1 / r**2, x)
 
 
-def test_batch_norm_statistics_of_a_far_off_centre_float64_channel_are_correctly_rounded():
-    """|μ|/σ = 1e6 (uncorrected, the kernel's mean was off by 2.5 ulps). The kernel's combination of several
-    chunks carries the rounding of the chunk means into the variance, 3e-13 of it here (kernels/batch_norm.py,
-    "Statistics"), hence its wider bound."""
-    x = 1e8 + 1e2 * np.random.default_rng(6).standard_normal((4096, 10, 1))  # several chunks (≥ 32768 values)
-    mean, var = np.empty(10), np.empty(10)
+@pytest.mark.parametrize(
+    "shape, channels",
+    [
+        ((4096, 10, 1), range(10)),  # (N, C): several chunks (≥ 32768 values)
+        ((40960, 8, 1), range(8)),  # 16 chunks
+        ((64, 1024, 1), (0, 511, 1023)),  # C ≥ 1024: the four-row passes, 4 chunks
+        ((4096, 4, 10), range(4)),  # (N, C, L)
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("off_centre", [1e6, 1e11])
+def test_batch_norm_statistics_of_a_far_off_centre_float64_channel_are_correctly_rounded(shape, channels, off_centre):
+    """|μ|/σ up to 1e11. Uncorrected, the kernel's mean was off by 2.5 ulps; combining several chunks carried the
+    chunk means' rounding (an ulp of |μ|) into the variance, 1e-8 to 8e-8 of it at 1e11, until the chunks summed
+    x minus a sample of the channel (kernels/batch_norm.py, "Statistics")."""
+    x = 1e8 + (1e8 / off_centre) * np.random.default_rng(6).standard_normal(shape)
+    mean, var = np.empty(shape[1]), np.empty(shape[1])
     batch_norm_kernels.batch_norm_stats(mean, var, x)
     ref_mean, ref_var = stats_reference(x)
+    channels = list(channels)
+    units = [x[:, c, :].ravel() for c in channels]
     for m, v in ((mean, var), (ref_mean, ref_var)):
-        _check_against_exact(m, v, x[:, :, 0].T, var_rtol=1e-11 if m is mean else 1e-13)
+        _check_against_exact(m[channels], v[channels], units)
 
 
 def test_is_float64_is_a_dtype_test_in_compiled_and_plain_code():
