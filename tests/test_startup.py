@@ -357,3 +357,38 @@ def test_default_jobs_reads_numbas_setting_without_importing_numba(setting, expe
     jobs, imported = out.stdout.split()
     assert imported == "False"
     assert int(jobs) == (expected or warmup._jobs_for(warmup._usable_cpus()))
+
+
+_INTERRUPTED_IMPORT_SCRIPT = """
+import sys
+import numpy as np
+import npnorm.functional as F
+
+class InterruptOnce:  # a Ctrl-C that lands while numba's import has reached TARGET
+    def find_spec(self, name, path=None, target=None):
+        if name == TARGET:
+            sys.meta_path.remove(self)
+            raise KeyboardInterrupt
+        return None
+
+TARGET = sys.argv[1]
+sys.meta_path.insert(0, InterruptOnce())
+x = np.random.default_rng(0).standard_normal((8, 16))
+try:
+    F.layer_norm(x, 16)
+except KeyboardInterrupt:
+    print("interrupted")
+print(float(np.abs(F.layer_norm(x, 16).data - F.layer_norm(x, 16, impl="numpy").data).max()))
+"""
+
+
+@pytest.mark.parametrize("where", ["numba.core.types", "numba.core.typing.templates", "numba.np.ufunc", "yaml"])
+def test_a_ctrl_c_during_numbas_import_leaves_the_next_call_working(where):
+    """The first kernel call imports numba (a few tenths of a second), where a Ctrl-C most often lands. It left
+    numba half-imported, and every later numba call in the process failed ("module 'numba' has no attribute
+    'core'")."""
+    out = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_IMPORT_SCRIPT, where], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == "interrupted"
+    assert float(out[1]) < 1e-12

@@ -13,6 +13,7 @@ their NumPy twins.
 from __future__ import annotations
 
 import importlib
+import sys
 import warnings
 
 from .. import _collector
@@ -26,6 +27,7 @@ def load(name: str):
     global _warned_no_numba
     if name in _modules:
         return _modules[name]
+    before = None if "numba" in sys.modules else set(sys.modules)
     try:
         # Importing numba makes some hundred thousand objects that live as long as the process; collecting
         # garbage among them while they are made only walks them again and again (npnorm/_collector.py).
@@ -33,6 +35,10 @@ def load(name: str):
         # against 87 collections, 0.036-0.040 s, with the collector on during this import.
         with _collector.paused():
             module = importlib.import_module(f"{__name__}.{name}")
+    except KeyboardInterrupt:
+        if before is not None:
+            _forget_modules_since(before)
+        raise
     except ImportError as exc:
         if not _is_missing_numba(exc):
             raise
@@ -46,6 +52,20 @@ def load(name: str):
             )
     _modules[name] = module
     return module
+
+
+# Packages imported before numba whose C extensions must not be imported twice in one process.
+_NEVER_FORGOTTEN = ("numpy",)
+
+
+def _forget_modules_since(before: set) -> None:
+    """Drop the modules imported since ``before`` from ``sys.modules``: a Ctrl-C in the first kernel call lands
+    in numba's import most of the time (it takes a few tenths of a second), and left numba and its dependencies
+    half-initialised in sys.modules, so that every later numba call in the process failed ("module 'numba' has
+    no attribute 'core'"). Forgotten, they are imported afresh by the next call, which then works."""
+    for module_name in [m for m in sys.modules if m not in before]:
+        if module_name.partition(".")[0] not in _NEVER_FORGOTTEN:
+            del sys.modules[module_name]
 
 
 def load_compiled(name: str):
