@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import threading
 from collections.abc import Iterator
 
@@ -21,6 +22,7 @@ __all__ = ["paused"]
 _lock = threading.Lock()
 _depth = 0  # blocks inside now, in all threads
 _restore = False  # whether the collector was on when the first of them entered
+_local = threading.local()  # .depth: the blocks this thread is inside (a fork child keeps only its own)
 
 
 @contextlib.contextmanager
@@ -36,10 +38,32 @@ def paused() -> Iterator[None]:
             _restore = gc.isenabled()
             gc.disable()
         _depth += 1
+        _local.depth = _blocks_of_this_thread() + 1
     try:
         yield
     finally:
         with _lock:
             _depth -= 1
+            _local.depth -= 1
             if _depth == 0 and _restore:
                 gc.enable()
+
+
+def _after_fork_in_child() -> None:
+    """A fork child has only the forking thread: blocks that other threads were inside (compiling) will never
+    be left there, and would keep the child's collector off for good. Blocks of the forking thread itself stay
+    counted; their exits restore the collector as usual. (The lock is new: another thread may have held it.)"""
+    global _lock, _depth, _restore
+    _lock = threading.Lock()
+    ours = _blocks_of_this_thread()
+    if _depth and not ours and _restore:
+        gc.enable()
+    _depth = ours
+
+
+def _blocks_of_this_thread() -> int:
+    return getattr(_local, "depth", 0)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

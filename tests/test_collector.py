@@ -167,3 +167,35 @@ def test_a_cache_that_is_only_read_loads_entries_and_writes_none(tmp_path, monke
     assert sum(reader.stats.cache_misses.values()) == 1
     assert sorted(path.name for path in tmp_path.rglob("*")) == written
     np.testing.assert_array_equal(y32, 2 * np.arange(4, dtype=np.float32))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_child_does_not_inherit_other_threads_pauses(collector_restored):
+    """Forked while another thread compiled, a child had the collector off for good: that thread's block is
+    never left in the child. The child now counts only its own thread's blocks."""
+    gc.enable()
+    inside, leave = threading.Event(), threading.Event()
+
+    def compiling():
+        with _collector.paused():
+            inside.set()
+            leave.wait()
+
+    thread = threading.Thread(target=compiling)
+    thread.start()
+    inside.wait()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running the parent's test machinery
+        with _collector.paused():
+            paused_inside = not gc.isenabled()
+        os.write(write, f"{gc.isenabled()} {paused_inside}".encode())
+        os._exit(0)
+    os.close(write)
+    report = os.read(read, 100).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    leave.set()
+    thread.join()
+    assert report == "True True"
+    assert gc.isenabled()
