@@ -14,6 +14,9 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import npnorm
 from npnorm.optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR, clip_grad_norm_
@@ -613,6 +616,36 @@ def test_adam_kernel_is_bit_identical_to_numpy_twin(monkeypatch, rng, dtype, nam
         grads.append(step_grads)
     kernel_params, kernel_state = _adam_trajectory(monkeypatch, True, name, kwargs, arrays, grads)
     numpy_params, numpy_state = _adam_trajectory(monkeypatch, False, name, kwargs, arrays, grads)
+    for a, b in zip(kernel_params, numpy_params, strict=True):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+    for key in numpy_state:
+        np.testing.assert_array_equal(kernel_state[key], numpy_state[key], err_msg=key)
+
+
+@settings(max_examples=15)
+@given(
+    shapes=st.lists(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6), min_size=1, max_size=3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    case=st.sampled_from(range(len(ADAM_KERNEL_CASES))),
+    seed=st.integers(0, 2**16),
+)
+def test_adam_kernel_is_bit_identical_to_numpy_twin_at_random_shapes(shapes, dtype, case, seed):
+    """The same property over random parameter shapes (0-d, empty, up to 3-D), several parameters at once."""
+    from npnorm import optim
+
+    if optim._adam_kernel() is None:
+        pytest.skip("numba kernels unavailable (numba missing or NUMBA_DISABLE_JIT)")
+    name, kwargs = ADAM_KERNEL_CASES[case]
+    rng = np.random.default_rng(seed)
+    arrays = [np.asarray(rng.standard_normal(s), dtype=dtype) for s in shapes]  # 0-d: an array, not a scalar
+    grads = [
+        [np.asarray(10.0 ** rng.integers(-6, 4) * rng.standard_normal(s), dtype=dtype) for s in shapes]
+        for _ in range(3)
+    ]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        kernel_params, kernel_state = _adam_trajectory(monkeypatch, True, name, kwargs, arrays, grads)
+        numpy_params, numpy_state = _adam_trajectory(monkeypatch, False, name, kwargs, arrays, grads)
     for a, b in zip(kernel_params, numpy_params, strict=True):
         assert a.dtype == dtype
         np.testing.assert_array_equal(a, b)

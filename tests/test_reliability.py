@@ -124,8 +124,13 @@ def _abs_max(a) -> float:
 # The largest coefficient of the leading term of each backward formula (∂y/∂x with the statistics held
 # fixed: rstd·γ for LayerNorm, rrms·γ for RMSNorm, g/‖v‖ for WeightNorm, ...). Every gradient entry is a sum
 # of terms of about this size times |dy|, so rounding errors are measured against it (see _term_scale).
+def _gain(p) -> float:
+    """The largest |γ|, 1 without one (the fuzz drops parameters)."""
+    return _abs_max(p["weight"]) if p.get("weight") is not None else 1.0
+
+
 def _ln_scale(x, p, eps, **kw):
-    return _max_rstd(x.reshape(-1, x.shape[-1]), eps) * _abs_max(p["weight"])
+    return _max_rstd(x.reshape(-1, x.shape[-1]), eps) * _gain(p)
 
 
 def _ada_scale(x, p, eps, *, C=1.5, k=0.1, **kw):
@@ -136,18 +141,18 @@ def _ada_scale(x, p, eps, *, C=1.5, k=0.1, **kw):
 def _rms_scale(x, p, eps, **kw):
     rows = x.reshape(-1, x.shape[-1])
     rrms = 1.0 / np.sqrt((rows * rows).mean(axis=-1) + eps) if rows.size else np.zeros(0)
-    return _abs_max(rrms) * _abs_max(p["weight"])
+    return _abs_max(rrms) * _gain(p)
 
 
-def _bn_scale(x, p, eps, **kw):
+def _bn_scale(x, p, eps, training=None, **kw):
     channels = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1)  # (C, N·L)
-    if _bn_training(x.shape):
-        return _max_rstd(channels, eps) * _abs_max(p["weight"])
-    return _abs_max(p["weight"] / np.sqrt(p["running_var"] + eps))
+    if _bn_training(x.shape) if training is None else training:
+        return _max_rstd(channels, eps) * _gain(p)
+    return _abs_max(1.0 / np.sqrt(p["running_var"] + eps)) * _gain(p)
 
 
 def _gn_scale(x, p, eps, *, num_groups, **kw):
-    return _max_rstd(_gn_rows(x, num_groups), eps) * _abs_max(p["weight"])
+    return _max_rstd(_gn_rows(x, num_groups), eps) * _gain(p)
 
 
 def _wn_scale(v, p, eps, **kw):
@@ -159,9 +164,10 @@ def _bn_training(shape) -> bool:
     return shape[0] * math.prod(shape[2:]) != 1
 
 
-def _bn_call(x, p, impl, eps, **kw):
-    return F.batch_norm(x, p.get("running_mean"), p.get("running_var"), p["weight"], p["bias"],
-                        training=_bn_training(x.shape), eps=eps, impl=impl)  # fmt: skip
+def _bn_call(x, p, impl, eps, training=None, **kw):
+    training = _bn_training(x.shape) if training is None else training
+    return F.batch_norm(x, p.get("running_mean"), p.get("running_var"), p.get("weight"), p.get("bias"),
+                        training=training, eps=eps, impl=impl)  # fmt: skip
 
 
 def _row_masks(shape, index, **kw):
@@ -216,7 +222,7 @@ class Norm:
 
 
 def _ln_call(x, p, impl, eps, **kw):
-    return F.layer_norm(x, x.shape[-1], p["weight"], p["bias"], eps, impl=impl)
+    return F.layer_norm(x, x.shape[-1], p.get("weight"), p.get("bias"), eps, impl=impl)
 
 
 def _ada_call(x, p, impl, eps, **kw):
@@ -224,11 +230,11 @@ def _ada_call(x, p, impl, eps, **kw):
 
 
 def _rms_call(x, p, impl, eps, **kw):
-    return F.rms_norm(x, x.shape[-1], p["weight"], eps, impl=impl)
+    return F.rms_norm(x, x.shape[-1], p.get("weight"), eps, impl=impl)
 
 
 def _gn_call(x, p, impl, eps, *, num_groups, **kw):
-    return F.group_norm(x, num_groups, p["weight"], p["bias"], eps, impl=impl)
+    return F.group_norm(x, num_groups, p.get("weight"), p.get("bias"), eps, impl=impl)
 
 
 def _wn_call(v, p, impl, eps, **kw):
@@ -1478,8 +1484,14 @@ def _norm_case(draw, norm_name: str, max_side: int = 5):
     x = (offset + scale * rng.standard_normal(shape)).astype(dtype)
     norm = NORMS[norm_name]
     params = _params(norm, rng, shape, dtype)
+    # any of the affine parameters may be absent: the kernels skip them by flags, which need the coverage too
+    for name in ("weight", "bias"):
+        if name in params and draw(st.booleans()):
+            del params[name]
     if norm_name == "batch_norm":
-        params = {k: v for k, v in params.items() if k not in STATE}  # training, batch statistics only
+        kw["training"] = draw(st.booleans())
+        if kw["training"]:  # batch statistics only; evaluation normalizes with the running ones
+            params = {k: v for k, v in params.items() if k not in STATE}
     return x, params, kw
 
 
@@ -1494,7 +1506,7 @@ def test_fuzz_implementations_agree_and_stay_finite(norm_name, data):
     norm = NORMS[norm_name]
     x, params, kw = data.draw(_norm_case(norm_name))
     kw = kw or _kw(norm, x.shape)
-    if norm.name == "batch_norm" and x.shape[0] * math.prod(x.shape[2:]) == 1:
+    if norm.name == "batch_norm" and kw["training"] and x.shape[0] * math.prod(x.shape[2:]) == 1:
         with pytest.raises(ValueError, match="batch_norm"):  # one value per channel cannot be trained on
             _run(norm, x, params, "numpy", kw=kw)
         return
@@ -1532,7 +1544,7 @@ def test_fuzz_gradcheck(norm_name, data):
     x, params, kw = data.draw(_norm_case(norm_name, max_side=3))
     x = x.astype(np.float64)
     kw = kw or _kw(norm, x.shape)
-    if norm.name == "batch_norm" and x.shape[0] * math.prod(x.shape[2:]) == 1:
+    if norm.name == "batch_norm" and kw["training"] and x.shape[0] * math.prod(x.shape[2:]) == 1:
         return  # a clear ValueError, tested by the property above
     impl = data.draw(st.sampled_from(IMPLS))
     names = [k for k in params if k not in STATE]
@@ -1540,8 +1552,10 @@ def test_fuzz_gradcheck(norm_name, data):
         npnorm.tensor(params[k].astype(np.float64), requires_grad=True) for k in names
     )
 
+    state = {k: params[k].astype(np.float64) for k in STATE if k in params}  # BatchNorm evaluation: read only
+
     def fn(xt, *ps):
-        return norm.call(xt, dict(zip(names, ps, strict=True)), impl, 1e-5, **kw)
+        return norm.call(xt, dict(zip(names, ps, strict=True), **state), impl, 1e-5, **kw)
 
     if norm.name == "ada_norm":
         fn = straight_through(_ada_frozen_phi(x, 1e-5), fn)
