@@ -329,6 +329,46 @@ def test_linear_gradcheck(bias):
     assert npnorm.gradcheck(lambda x, *params: lin(x), (x, *lin.parameters()))
 
 
+def test_embedding_gradcheck():
+    emb = nn.Embedding(5, 3, dtype=np.float64)
+    index = np.array([[0, 4, 4], [2, 0, 1]])  # repeated rows: their gradients add up
+    assert npnorm.gradcheck(lambda weight: emb(index) * emb(index), (emb.weight,))
+
+
+@pytest.mark.parametrize("impl", ["numba", "numpy", "composed"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batch_norm_module_gradcheck(impl, training):
+    """Through the layer, with respect to the input, γ and β; evaluation with running statistics moved away from
+    their initial 0 and 1."""
+    rng = np.random.default_rng(8)
+    bn = nn.BatchNorm1d(3, dtype=np.float64, impl=impl)
+    for name in ("weight", "bias"):
+        getattr(bn, name).data[...] = rng.standard_normal(3)
+    bn.running_mean[...] = rng.standard_normal(3)
+    bn.running_var[...] = rng.uniform(0.5, 2.0, 3)
+    bn.train(training)
+    x = npnorm.tensor(rng.standard_normal((5, 3, 2)), requires_grad=True)
+    before = bn.running_mean.copy()
+    # momentum 0 while checking: each call in training would move the running statistics otherwise
+    bn.momentum = 0.0
+    assert npnorm.gradcheck(lambda t, *params: bn(t), (x, *bn.parameters()))
+    np.testing.assert_array_equal(bn.running_mean, before)
+
+
+def test_grad_probe_gradcheck():
+    from npnorm.experiments._train import GradProbe
+
+    x = npnorm.tensor(np.random.default_rng(9).standard_normal((3, 4)), requires_grad=True)
+    assert npnorm.gradcheck(lambda t: GradProbe.apply(t, []) ** 2, (x,))
+
+
+def test_astype_gradcheck():
+    """Cast's backward casts the gradient back: through float32 and back, with a step float32 can resolve."""
+    x = npnorm.tensor(np.random.default_rng(10).standard_normal((3, 4)), requires_grad=True)
+    fn = lambda t: t.astype(np.float32).astype(np.float64) * t  # noqa: E731
+    assert npnorm.gradcheck(fn, (x,), eps=1e-2, atol=1e-4, rtol=1e-3)
+
+
 @pytest.mark.parametrize(
     "make, error, match",
     [
@@ -720,6 +760,7 @@ def test_group_norm_module_matches_functional(impl):
     m.weight.data[...] = rng.standard_normal(6)
     x = npnorm.tensor(rng.standard_normal((3, 6, 5)), requires_grad=True)
     np.testing.assert_array_equal(m(x).data, F.group_norm(x, 2, m.weight, m.bias, 1e-5, impl=impl).data)
-    assert npnorm.gradcheck(lambda t: m(t), (x,))
+    m.bias.data[...] = rng.standard_normal(6)
+    assert npnorm.gradcheck(lambda t, *params: m(t), (x, *m.parameters()))  # weight and bias too
     with pytest.raises(ValueError, match="divisible"):
         nn.GroupNorm(4, 6)

@@ -462,6 +462,7 @@ def test_module_matches_functional_and_pytorch_layout(impl):
     x = npnorm.tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)
     np.testing.assert_allclose(m(x).data, F.rms_norm(x, (3, 4), m.weight, 1e-6, impl=impl).data, rtol=1e-14)
     assert npnorm.gradcheck(lambda t, w: F.rms_norm(t, (3, 4), w, 1e-6, impl=impl), (x, m.weight))
+    assert npnorm.gradcheck(lambda t, w: m(t), (x, m.weight))  # the layer itself uses its weight
     assert list(nn.RMSNorm(4, elementwise_affine=False).parameters()) == []
     with pytest.raises(ValueError, match="eps"):
         nn.RMSNorm(4, eps=-1.0)
