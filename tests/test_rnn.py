@@ -162,10 +162,18 @@ def test_cell_gradcheck_from_zero_state(mode, layer_norm, rng):
 
 
 @pytest.mark.parametrize("layer_norm", [False, True], ids=["pytorch", "ln"])
+def test_relu_rnn_cell_gradcheck(layer_norm, rng):
+    cell = make_cell("RNN", layer_norm, rng, nonlinearity="relu")
+    h = tensor(rng, B, H)
+    params = tuple(cell.parameters())
+    assert npnorm.gradcheck(lambda x, h, *_: cell(x, h), (tensor(rng, B, IN), h, *params))
+
+
+@pytest.mark.parametrize("layer_norm, impl", LN_CONFIGS, ids=["pytorch"] + [f"ln-{i}" for i in IMPLS])
 @pytest.mark.parametrize("mode", MODES)
-def test_sequence_gradcheck(mode, layer_norm, rng):
+def test_sequence_gradcheck(mode, layer_norm, impl, rng):
     # Two layers over T = 3 steps: backprop through time and through the stack of layers.
-    model = make_sequence(mode, layer_norm, rng, batch_first=(mode == "GRU"))
+    model = make_sequence(mode, layer_norm, rng, batch_first=(mode == "GRU"), impl=impl)
     x = tensor(rng, *((B, T, IN) if model.batch_first else (T, B, IN)))
     state = initial_state(mode, rng, 2, B, H)
     params = tuple(model.parameters())
