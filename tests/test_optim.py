@@ -594,6 +594,16 @@ def _adam_trajectory(monkeypatch, use_kernel, name, kwargs, arrays, grads):
     return [p.data for p in params], opt.state_dict()
 
 
+def _assert_kernel_gives_the_twins_bits(monkeypatch, name, kwargs, arrays, grads, dtype):
+    kernel_params, kernel_state = _adam_trajectory(monkeypatch, True, name, kwargs, arrays, grads)
+    numpy_params, numpy_state = _adam_trajectory(monkeypatch, False, name, kwargs, arrays, grads)
+    for a, b in zip(kernel_params, numpy_params, strict=True):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+    for key in numpy_state:
+        np.testing.assert_array_equal(kernel_state[key], numpy_state[key], err_msg=key)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     ("name", "kwargs"), ADAM_KERNEL_CASES, ids=[c[0] + str(i) for i, c in enumerate(ADAM_KERNEL_CASES)]
@@ -614,13 +624,7 @@ def test_adam_kernel_is_bit_identical_to_numpy_twin(monkeypatch, rng, dtype, nam
         if step == 2:
             step_grads[1][:] = 0
         grads.append(step_grads)
-    kernel_params, kernel_state = _adam_trajectory(monkeypatch, True, name, kwargs, arrays, grads)
-    numpy_params, numpy_state = _adam_trajectory(monkeypatch, False, name, kwargs, arrays, grads)
-    for a, b in zip(kernel_params, numpy_params, strict=True):
-        assert a.dtype == dtype
-        np.testing.assert_array_equal(a, b)
-    for key in numpy_state:
-        np.testing.assert_array_equal(kernel_state[key], numpy_state[key], err_msg=key)
+    _assert_kernel_gives_the_twins_bits(monkeypatch, name, kwargs, arrays, grads, dtype)
 
 
 @settings(max_examples=15)
@@ -644,13 +648,7 @@ def test_adam_kernel_is_bit_identical_to_numpy_twin_at_random_shapes(shapes, dty
         for _ in range(3)
     ]
     with pytest.MonkeyPatch.context() as monkeypatch:
-        kernel_params, kernel_state = _adam_trajectory(monkeypatch, True, name, kwargs, arrays, grads)
-        numpy_params, numpy_state = _adam_trajectory(monkeypatch, False, name, kwargs, arrays, grads)
-    for a, b in zip(kernel_params, numpy_params, strict=True):
-        assert a.dtype == dtype
-        np.testing.assert_array_equal(a, b)
-    for key in numpy_state:
-        np.testing.assert_array_equal(kernel_state[key], numpy_state[key], err_msg=key)
+        _assert_kernel_gives_the_twins_bits(monkeypatch, name, kwargs, arrays, grads, dtype)
 
 
 def test_adam_kernel_keeps_nan_and_inf_where_numpy_does(monkeypatch):
