@@ -31,15 +31,13 @@ from .autograd import Function, IndexedGrad
 WIDE_SUM_FROM = 256
 
 
-def accurate_sum(a: np.ndarray, axis, keepdims: bool = False, *, mean: bool = False) -> np.ndarray:
-    """``a.sum(axis)`` (or ``a.mean(axis)``), accumulated in float64 for float32 with many terms per output
+def accurate_sum(a: np.ndarray, axes: tuple, keepdims: bool = False, *, mean: bool = False) -> np.ndarray:
+    """``a.sum(axes)`` (or ``a.mean(axes)``), accumulated in float64 for float32 with many terms per output
     (see WIDE_SUM_FROM); the result keeps ``a``'s dtype."""
     reduce = a.mean if mean else a.sum
-    if a.dtype == np.float32 and a.size >= WIDE_SUM_FROM:
-        outputs = math.prod(1 if i in axis else n for i, n in enumerate(a.shape)) if axis is not None else 1
-        if a.size >= WIDE_SUM_FROM * outputs:
-            return np.asarray(reduce(axis=axis, keepdims=keepdims, dtype=np.float64), dtype=np.float32)
-    return reduce(axis=axis, keepdims=keepdims)
+    if a.dtype == np.float32 and _reduced_count(a.shape, axes) >= WIDE_SUM_FROM:
+        return np.asarray(reduce(axis=axes, keepdims=keepdims, dtype=np.float64), dtype=np.float32)
+    return reduce(axis=axes, keepdims=keepdims)
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
