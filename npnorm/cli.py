@@ -62,7 +62,9 @@ def _run_check(args) -> int:
 
 
 def _run_warmup(args) -> int:
-    from .warmup import DTYPES, WarmupError, jit_disabled, warmup
+    from .warmup import DTYPES, WarmupError, jit_disabled, plain_compile_errors, warmup
+
+    plain_compile_errors()  # this process only warms up (see there)
 
     if jit_disabled():
         print("npnorm warmup: the JIT is off (NUMBA_DISABLE_JIT): the kernels run as plain Python, nothing to compile")

@@ -146,20 +146,55 @@ def test_warmup_workers_compile_with_the_collector_off_read_the_shared_functions
 
     from npnorm import kernels
 
-    registered, read_only = [], []
+    registered, read_only, order = [], [], []
     monkeypatch.setattr("atexit.register", registered.append)
     jit = kernels.load("_jit")
     if jit is not None:
         monkeypatch.setattr(jit, "_read_cache_only", read_only.append)
+    load = kernels.load
+    monkeypatch.setattr(kernels, "load", lambda name: order.append("load") or load(name))
+    monkeypatch.setattr(warmup, "plain_compile_errors", lambda: order.append("plain errors"))
     assert gc.isenabled()
     try:
         warmup._start_worker()
         assert not gc.isenabled()
     finally:
         gc.enable()
+    assert order == ["plain errors", "load"]  # the setting is made before numba's import, which reads it
     assert registered == [warmup._exit_now]
     if jit is not None:  # the functions every unit needs are written by the first process only
         assert read_only == [jit._launcher, jit.add_up_chunks]
+
+
+_ERROR_MARKUP_PROBE = """
+import os, sys
+import npnorm.warmup as w
+if sys.argv[1] == "numba first":
+    import numba
+w.plain_compile_errors()
+import numba.core.errors as errors
+print(repr(os.environ.get("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING")), type(errors.termcolor()).__name__)
+"""
+
+
+@pytest.mark.parametrize(
+    "preset, order, expected",
+    [
+        (None, "", "'1' NOPColorScheme"),  # a warm-up process: numba's messages as plain text
+        ("", "", "'' HighlightColorScheme"),  # the environment's own setting stands
+        (None, "numba first", "None HighlightColorScheme"),  # too late: numba read the setting at its import
+    ],
+)
+def test_the_warm_up_processes_build_numba_errors_as_plain_text(preset, order, expected):
+    """numba marks up every rejected overload's message for a terminal, about 2% of a cold warm-up; the
+    warm-up's own processes switch that off before numba's import, and change nothing once numba is imported."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING"}
+    if preset is not None:
+        env["NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING"] = preset
+    run = subprocess.run(
+        [sys.executable, "-c", _ERROR_MARKUP_PROBE, order], env=env, capture_output=True, text=True, check=True
+    )
+    assert run.stdout.strip() == expected
 
 
 def test_warmup_rejects_zero_jobs():
