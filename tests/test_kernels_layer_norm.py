@@ -351,6 +351,30 @@ def test_large_mean_small_std_float32(rng):
     check_layer_norm(x, weight, bias, dy)
 
 
+@pytest.mark.parametrize("H", [2, 3, 256, 4099])
+def test_float32_statistics_shifted_by_a_first_value_as_far_off_as_can_be(H, variant, rng):
+    """float32 rows take mean and variance from one pass of float64 sums of d = x - k, k = the row's first
+    value: var = (Σd² - Σd·Σd/H) / H. The subtraction cancels most when k lies farthest from the mean, and
+    Samuelson's inequality bounds how far: |k - mean| <= sqrt(H - 1)·σ. Rows at that bound (k one outlier,
+    every other value equal), and rows with k a random outlier, on and far off centre, keep mean and rstd
+    within 1e-9 of the float64 reference (rstd relative, the mean relative to σ; float32 resolves 6e-8),
+    and y within a few float32 ulps."""
+    rows = []
+    for offset, scale in [(0.0, 1.0), (1e4, 1e-2), (-3e6, 5.0), (1e-30, 1e-33)]:
+        extreme = np.ones(H)
+        extreme[0] = -(H - 1)  # sum 0: the first value sits at Samuelson's bound
+        outlier = rng.standard_normal(H)
+        outlier[0] = 50.0 * np.sqrt(H)
+        rows += [offset + scale * extreme, offset + scale * outlier, offset - scale * extreme]
+    x = np.asarray(rows).astype(np.float32)
+    y, mean, rstd = kernel_forward(x, None, None, eps=0.0)
+    y_ref, mean_ref, rstd_ref = forward_reference(f64(x), None, None, 0.0)
+    assert np.all(np.isfinite(rstd)) and np.all(np.isfinite(rstd_ref))
+    np.testing.assert_allclose(rstd, rstd_ref, rtol=1e-9)
+    assert np.all(np.abs(mean - mean_ref) <= 1e-9 / rstd_ref)  # the mean to 1e-9 of σ, which x̂ sees
+    assert np.all(np.abs(y - y_ref) <= 4 * 2.0**-24 * np.abs(y_ref).max(axis=1, keepdims=True))
+
+
 @pytest.mark.parametrize("offset,scale", [(0.0, 1.0), (1e4, 1e-2), (-300.0, 5.0), (3e6, 1.0)])
 def test_float32_forward_error_is_a_few_ulps_of_the_output(offset, scale, rng):
     """The output pass runs in float32 on a split mean: its error stays ~1e-7 of max|y| for any mean."""

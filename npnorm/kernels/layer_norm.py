@@ -8,7 +8,7 @@ xhat (x̂), dy, dx, dweight, dbias``.
 Forward, per row of H features::
 
     mean = (1/H) Σ_j x_j
-    var  = (1/H) Σ_j (x_j - mean)^2           two passes over the row, corrected (see below)
+    var  = (1/H) Σ_j (x_j - mean)^2           float64 rows: two passes, corrected; float32: one shifted pass (below)
     rstd = 1 / sqrt(var + eps)
     xhat = (x - mean) * rstd
     y    = weight * xhat + bias                weight and bias optional
@@ -36,11 +36,23 @@ How the kernels are written, and why:
   deviations d = x - m from the first pass's mean m, whose mean c is m's rounding error: mean = m + c and
   var = mean(d²) - c² (Chan, Golub & LeVeque; norms/_moments.py). So a constant row has its constant as its
   mean and a variance of exactly 0 (uncorrected, a float64 row of 0.1s got about ulp², and with eps = 0
-  xhat = ±1 instead of NaN). float32 rows skip the sum, which cost 4-8% of the forward (measured 7 December,
-  64x64 to 1024x4096, interleaved), because it changes nothing there: their float64 sum is exact unless the
-  values span more than ~2^29/H in magnitude (for a constant row it is, and so is its mean: var = 0 already),
+  xhat = ±1 instead of NaN). float32 rows here (AdaNorm's; LayerNorm's forward takes one pass, below) skip
+  the sum, which cost 4-8% of the forward (measured 7 December, 64x64 to 1024x4096, interleaved), because it
+  changes nothing there: their float64 sum is exact unless the values span more than ~2^29/H in magnitude
+  (for a constant row it is, and so is its mean: var = 0 already),
   and a row spread that widely has a σ beside which c, at most ~H·2^-53·mean|x|, is below float32's
   resolution. The NumPy reference corrects every row; the tests hold the two together.
+* **One pass for float32 rows** (the forward, since the twentieth session). A float32 row's mean and variance
+  come from one pass of float64 sums of d = x - k, shifted by the row's first value k: mean = k + Σd/H and
+  var = (Σd² - Σd·Σd/H)/H, clamped at 0 against rounding. The subtraction loses float64 digits in the ratio
+  (k - mean)²/σ², and Samuelson's inequality bounds that by H - 1 for any value of the row, so at worst a factor H
+  of float64's 1e-16 (measured: 7e-12 relative in rstd at H = 4099 with k at that bound, 1e-16 for ordinary
+  rows; tests/test_kernels_layer_norm.py), far below float32's 6e-8, whatever |mean| is. A constant row gets d = 0:
+  its value as mean and a variance of exactly 0. The pass runs inside the previous row's output loop, so each
+  row is read from memory once and its output written from L1: 0.76-0.84 of the two-pass kernel's time from
+  H = 512 to 8192, 0.95 at 32768x256, 0.88-0.91 at 64x64 to 32x512 (Zen 4, float32, 2 threads, in one process,
+  interleaved, 10th percentile of 40-400 calls; same y bits in the tests). float64 rows keep the corrected two
+  passes above, whose bits the shift would change: there the loss would show.
 * **float64 statistics.** Row sums (the forward's mean and variance, the backward's Σ g and Σ g·xhat and
   the partial sums of dweight and dbias) accumulate in float64 also for float32 input, and ``mean``/``rstd``
   are stored as float64 arrays of shape (N,). The backward recomputes xhat = (x - mean) * rstd; a mean rounded
@@ -76,8 +88,9 @@ How the kernels are written, and why:
   dy·weight (backward) beyond the dtype's largest number (3.4e38 for float32) is inf where float64 could
   have rounded a finite result; catching that needs a check per element, which cost 5-30% of the kernels
   (measured), for inputs no training run survives anyway.
-* **Few passes per row, and memory kept busy.** The forward reads a row twice (sum, then squared
-  deviations) and writes y in a third loop over the same row while it is in cache; backward computes the
+* **Few passes per row, and memory kept busy.** The forward reads a float32 row once (its shifted sums) and a
+  float64 row twice (sum, then squared deviations), and writes y in one more loop over the same row while it
+  is in cache; backward computes the
   two row sums, then dx. The forward's output loop of one row also runs the next row's first pass, so that
   the next row streams in from memory while this one is written (``_layer_norm_forward``: 0.79-0.86 of the
   unfused kernel's time at 8192x1024), and the backward's dx loop of one row the next row's sums (0.88-1.00
@@ -225,7 +238,8 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
     Row by row, the two statistics passes and the output pass would read a row from memory once (pass 1)
     and then work from L1 for two passes, with no read in flight: memory idles for most of each row. Here
     the loop that writes row p's output also sums row p + 1 (pass 1), so the next row streams in while this
-    one is written out; pass 2 (the variance) then runs over that row from L1. Measured 7 December (Zen 3,
+    one is written out; for float64, pass 2 (the variance) then runs over that row from L1, and float32 needs
+    no pass 2 (its sums are shifted: "One pass for float32 rows"). Measured 7 December (Zen 3,
     float32, 2 threads, in one process, interleaved, both variants writing the same arrays, 10th percentile
     and median of 40 calls) against the unfused kernel and, from H = 2048, the two-row kernel it replaced:
     8192x1024 0.79-0.86, 16384x1024 0.79-0.82, 4096x1024 0.82, 2048x1024 0.86-0.87, 1024x1536 0.81-0.89,
@@ -247,10 +261,14 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
         return run_on_threads(items)
     N, H = x.shape
     first, stop = item_share(N, items, item)
+    one_pass = not is_float64(x)  # a compile-time constant: float32 rows take "One pass for float32 rows"
     p = first  # the row whose output the fused loop writes: row i - 1, or `first` with stand-ins
     m_hi = m_lo = r_x = x.dtype.type(0.0)
     for i in range(first, stop):
-        s = np.float64(0.0)
+        # float32: the shift k = x[i, 0]; float64: 0.0, and x - 0.0 folds to x (the pass-1 sum as it was)
+        k = np.float64(x[i, 0]) if one_pass and H > 0 else 0.0
+        s = np.float64(0.0)  # Σ (x - k)
+        v = np.float64(0.0)  # Σ (x - k)², float32 only
         for j in range(H):
             # y = weight * xhat + bias of row p in x's dtype, with the float64 mean split into two parts of
             # that dtype, m = m_hi + m_lo, so that centring stays accurate when |mean| ≫ std: x - m_hi is
@@ -262,8 +280,18 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
             if has_bias:
                 out = out + bias[j]
             y[p, j] = out
-            s += np.float64(x[i, j])  # pass 1 of row i, in float64
-        m, r = _row_pass_2(x[i], s / H, eps)  # pass 2, from L1
+            d = np.float64(x[i, j]) - k  # the statistics of row i, in float64
+            s += d
+            if one_pass:
+                v += d * d
+        if one_pass:  # mean and variance from the shifted sums
+            c = s / H
+            var = (v - s * c) / H
+            if var < 0.0:  # rounding; a NaN stays NaN
+                var = 0.0
+            m, r = k + c, 1.0 / np.sqrt(var + eps)
+        else:
+            m, r = _row_pass_2(x[i], s / H, eps)  # float64: pass 2 from L1, corrected
         mean[i] = m  # (N,) float64
         rstd[i] = r  # (N,) float64
         m_hi, m_lo = _split_mean(m, x)
