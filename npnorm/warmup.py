@@ -276,13 +276,13 @@ def plain_compile_errors() -> None:
     """Numba's compile errors as plain text in this process, unless numba is imported already (it reads the
     setting when imported) or the environment chose otherwise.
 
-    For the warm-up's own processes: the worker (:func:`_start_worker`) and `npnorm warmup`'s. While typing a
-    kernel, numba tries overload templates and rejects most of them, and it builds an error message for each
-    rejection, marked up for a terminal through colorama (set up and torn down for every piece of every
-    message). That markup is about 2% of a cold warm-up's CPU time (one process, three rounds alternated: 0.1-0.7
-    s of 19.5-23 s; measured 7 December), for messages that are thrown away, and a warm-up's real errors travel
-    as text into a :class:`WarmupError`, where terminal codes would be noise. A user's process that calls
-    :func:`warmup` keeps numba's default.
+    For the warm-up's own processes: the worker (:func:`_start_worker`) and `npnorm warmup`'s. While typing a kernel,
+    numba tries overload templates and rejects most of them, and it builds an error message for each rejection, marked
+    up for a terminal through colorama where that is installed (set up and torn down for every piece of every
+    message). That markup is about 2% of a cold warm-up's CPU time (one process, three rounds alternated: 0.1-0.7 s of
+    19.5-23 s; measured 7 December), for messages that are thrown away, and a warm-up's real errors travel as text
+    into a :class:`WarmupError`, where terminal codes would be noise. A user's process that calls :func:`warmup` keeps
+    numba's default.
     """
     if "numba" not in sys.modules:
         os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")

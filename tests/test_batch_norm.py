@@ -477,6 +477,30 @@ def test_large_mean_small_spread_float32(impl, shape):
     np.testing.assert_allclose(rv, x64.var(axis=axes, ddof=1), rtol=1e-5)
 
 
+@pytest.mark.parametrize("variant", ["serial", "parallel"])
+@pytest.mark.parametrize("shape", [(4096, 3), (4099, 1030), (64, 3, 65)])  # narrow, four-row and (N, C, L) paths
+def test_float32_statistics_shifted_by_a_first_value_as_far_off_as_can_be(shape, variant, monkeypatch):
+    """float32 channels take each chunk's Σd and Σd², d = x − x[0, c], in one pass; the origin x[0, c] lies
+    farthest from the mean at Samuelson's bound (one outlier, every other value equal), which loses at most a
+    factor M = N·L of float64's precision. Such channels, on and far off centre, with chunks whose means differ,
+    keep mean (relative to σ) and variance within 1e-9 of the float64 reference (float32 resolves 6e-8)."""
+    monkeypatch.setattr(_jit, "SERIAL_BELOW", 2**62 if variant == "serial" else 0)
+    rng = np.random.default_rng(31)
+    N, C = shape[:2]
+    L = shape[2] if len(shape) == 3 else 1
+    M = N * L
+    z = np.ones((N, C, L))
+    z[0, :, 0] = -(M - 1)  # channel sum 0: x[0, c] at Samuelson's bound
+    z[N // 2 :] += rng.standard_normal((N - N // 2, C, L))  # later chunks: another mean and spread
+    offset = np.array([0.0, 1e4, -3e6] * C)[:C, None]
+    scale = np.array([1.0, 1e-2, 5.0] * C)[:C, None]
+    x = (offset + scale * z).astype(np.float32).reshape(shape)
+    mean, var = bn.batch_stats(x, "numba")
+    mean_ref, var_ref = bn.stats_reference(x.astype(np.float64).reshape(N, C, L))
+    np.testing.assert_allclose(var, var_ref, rtol=1e-9)
+    assert np.all(np.abs(mean - mean_ref) <= 1e-9 * np.sqrt(var_ref))
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mode", list(MODES))
 def test_constant_channel_gives_bias_and_finite_gradients(impl, mode):

@@ -42,9 +42,9 @@ How the kernels are written, and why:
   depend only on the shape, never on the number of threads or items, so serial and parallel runs give
   bit-identical results. A parallel run gets its partials from the wrapper (they outlive its calls); a
   serial run allocates them in its one call, which saves the NumPy call at small sizes.
-* **Statistics: two passes per chunk, then Chan's combination.** ``E[x²] − E[x]²`` cancels catastrophically
-  when |mean| ≫ std. Each work item computes the mean m of its chunk and then the deviations d = x − m —
-  two passes over data it has just read, so the second comes from cache — corrected for the rounding of m
+* **Statistics: per chunk, then Chan's combination.** ``E[x²] − E[x]²`` cancels catastrophically when
+  |mean| ≫ std. For float64, each work item computes the mean m of its chunk and then the deviations d = x − m —
+  two passes over data it has just read — corrected for the rounding of m
   (norms/_moments.py): mean_k = m + Σd/n_k, M2_k = Σd² − Σd·Σd/n_k, so that a constant channel has M2 = 0
   exactly. The chunks are combined by the formula of Chan, Golub & LeVeque (1979), in float64
   (``_combine_chunks``)::
@@ -54,20 +54,24 @@ How the kernels are written, and why:
   For float64 input the mean is a shift from chunk 0's, mean_0 + Σ_k n_k (mean_k − mean_0) / M, which a
   constant channel's rounding needs as well.
 
-  Every term of M2 is a sum of squares, so nothing cancels, and x is read from memory once instead of twice.
-  Far off centre, the spread terms would carry the rounding of the chunk means, an ulp of |mean| against a
-  spread of σ/√n_k: float64 channels with |mean|/σ = 1e11 (mean 1e8, σ 1e-3, 40960 values in 16 chunks) got a
-  variance off by 1e-8 to 8e-8 relative. So float64 chunks sum x − o_c instead, with the origin o_c = x[0, c]
-  a sample of the channel (exact: within a factor of 2 of x, Sterbenz), which keeps the chunk means near 0
-  and their rounding relative to σ; o_c is added to the combined mean at the end. Now 1e-16 to 8e-15 there
-  (1e-16 to 5e-16 at |mean|/σ = 1e6), measured against exact rational arithmetic; a constant channel still
-  gets its value and 0 exactly (x − o_c = 0). A subtraction per element, float64 only; float32's o_c is the
-  constant 0, whose subtraction LLVM removes (same bits, same speed). Compiling it costs about 0.25 s more per
-  dtype (paired fresh compiles of ``_batch_stats``, six rounds).
-  As in the LayerNorm kernel, float32 input skips Σd (5-15% of the statistics' time, measured 7 December),
-  where it changes nothing: the float64 sums of a constant float32 channel are exact already. Compiling the
-  correction costs time all the same: 0.3-0.5 s more for ``_batch_stats`` in both dtypes (3.4 against 3.0 s,
-  alternated runs), the price of a constant channel's exact 0.
+  Every term of M2 is a sum of squares, so nothing cancels, and the chunks' statistics need no second pass over the
+  whole channel. Far off centre, the spread terms would carry the rounding of the chunk means, an ulp of |mean|
+  against a spread of σ/√n_k: float64 channels with |mean|/σ = 1e11 (mean 1e8, σ 1e-3, 40960 values in 16 chunks) got
+  a variance off by 1e-8 to 8e-8 relative. So float64 chunks sum x − o_c instead, with the origin o_c = x[0, c] a
+  sample of the channel (exact: within a factor of 2 of x, Sterbenz), which keeps the chunk means near 0 and their
+  rounding relative to σ; o_c is added to the combined mean at the end. Now 1e-16 to 8e-15 there (1e-16 to 5e-16 at
+  |mean|/σ = 1e6), measured against exact rational arithmetic; a constant channel still gets its value and 0 exactly
+  (x − o_c = 0). Compiling the shift cost about 0.25 s more per dtype (paired fresh compiles of ``_batch_stats``, six
+  rounds), and the correction 0.3-0.5 s more in both dtypes.
+* **One pass for float32** (twentieth session). float32 chunks sum d = x − o_c and d² in one pass and take mean_k =
+  Σd/n_k, M2_k = Σd² − Σd·mean_k (clamped at 0 against rounding): x is read once, not twice. The subtraction loses
+  float64 digits in the ratio (o_c − mean_k)²/σ², and since o_c is a value of the channel, Samuelson's inequality
+  (|o_c − mean| ≤ √(M − 1)·σ) and the spread terms bound the loss over all chunks by a factor of about M of
+  float64's 1e-16: 1e-12 at M = 8192, far below float32's 6e-8 (tested with o_c at that bound). A constant channel
+  gets d = 0: its value and a variance of exactly 0. The statistics take 0.64 of the two-pass time at 8192x1024,
+  0.78-0.83 at 32768x256 and 1024x4096, 0.6-0.8 with L > 1, about the same in cache (Zen 4, float32, 2 threads, one
+  process, interleaved, six rounds, 10th percentile of 40-400 calls). float64 keeps the two corrected passes, bit
+  for bit.
 * **Wide rows.** For an (N, C) input with C ≥ ``FOUR_ROWS_FROM_C`` the per-chunk partial rows are updated once
   per four samples (measurements at the constant).
 * **float64 statistics, outputs in x.dtype.** Sums accumulate in float64 also for float32 input; the
@@ -189,20 +193,22 @@ def _combine_chunks(mean, var, part_mean, part_m2, N, L, shifted):
 
 @chunked_kernel(fastmath=FASTMATH_REASSOC)
 def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
-    """mean[c], var[c] (biased) over (N, L): per-chunk two-pass statistics, then Chan's combination."""
+    """mean[c], var[c] (biased) over (N, L): per-chunk statistics (float32 one pass, float64 two corrected
+    passes), then Chan's combination."""
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
         return run_on_threads(items)
     N, C, L = x.shape
-    # part_mean[k, c], part_m2[k, c]: mean and Σ (x − mean)² of channel c over the samples of chunk k, each
-    # by the corrected two-pass algorithm (see "Statistics").
+    # part_mean[k, c], part_m2[k, c]: mean (about o_c) and Σ (x − mean)² of channel c over the samples of chunk k
+    # (see "Statistics" and "One pass for float32").
     # np.empty, each chunk filling its own row: np.zeros would be a parallel region of its own (_jit.py).
     if must_allocate_partials(part_mean.shape[0], nchunks, item):
         part_mean = np.empty((nchunks, C))
         part_m2 = np.empty((nchunks, C))
-    corrected = is_float64(x)  # the correction is float64's only, as in the LayerNorm kernel (see "Statistics")
-    # float64 sums x − o_c, o_c = x[0, c, 0]: chunk means near 0 whose rounding is relative to σ, not to |mean|
-    # (see "Statistics"); the origin is added back once the chunks are combined. float32 sums x itself: its o_c
-    # is the constant 0.0, and LLVM folds x − 0.0 to x (the same machine code as without the shift).
+    # Every chunk sums d = x − o_c, o_c = x[0, c, 0] a value of the channel (see "Statistics"); the origin is added
+    # back once the chunks are combined. float32 takes Σd and Σd² in one pass ("One pass for float32"); float64
+    # takes two, corrected, as its bits need. Both are compile-time constants (is_float64).
+    corrected = is_float64(x)
+    one_pass = not corrected
     if L == 1:  # (N, C): chunk k sums whole rows of C contiguous channels
         first, stop = item_share(nchunks, items, item)
         shift = np.empty(C if corrected else 0)  # Σ d per channel, in each chunk in turn
@@ -212,51 +218,59 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
             for c in range(C):
                 part_mean[k, c] = 0.0
                 part_m2[k, c] = 0.0
-            # pass 1: the chunk's mean; four rows per update of the partial row (see _grad_sums)
+            # pass 1: Σ d (and for float32 Σ d²); four rows per update of the partial rows (see _grad_sums)
             n = n0
             while C >= FOUR_ROWS_FROM_C and n + 4 <= n1:
                 for c in range(C):
-                    o = np.float64(x[0, c, 0]) if corrected else 0.0  # float32: x - 0.0, which LLVM folds to x
-                    s01 = (np.float64(x[n, c, 0]) - o) + (np.float64(x[n + 1, c, 0]) - o)
-                    s23 = (np.float64(x[n + 2, c, 0]) - o) + (np.float64(x[n + 3, c, 0]) - o)
-                    part_mean[k, c] += s01 + s23
+                    o = np.float64(x[0, c, 0])
+                    d0 = np.float64(x[n, c, 0]) - o
+                    d1 = np.float64(x[n + 1, c, 0]) - o
+                    d2 = np.float64(x[n + 2, c, 0]) - o
+                    d3 = np.float64(x[n + 3, c, 0]) - o
+                    part_mean[k, c] += (d0 + d1) + (d2 + d3)
+                    if one_pass:
+                        part_m2[k, c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
                 n += 4
             for row in range(n, n1):  # the last N mod 4 rows of the chunk (all of them for narrow C)
                 for c in range(C):
-                    o = np.float64(x[0, c, 0]) if corrected else 0.0
-                    part_mean[k, c] += np.float64(x[row, c, 0]) - o
+                    d = np.float64(x[row, c, 0]) - np.float64(x[0, c, 0])
+                    part_mean[k, c] += d
+                    if one_pass:
+                        part_m2[k, c] += d * d
             count = np.float64(n1 - n0)
+            if one_pass:  # M2 = Σd² − Σd · mean(d); rounding may leave it just below 0 (a NaN stays NaN)
+                for c in range(C):
+                    m = part_mean[k, c] / count
+                    v = part_m2[k, c] - part_mean[k, c] * m
+                    part_mean[k, c] = m
+                    part_m2[k, c] = 0.0 if v < 0.0 else v
+                continue
             for c in range(C):
                 part_mean[k, c] /= count
-            # pass 2: the deviations d about it, from cache: Σ d (in `shift`, for the correction) and Σ d²
-            if corrected:
-                for c in range(C):
-                    shift[c] = 0.0
+            # float64, pass 2: the deviations d about that mean, from cache: Σ d (the correction) and Σ d²
+            for c in range(C):
+                shift[c] = 0.0
             n = n0
             while C >= FOUR_ROWS_FROM_C and n + 4 <= n1:
                 for c in range(C):
                     m = part_mean[k, c]
-                    o = np.float64(x[0, c, 0]) if corrected else 0.0
+                    o = np.float64(x[0, c, 0])
                     d0 = (np.float64(x[n, c, 0]) - o) - m
                     d1 = (np.float64(x[n + 1, c, 0]) - o) - m
                     d2 = (np.float64(x[n + 2, c, 0]) - o) - m
                     d3 = (np.float64(x[n + 3, c, 0]) - o) - m
-                    if corrected:
-                        shift[c] += (d0 + d1) + (d2 + d3)
+                    shift[c] += (d0 + d1) + (d2 + d3)
                     part_m2[k, c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
                 n += 4
             for row in range(n, n1):
                 for c in range(C):
-                    o = np.float64(x[0, c, 0]) if corrected else 0.0
-                    d = (np.float64(x[row, c, 0]) - o) - part_mean[k, c]
-                    if corrected:
-                        shift[c] += d
+                    d = (np.float64(x[row, c, 0]) - np.float64(x[0, c, 0])) - part_mean[k, c]
+                    shift[c] += d
                     part_m2[k, c] += d * d
-            if corrected:  # the correction: mean += mean(d), M2 -= count * mean(d)²
-                for c in range(C):
-                    cm = shift[c] / count
-                    part_mean[k, c] += cm
-                    part_m2[k, c] = corrected_m2(part_m2[k, c], shift[c], cm)
+            for c in range(C):  # the correction: mean += mean(d), M2 -= count * mean(d)²
+                cm = shift[c] / count
+                part_mean[k, c] += cm
+                part_m2[k, c] = corrected_m2(part_m2[k, c], shift[c], cm)
     else:  # (N, C, L): the pair (chunk k, channel c) runs over L contiguous values per sample
         first, stop = item_share(nchunks * C, items, item)
         for i in range(first, stop):
@@ -264,22 +278,28 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
             c = i % C
             n0 = k * N // nchunks
             n1 = (k + 1) * N // nchunks
-            o = np.float64(x[0, c, 0]) if corrected else 0.0  # float32: x - 0.0, which LLVM folds to x
-            s = np.float64(0.0)
+            o = np.float64(x[0, c, 0])
+            s = np.float64(0.0)  # Σ d
+            q = np.float64(0.0)  # Σ d², float32 only
             for n in range(n0, n1):
                 for l in range(L):
-                    s += np.float64(x[n, c, l]) - o
+                    d = np.float64(x[n, c, l]) - o
+                    s += d
+                    if one_pass:
+                        q += d * d
             count = np.float64((n1 - n0) * L)
             m = s / count
-            t = np.float64(0.0)  # Σ d, the correction (float64 only)
-            v = np.float64(0.0)  # Σ d²
-            for n in range(n0, n1):
-                for l in range(L):
-                    d = (np.float64(x[n, c, l]) - o) - m
-                    if corrected:
+            if one_pass:
+                v = q - s * m
+                v = 0.0 if v < 0.0 else v
+            else:
+                t = np.float64(0.0)  # Σ d about m, the correction
+                v = np.float64(0.0)  # Σ d²
+                for n in range(n0, n1):
+                    for l in range(L):
+                        d = (np.float64(x[n, c, l]) - o) - m
                         t += d
-                    v += d * d
-            if corrected:
+                        v += d * d
                 cm = t / count
                 m += cm
                 v = corrected_m2(v, t, cm)
@@ -287,9 +307,8 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
             part_m2[k, c] = v
     if ends_run(items, item):
         _combine_chunks(mean, var, part_mean, part_m2, N, L, corrected)
-        if corrected:  # the chunks summed x − o_c
-            for c in range(C):
-                mean[c] += x[0, c, 0]
+        for c in range(C):  # the chunks summed x − o_c
+            mean[c] += x[0, c, 0]
 
 
 def batch_norm_stats(mean, var, x):
