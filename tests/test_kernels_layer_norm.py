@@ -373,6 +373,11 @@ def test_float32_statistics_shifted_by_a_first_value_as_far_off_as_can_be(H, var
     np.testing.assert_allclose(rstd, rstd_ref, rtol=1e-9)
     assert np.all(np.abs(mean - mean_ref) <= 1e-9 / rstd_ref)  # the mean to 1e-9 of σ, which x̂ sees
     assert np.all(np.abs(y - y_ref) <= 4 * 2.0**-24 * np.abs(y_ref).max(axis=1, keepdims=True))
+    # AdaNorm's forward takes its statistics the same way
+    z, ada_mean, ada_rstd = np.empty_like(x), np.empty(len(x)), np.empty(len(x))
+    K.ada_norm_forward(z, ada_mean, ada_rstd, x, 1.0, 0.1, 0.0)
+    np.testing.assert_allclose(ada_rstd, rstd_ref, rtol=1e-9)
+    assert np.all(np.abs(ada_mean - mean_ref) <= 1e-9 / rstd_ref)
 
 
 @pytest.mark.parametrize("offset,scale", [(0.0, 1.0), (1e4, 1e-2), (-300.0, 5.0), (3e6, 1.0)])

@@ -36,23 +36,19 @@ How the kernels are written, and why:
   deviations d = x - m from the first pass's mean m, whose mean c is m's rounding error: mean = m + c and
   var = mean(d²) - c² (Chan, Golub & LeVeque; norms/_moments.py). So a constant row has its constant as its
   mean and a variance of exactly 0 (uncorrected, a float64 row of 0.1s got about ulp², and with eps = 0
-  xhat = ±1 instead of NaN). float32 rows here (AdaNorm's; LayerNorm's forward takes one pass, below) skip
-  the sum, which cost 4-8% of the forward (measured 7 December, 64x64 to 1024x4096, interleaved), because it
-  changes nothing there: their float64 sum is exact unless the values span more than ~2^29/H in magnitude
-  (for a constant row it is, and so is its mean: var = 0 already),
-  and a row spread that widely has a σ beside which c, at most ~H·2^-53·mean|x|, is below float32's
-  resolution. The NumPy reference corrects every row; the tests hold the two together.
-* **One pass for float32 rows** (the forward, since the twentieth session). A float32 row's mean and variance
-  come from one pass of float64 sums of d = x - k, shifted by the row's first value k: mean = k + Σd/H and
-  var = (Σd² - Σd·Σd/H)/H, clamped at 0 against rounding. The subtraction loses float64 digits in the ratio
+  xhat = ±1 instead of NaN). float32 rows take one pass of shifted sums instead (below). The NumPy reference
+  corrects every row; the tests hold the kernels and it together.
+* **One pass for float32 rows** (LayerNorm's and AdaNorm's forward, since the twentieth session). A float32 row's
+  mean and variance come from one pass of float64 sums of d = x - k, shifted by the row's first value k: mean = k +
+  Σd/H and var = (Σd² - Σd·Σd/H)/H, clamped at 0 against rounding. The subtraction loses float64 digits in the ratio
   (k - mean)²/σ², and Samuelson's inequality bounds that by H - 1 for any value of the row, so at worst a factor H
-  of float64's 1e-16 (measured: 7e-12 relative in rstd at H = 4099 with k at that bound, 1e-16 for ordinary
-  rows; tests/test_kernels_layer_norm.py), far below float32's 6e-8, whatever |mean| is. A constant row gets d = 0:
-  its value as mean and a variance of exactly 0. The pass runs inside the previous row's output loop, so each
-  row is read from memory once and its output written from L1: 0.76-0.84 of the two-pass kernel's time from
-  H = 512 to 8192, 0.95 at 32768x256, 0.88-0.91 at 64x64 to 32x512 (Zen 4, float32, 2 threads, in one process,
-  interleaved, 10th percentile of 40-400 calls; same y bits in the tests). float64 rows keep the corrected two
-  passes above, whose bits the shift would change: there the loss would show.
+  of float64's 1e-16 (measured: 7e-12 relative in rstd at H = 4099 with k at that bound, 1e-16 for ordinary rows;
+  tests/test_kernels_layer_norm.py), far below float32's 6e-8, whatever |mean| is. A constant row gets d = 0: its
+  value as mean and a variance of exactly 0. The pass runs inside the previous row's output loop, so each row is
+  read from memory once and its output written from L1: 0.76-0.84 of the two-pass kernel's time from H = 512 to
+  8192, 0.95 at 32768x256, 0.88-0.91 at 64x64 to 32x512 (Zen 4, float32, 2 threads, in one process, interleaved,
+  10th percentile of 40-400 calls). float64 rows keep the corrected two passes above,
+  whose bits the shift would change: there the loss would show.
 * **float64 statistics.** Row sums (the forward's mean and variance, the backward's Σ g and Σ g·xhat and
   the partial sums of dweight and dbias) accumulate in float64 also for float32 input, and ``mean``/``rstd``
   are stored as float64 arrays of shape (N,). The backward recomputes xhat = (x - mean) * rstd; a mean rounded
@@ -167,30 +163,46 @@ __all__ = [
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
 def _row_pass_2(row, m, eps):
-    """Pass 2 of one row whose pass-1 mean m is known: the corrected mean and rstd = 1/sqrt(var + eps), in
-    float64 whatever the dtype (see "Corrected two-pass variance")."""
+    """Pass 2 of one float64 row whose pass-1 mean m is known: the corrected mean and rstd = 1/sqrt(var + eps)
+    (see "Corrected two-pass variance"; float32 rows take one pass instead)."""
     H = row.shape[0]
-    # the variance from squared deviations d = x - m (never E[x²] - E[x]²), corrected by their mean cm; for
-    # float32 rows Σ d is not summed (see "Corrected two-pass variance"): is_float64 is a compile-time constant
-    corrected = is_float64(row)
+    # the variance from squared deviations d = x - m (never E[x²] - E[x]²), corrected by their mean cm
     t = np.float64(0.0)  # Σ d
     v = np.float64(0.0)  # Σ d²
     for j in range(H):
         d = np.float64(row[j]) - m
-        if corrected:
-            t += d
+        t += d
         v += d * d
     # eps = 0 and a constant row give 1/0 = inf below, not an exception (error_model="numpy")
-    if not corrected:
-        return m, 1.0 / np.sqrt(v / H + eps)
     cm = t / H
     return m + cm, 1.0 / np.sqrt(corrected_m2(v, t, cm) / H + eps)
 
 
+@kernel(parallel=False, inline=True)
+def _shifted_mean_rstd(k, s, v, H, eps):
+    """mean and rstd = 1/sqrt(var + eps) of a row of H values from its shifted sums s = Σ (x - k) and
+    v = Σ (x - k)², k a value of the row (see "One pass for float32 rows")."""
+    c = s / H
+    var = (v - s * c) / H
+    if var < 0.0:  # rounding; a NaN stays NaN
+        var = 0.0
+    return k + c, 1.0 / np.sqrt(var + eps)
+
+
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
 def _row_mean_rstd(row, eps):
-    """mean and rstd = 1/sqrt(var + eps) of one row, in float64 whatever the dtype of the row."""
+    """mean and rstd = 1/sqrt(var + eps) of one row, in float64 whatever the dtype of the row: a float32 row in
+    one pass of shifted sums, a float64 row in two corrected passes."""
     H = row.shape[0]
+    if not is_float64(row):  # a compile-time constant
+        k = np.float64(row[0]) if H > 0 else 0.0
+        s = np.float64(0.0)
+        v = np.float64(0.0)
+        for j in range(H):
+            d = np.float64(row[j]) - k
+            s += d
+            v += d * d
+        return _shifted_mean_rstd(k, s, v, H, eps)
     # pass 1: the mean
     s = np.float64(0.0)
     for j in range(H):
@@ -285,11 +297,7 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
             if one_pass:
                 v += d * d
         if one_pass:  # mean and variance from the shifted sums
-            c = s / H
-            var = (v - s * c) / H
-            if var < 0.0:  # rounding; a NaN stays NaN
-                var = 0.0
-            m, r = k + c, 1.0 / np.sqrt(var + eps)
+            m, r = _shifted_mean_rstd(k, s, v, H, eps)
         else:
             m, r = _row_pass_2(x[i], s / H, eps)  # float64: pass 2 from L1, corrected
         mean[i] = m  # (N,) float64
