@@ -578,6 +578,18 @@ def _corrected_m2(v, t, cm):
 corrected_m2 = kernel(parallel=False, inline=True)(_corrected_m2)  # LayerNorm's and BatchNorm's second pass
 
 
+def _shifted_m2(q, s, m):
+    """M2 = Σ d² − Σ d · mean(d) from one pass of sums of d = x − k, k a value of the data (float32's one-pass
+    statistics, kernels/layer_norm.py and kernels/batch_norm.py); m = mean(d). Below 0 only by rounding: then 0.
+    NaN stays NaN. Unlike :data:`corrected_m2` an inf Σ d² is not kept: float64 sums of float32 values cannot
+    overflow, so it comes from an inf input, whose variance stays NaN (inf − inf), as in the two-pass kernels."""
+    m2 = q - s * m
+    return 0.0 if m2 < 0.0 else m2
+
+
+shifted_m2 = kernel(parallel=False, inline=True)(_shifted_m2)
+
+
 def _partials_chunks(rows, items):
     """The chunk count of a body whose chunk count is not passed in (LayerNorm's and RMSNorm's backward): a
     parallel run's partial sums carry it in their ``rows``; a serial run, given an empty stand-in, runs all

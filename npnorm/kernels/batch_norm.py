@@ -111,6 +111,7 @@ from ._jit import (
     run_on_threads,
     shared_empty,
     shared_zeros,
+    shifted_m2,
 )
 
 __all__ = [
@@ -238,12 +239,11 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
                     if one_pass:
                         part_m2[k, c] += d * d
             count = np.float64(n1 - n0)
-            if one_pass:  # M2 = Σd² − Σd · mean(d); rounding may leave it just below 0 (a NaN stays NaN)
+            if one_pass:  # M2 = Σd² − Σd · mean(d)
                 for c in range(C):
                     m = part_mean[k, c] / count
-                    v = part_m2[k, c] - part_mean[k, c] * m
+                    part_m2[k, c] = shifted_m2(part_m2[k, c], part_mean[k, c], m)
                     part_mean[k, c] = m
-                    part_m2[k, c] = 0.0 if v < 0.0 else v
                 continue
             for c in range(C):
                 part_mean[k, c] /= count
@@ -290,8 +290,7 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
             count = np.float64((n1 - n0) * L)
             m = s / count
             if one_pass:
-                v = q - s * m
-                v = 0.0 if v < 0.0 else v
+                v = shifted_m2(q, s, m)
             else:
                 t = np.float64(0.0)  # Σ d about m, the correction
                 v = np.float64(0.0)  # Σ d²

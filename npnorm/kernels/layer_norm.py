@@ -47,8 +47,8 @@ How the kernels are written, and why:
   value as mean and a variance of exactly 0. The pass runs inside the previous row's output loop, so each row is
   read from memory once and its output written from L1: 0.76-0.84 of the two-pass kernel's time from H = 512 to
   8192, 0.95 at 32768x256, 0.88-0.91 at 64x64 to 32x512 (Zen 4, float32, 2 threads, in one process, interleaved,
-  10th percentile of 40-400 calls). float64 rows keep the corrected two passes above,
-  whose bits the shift would change: there the loss would show.
+  10th percentile of 40-400 calls). float64 rows keep the corrected two passes above, whose bits the shift would
+  change: there the loss would show.
 * **float64 statistics.** Row sums (the forward's mean and variance, the backward's Σ g and Σ g·xhat and
   the partial sums of dweight and dbias) accumulate in float64 also for float32 input, and ``mean``/``rstd``
   are stored as float64 arrays of shape (N,). The backward recomputes xhat = (x - mean) * rstd; a mean rounded
@@ -149,6 +149,7 @@ from ._jit import (
     run_on_threads,
     shared_ones,
     shared_zeros,
+    shifted_m2,
 )
 
 __all__ = [
@@ -183,10 +184,7 @@ def _shifted_mean_rstd(k, s, v, H, eps):
     """mean and rstd = 1/sqrt(var + eps) of a row of H values from its shifted sums s = Σ (x - k) and
     v = Σ (x - k)², k a value of the row (see "One pass for float32 rows")."""
     c = s / H
-    var = (v - s * c) / H
-    if var < 0.0:  # rounding; a NaN stays NaN
-        var = 0.0
-    return k + c, 1.0 / np.sqrt(var + eps)
+    return k + c, 1.0 / np.sqrt(shifted_m2(v, s, c) / H + eps)
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
