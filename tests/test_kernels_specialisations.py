@@ -111,3 +111,89 @@ def test_group_norm_and_batch_norm_backward_compile_once_whatever_is_wanted(dtyp
             assert types.none not in signature, f"{name} was compiled for {signature}"
         # every combination, one dtype: at most one new specialisation per kernel
         assert len(dispatcher.signatures) - n_before <= 1, (name, dispatcher.signatures)
+
+
+# A dtype test on a kernel's own argument is folded before numba types the kernel (_jit._FoldDtypeTests), so
+# numba types only the branch of the specialisation's dtype. The probe below types for float64 arrays only:
+# a kernel that reaches it from float32 compiles only if that branch was dropped before typing.
+
+
+def _float64_only_probe():
+    from numba import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def float64_only(typingctx, a):
+        if not (isinstance(a, types.Array) and a.dtype == types.float64):
+            return None  # numba: no signature matches, a TypingError
+
+        def codegen(context, builder, signature, llargs):
+            return context.get_constant(types.float64, 1.0)
+
+        return types.float64(a), codegen
+
+    return float64_only
+
+
+def _dtype_branching_kernels():
+    """Kernels that write 1.0 (the probe, float64 only) or 2.0 into out[0] by x's dtype, each by another route:
+    ``if is_float64(x)``, ``one_pass = not is_float64(x)`` and an inlined helper given that flag."""
+    from npnorm.kernels._jit import is_float64, kernel
+
+    probe = _float64_only_probe()
+
+    def direct(out, x):
+        if is_float64(x):
+            out[0] = probe(x)
+        else:
+            out[0] = 2.0
+
+    def negated(out, x):
+        one_pass = not is_float64(x)
+        for i in range(out.shape[0]):  # the flag tested inside a loop, as the kernels do
+            if one_pass:
+                out[i] = 2.0
+            else:
+                out[i] = probe(x)
+
+    @kernel(parallel=False, inline=True)
+    def helper(out, x, wide):
+        if wide:
+            out[0] = probe(x)
+        else:
+            out[0] = 2.0
+
+    def through_helper(out, x):
+        helper(out, x, is_float64(x))
+
+    return {f.__name__: f for f in (direct, negated, through_helper)}
+
+
+@pytest.mark.parametrize("route", ["direct", "negated", "through_helper"])
+def test_a_kernel_types_only_the_branch_of_its_dtype(route):
+    import numba
+
+    from npnorm.kernels import _jit
+
+    py_func = _dtype_branching_kernels()[route]
+    compiled = _jit.kernel(parallel=False)(py_func)
+    for dtype, expected in ((np.float64, 1.0), (np.float32, 2.0)):
+        out = np.zeros(1)
+        compiled(out, np.zeros(3, dtype))
+        assert out[0] == expected, (route, dtype)
+    # the probe does refuse float32: numba's own compiler, which types both branches, fails on it
+    with pytest.raises(numba.core.errors.TypingError):
+        numba.njit(py_func)(np.zeros(1), np.zeros(3, np.float32))
+
+
+def test_a_dtype_test_on_anything_but_an_argument_still_answers_at_run_time():
+    from npnorm.kernels import _jit
+
+    def rows_are_float64(out, x):
+        out[0] = _jit.is_float64(x[0])  # a row of x, no argument: not folded, the intrinsic decides
+
+    compiled = _jit.kernel(parallel=False)(rows_are_float64)
+    for dtype, expected in ((np.float64, True), (np.float32, False)):
+        out = np.zeros(1, dtype=np.bool_)
+        compiled(out, np.zeros((2, 3), dtype))
+        assert out[0] == expected

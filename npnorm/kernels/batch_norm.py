@@ -207,7 +207,8 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
         part_m2 = np.empty((nchunks, C))
     # Every chunk sums d = x − o_c, o_c = x[0, c, 0] a value of the channel (see "Statistics"); the origin is added
     # back once the chunks are combined. float32 takes Σd and Σd² in one pass ("One pass for float32"); float64
-    # takes two, corrected, as its bits need. Both are compile-time constants (is_float64).
+    # takes two, corrected, as its bits need. Both are compile-time constants (is_float64), and numba types only
+    # the path of this specialisation's dtype (_jit._FoldDtypeTests).
     corrected = is_float64(x)
     one_pass = not corrected
     if L == 1:  # (N, C): chunk k sums whole rows of C contiguous channels

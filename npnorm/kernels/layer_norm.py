@@ -188,11 +188,13 @@ def _shifted_mean_rstd(k, s, v, H, eps):
 
 
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
-def _row_mean_rstd(row, eps):
+def _row_mean_rstd(row, eps, one_pass):
     """mean and rstd = 1/sqrt(var + eps) of one row, in float64 whatever the dtype of the row: a float32 row in
-    one pass of shifted sums, a float64 row in two corrected passes."""
+    one pass of shifted sums, a float64 row in two corrected passes. ``one_pass`` is the caller's ``not
+    is_float64(x)``: as an argument it is a constant of the caller's specialisation, so numba types only the
+    branch taken (_jit._FoldDtypeTests; ``is_float64(row)`` here would not fold, row being no kernel argument)."""
     H = row.shape[0]
-    if not is_float64(row):  # a compile-time constant
+    if one_pass:
         k = np.float64(row[0]) if H > 0 else 0.0
         s = np.float64(0.0)
         v = np.float64(0.0)
@@ -585,8 +587,9 @@ def _ada_norm_forward(z, mean, rstd, x, C, k, eps, items, item):
         return run_on_threads(items)
     N, H = x.shape
     first, stop = item_share(N, items, item)
+    one_pass = not is_float64(x)  # a compile-time constant: float32 rows take "One pass for float32 rows"
     for i in range(first, stop):  # this call's rows
-        m, r = _row_mean_rstd(x[i], eps)
+        m, r = _row_mean_rstd(x[i], eps, one_pass)
         mean[i] = m
         rstd[i] = r
         for j in range(H):
