@@ -197,3 +197,14 @@ def test_a_dtype_test_on_anything_but_an_argument_still_answers_at_run_time():
         out = np.zeros(1, dtype=np.bool_)
         compiled(out, np.zeros((2, 3), dtype))
         assert out[0] == expected
+
+
+def test_a_folded_flag_passed_to_a_called_helper_compiles_it_once():
+    """BatchNorm's statistics pass their folded ``corrected`` on to ``_combine_chunks`` (a called kernel): as a
+    literal it would compile the helper once per dtype of x instead of once."""
+    from npnorm.kernels import batch_norm
+
+    for dtype in (np.float32, np.float64):
+        x = np.random.default_rng(2).standard_normal((6, 4, 3)).astype(dtype)
+        batch_norm.batch_norm_stats(np.empty(4), np.empty(4), x)
+    assert len(batch_norm._combine_chunks.signatures) == 1, batch_norm._combine_chunks.signatures

@@ -429,10 +429,15 @@ class _FoldDtypeTests(FunctionPass):
     three). Measured 7 December (Zen 4), each specialisation compiled cold five or six times in one process,
     alternated with numba's own pipeline, medians: BatchNorm's statistics 1.05 -> 0.80 s (float32) and 1.15 ->
     1.06 s (float64), LayerNorm's forward 0.45 -> 0.41 s and 0.45 -> 0.43 s, AdaNorm's 0.32 -> 0.27 s and 0.34 ->
-    0.31 s: 0.55 s of a cold warm-up's 17-18 s in one process. Only the kernel's own arguments: their types are
-    the call's signature (``state.args``); a helper that numba inlines takes the choice as an argument instead
-    (``one_pass`` of layer_norm.py's ``_row_mean_rstd``), which folds with its caller's. Runs after numba has
-    inlined the kernel's ``inline=True`` helpers, so that their branches on such an argument go too.
+    0.31 s; as the first of BatchNorm's kernels that a fresh process compiles, its statistics took 0.1-0.2 s
+    less (float32) and the same (float64), three runs alternated. About 0.3 s of a cold warm-up's 17-18 s in
+    one process, then. A folded value is a constant to numba's typing too: passed to a called (not inlined)
+    kernel it is a literal, which compiles a specialisation per value (``bool()`` it, as batch_norm.py does).
+
+    Only the kernel's own arguments fold: their types are the call's signature (``state.args``). A helper that
+    numba inlines takes the choice as an argument instead (``one_pass`` of layer_norm.py's ``_row_mean_rstd``),
+    which folds with its caller's. The pass runs after numba has inlined the kernel's ``inline=True`` helpers,
+    so that their branches on such an argument go too.
     """
 
     _name = "npnorm_fold_dtype_tests"
