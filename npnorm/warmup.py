@@ -199,7 +199,12 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # lstm_cell 1.10, weight_norm 1.02-1.16, gru_cell 1.02-1.06, adam 0.27-0.28. (The weights before, measured
 # 6 December on a host that compiled about 1.3 times faster, and estimated there for the two cells, gave the
 # same split. Earlier still, before every kernel shared one launcher and absent parameters became flags,
-# the same compiled in 44-69 s: the history is in docs/performance-history.md.)
+# the same compiled in 44-69 s: the history is in docs/performance-history.md.) On the Zen 4 host (7 December,
+# three runs each, medians) they read 5.74, 5.45, 2.89, 0.97, 0.85, 0.74, 0.63 and 0.19 s: by those, weight
+# norm would join this process's share. Measured, that finished later (four runs alternated: 9.66-11.43 s
+# against 9.37-11.36 s): this process ends 0.9-1.3 s later than its units' seconds add up to (numba's import
+# and registries, then the shared functions), the worker 0.36-0.43 s later, and with the split below the two
+# ended within 0.6 s of each other. So the weights stay.
 UNITS: tuple[tuple[tuple[str, ...], float], ...] = (
     (("layer_norm", "group_norm"), 7.44),
     (("batch_norm",), 5.78),

@@ -202,9 +202,23 @@ def test_a_dtype_test_on_anything_but_an_argument_still_answers_at_run_time():
 def test_a_folded_flag_passed_to_a_called_helper_compiles_it_once():
     """BatchNorm's statistics pass their folded ``corrected`` on to ``_combine_chunks`` (a called kernel): as a
     literal it would compile the helper once per dtype of x instead of once."""
-    from npnorm.kernels import batch_norm
+    import numba
+    from numba import types
 
-    for dtype in (np.float32, np.float64):
-        x = np.random.default_rng(2).standard_normal((6, 4, 3)).astype(dtype)
-        batch_norm.batch_norm_stats(np.empty(4), np.empty(4), x)
-    assert len(batch_norm._combine_chunks.signatures) == 1, batch_norm._combine_chunks.signatures
+    from npnorm.kernels import _jit, batch_norm
+
+    # A copy of the statistics kernel without a cache, so that numba types it (and its call of the helper) here
+    # whatever the on-disk cache holds; a kernel loaded from there would type nothing.
+    body = numba.njit(
+        fastmath=set(_jit.FASTMATH_REASSOC),
+        nogil=True,
+        error_model="numpy",
+        no_cfunc_wrapper=True,
+        pipeline_class=_jit._KernelCompiler,
+    )(_jit._variant(batch_norm._batch_stats.py_func, parallel=False))
+    f64 = types.float64
+    for dtype in (types.float32, types.float64):
+        body.compile(
+            (f64[::1], f64[::1], dtype[:, :, ::1], types.int64, f64[:, ::1], f64[:, ::1], types.int64, types.int64)
+        )
+    assert [sig[-1] for sig in batch_norm._combine_chunks.signatures] == [types.boolean]
