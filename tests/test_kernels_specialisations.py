@@ -222,3 +222,39 @@ def test_a_folded_flag_passed_to_a_called_helper_compiles_it_once():
             (f64[::1], f64[::1], dtype[:, :, ::1], types.int64, f64[:, ::1], f64[:, ::1], types.int64, types.int64)
         )
     assert [sig[-1] for sig in batch_norm._combine_chunks.signatures] == [types.boolean]
+
+
+def test_kernels_compile_with_numbas_own_pipeline_where_the_fold_has_no_place(monkeypatch):
+    """A numba whose pipeline lacks the pass the fold follows: kernels still compile, without the fold, and answer
+    the same."""
+    import numba
+    from numba.core.compiler_machinery import FunctionPass, register_pass
+
+    from npnorm.kernels import _jit
+
+    @register_pass(mutates_CFG=False, analysis_only=True)
+    class NotInThePipeline(FunctionPass):
+        _name = "npnorm_test_not_in_the_pipeline"
+
+        def __init__(self):
+            FunctionPass.__init__(self)
+
+        def run_pass(self, state):
+            return False
+
+    folds = []
+    monkeypatch.setattr(_jit, "InlineInlinables", NotInThePipeline)
+    monkeypatch.setattr(_jit._FoldDtypeTests, "run_pass", lambda self, state: folds.append(state) or False)
+
+    def tell_dtype(out, x):
+        if _jit.is_float64(x):
+            out[0] = 1.0
+        else:
+            out[0] = 2.0
+
+    compiled = numba.njit(pipeline_class=_jit._KernelCompiler)(tell_dtype)  # no cache: compiled here
+    for dtype, expected in ((np.float64, 1.0), (np.float32, 2.0)):
+        out = np.zeros(1)
+        compiled(out, np.zeros(3, dtype))
+        assert out[0] == expected
+    assert folds == []

@@ -481,11 +481,15 @@ class _FoldDtypeTests(FunctionPass):
 
 class _KernelCompiler(numba.core.compiler.Compiler):
     """numba's compiler with :class:`_FoldDtypeTests` after its inlining of ``inline=True`` helpers (numba's
-    dead-branch pruning comes right after it)."""
+    dead-branch pruning comes right after it). A numba whose pipeline has no such pass gets its own pipeline:
+    the same machine code, only a slower compile."""
 
     def define_pipelines(self):
         pipeline = DefaultPassBuilder.define_nopython_pipeline(self.state)
-        pipeline.add_pass_after(_FoldDtypeTests, InlineInlinables)
+        try:
+            pipeline.add_pass_after(_FoldDtypeTests, InlineInlinables)
+        except ValueError:  # "Could not find pass"
+            return super().define_pipelines()
         pipeline.finalize()
         return [pipeline]
 
