@@ -200,8 +200,9 @@ def test_a_dtype_test_on_anything_but_an_argument_still_answers_at_run_time():
 
 
 def test_a_folded_flag_passed_to_a_called_helper_compiles_it_once():
-    """BatchNorm's statistics pass their folded ``corrected`` on to ``_combine_chunks`` (a called kernel): as a
-    literal it would compile the helper once per dtype of x instead of once."""
+    """BatchNorm's statistics branch on ``corrected`` and pass it on to ``_combine_chunks`` (a called kernel). The
+    fold settles the branches only: had it made ``corrected`` itself a constant, numba would pass it as a literal
+    and compile the helper once per dtype of x instead of once."""
     import numba
     from numba import types
 

@@ -12,8 +12,8 @@ Four rules live here so that no kernel file has to repeat them:
   ``NUMBA_DISABLE_JIT=1`` runs every kernel as plain Python (``numba.prange`` is then ``range``).
   Each compile (or load from the cache) runs with Python's garbage collector paused
   (:func:`_compile_with_collector_paused`): numba's garbage made it a tenth of the compile time. Kernels
-  compile through :class:`_KernelCompiler`, numba's pipeline plus one pass: ``if is_float64(x):`` on a
-  kernel's argument is settled before typing, so numba types only the code of the specialisation's dtype.
+  compile through :class:`_KernelCompiler`, numba's pipeline plus one pass: a branch on ``is_float64(x)``,
+  x a kernel argument, is settled before typing, so numba types only the code of the specialisation's dtype.
 
 * **One body, serial or parallel.** Each kernel body is compiled once (``ChunkedKernel``), over work items.
   Small inputs run it in one call; large ones hand its items to numba's threads through ``_run_items``, the
@@ -62,7 +62,7 @@ from numba.core import ir as numba_ir
 from numba.core import types as nbtypes
 from numba.core.compiler import DefaultPassBuilder
 from numba.core.compiler_machinery import FunctionPass, register_pass
-from numba.core.ir_utils import build_definitions, get_definition, guard
+from numba.core.ir_utils import build_definitions, get_definition, guard, mk_unique_var
 from numba.core.untyped_passes import InlineInlinables
 from numba.extending import intrinsic
 
@@ -419,25 +419,29 @@ is_float64 = _is_float64 if numba.config.DISABLE_JIT else _is_float64_constant
 
 @register_pass(mutates_CFG=True, analysis_only=False)
 class _FoldDtypeTests(FunctionPass):
-    """``is_float64(x)``, x an argument of the kernel being compiled, becomes the constant it is for this
-    specialisation, and so does ``not`` of it; numba's next pass, dead-branch pruning, then drops the branch
-    not taken before numba types it.
+    """A branch on ``is_float64(x)``, x an argument of the kernel being compiled (or on ``not`` of it, through
+    any variables), gets the constant that test is for this specialisation as its condition; numba's next pass,
+    dead-branch pruning, then drops the branch not taken before numba types it.
 
     Kernels whose float32 and float64 rows take different algorithms (LayerNorm's and AdaNorm's forward,
     BatchNorm's statistics: "One pass for float32 rows" in layer_norm.py) had numba type and lower both, and
-    LLVM throw one away: the machine code is the same either way (compared for every specialisation of the
-    three). Measured 7 December (Zen 4), each specialisation compiled cold five or six times in one process,
+    LLVM throw one away. The machine code is the same either way for LayerNorm's and AdaNorm's forward and
+    BatchNorm's float64 statistics (compared); in its float32 statistics LLVM inlines ``_combine_chunks``
+    differently, with the same bits (48 cases compared, NaN and constant channels, one and two threads).
+    Measured 7 December (Zen 4), each specialisation compiled cold five or six times in one process,
     alternated with numba's own pipeline, medians: BatchNorm's statistics 1.05 -> 0.80 s (float32) and 1.15 ->
     1.06 s (float64), LayerNorm's forward 0.45 -> 0.41 s and 0.45 -> 0.43 s, AdaNorm's 0.32 -> 0.27 s and 0.34 ->
     0.31 s; as the first of BatchNorm's kernels that a fresh process compiles, its statistics took 0.1-0.2 s
     less (float32) and the same (float64), three runs alternated. About 0.3 s of a cold warm-up's 17-18 s in
-    one process, then. A folded value is a constant to numba's typing too: passed to a called (not inlined)
-    kernel it is a literal, which compiles a specialisation per value (``bool()`` it, as batch_norm.py does).
+    one process, then.
 
-    Only the kernel's own arguments fold: their types are the call's signature (``state.args``). A helper that
-    numba inlines takes the choice as an argument instead (``one_pass`` of layer_norm.py's ``_row_mean_rstd``),
-    which folds with its caller's. The pass runs after numba has inlined the kernel's ``inline=True`` helpers,
-    so that their branches on such an argument go too.
+    Only the branches' conditions change: a variable that holds the test keeps its value from the intrinsic, a
+    plain bool to numba's typing. (A first version made the variable itself a constant; numba then passed it
+    to a called kernel as a literal, which compiled that kernel once per value.) Only the kernel's own
+    arguments fold: their types are the call's signature (``state.args``). A helper that numba inlines takes
+    the choice as an argument instead (``one_pass`` of layer_norm.py's ``_row_mean_rstd``), which leads back to
+    its caller's test. The pass runs after numba has inlined the kernel's ``inline=True`` helpers, so that
+    their branches on such an argument go too.
     """
 
     _name = "npnorm_fold_dtype_tests"
@@ -448,23 +452,37 @@ class _FoldDtypeTests(FunctionPass):
     def run_pass(self, state):
         func_ir = state.func_ir
         folded = False
-        changed = True
-        while changed:  # a `not` folds once its operand has
-            changed = False
-            for block in func_ir.blocks.values():
-                for stmt in block.body:
-                    if isinstance(stmt, numba_ir.Assign) and isinstance(stmt.value, numba_ir.Expr):
-                        value = self._constant(func_ir, state.args, stmt.value)
-                        if value is not None:
-                            stmt.value = numba_ir.Const(value, stmt.value.loc)
-                            changed = folded = True
-            if changed:
-                func_ir._definitions = build_definitions(func_ir.blocks)
+        for block in func_ir.blocks.values():
+            branch = block.terminator
+            if not isinstance(branch, numba_ir.Branch):
+                continue
+            # numba branches on `$pred = bool(condition)`, which dead-branch pruning reads the same way
+            assign = block.find_variable_assignment(branch.cond.name)
+            if assign is None:
+                continue
+            pred = assign.value
+            if not (isinstance(pred, numba_ir.Expr) and pred.op == "call" and len(pred.args) == 1):
+                continue
+            func = guard(get_definition, func_ir, pred.func)
+            if not (isinstance(func, numba_ir.Global) and func.value is bool):
+                continue
+            value = self._value(func_ir, state.args, pred.args[0])
+            if value is not None:
+                loc = branch.loc
+                constant = numba_ir.Var(block.scope, mk_unique_var("$npnorm_dtype_test"), loc)
+                block.body.insert(block.body.index(assign), numba_ir.Assign(numba_ir.Const(value, loc), constant, loc))
+                pred.args = [constant]  # bool(<the constant>): what dead-branch pruning reads
+                folded = True
+        if folded:
+            func_ir._definitions = build_definitions(func_ir.blocks)
         return folded
 
-    @staticmethod
-    def _constant(func_ir, arg_types, expr) -> bool | None:
-        """The value of ``is_float64(<argument>)`` or ``not <constant bool>``; None for any other expression."""
+    @classmethod
+    def _value(cls, func_ir, arg_types, var) -> bool | None:
+        """What ``var`` holds if it is ``is_float64(<argument>)`` or ``not`` of such a value, else None."""
+        expr = guard(get_definition, func_ir, var)
+        if not isinstance(expr, numba_ir.Expr):
+            return None
         if expr.op == "call" and len(expr.args) == 1 and not expr.kws and not expr.vararg:
             func = guard(get_definition, func_ir, expr.func)
             if isinstance(func, (numba_ir.Global, numba_ir.FreeVar)) and func.value is is_float64:
@@ -473,9 +491,8 @@ class _FoldDtypeTests(FunctionPass):
                     arg_type = arg_types[arg.index]  # as _is_float64_constant decides
                     return isinstance(arg_type, nbtypes.Array) and arg_type.dtype == nbtypes.float64
         elif expr.op == "unary" and expr.fn == operator.not_:
-            operand = guard(get_definition, func_ir, expr.value)
-            if isinstance(operand, numba_ir.Const) and isinstance(operand.value, bool):
-                return not operand.value
+            operand = cls._value(func_ir, arg_types, expr.value)
+            return None if operand is None else not operand
         return None
 
 

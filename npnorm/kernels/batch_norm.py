@@ -306,9 +306,7 @@ def _batch_stats(mean, var, x, nchunks, part_mean, part_m2, items, item):
             part_mean[k, c] = m
             part_m2[k, c] = v
     if ends_run(items, item):
-        # bool(): `corrected` is a constant here (_jit._FoldDtypeTests), which numba would pass as a literal,
-        # compiling the helper once per value; a plain bool compiles it once
-        _combine_chunks(mean, var, part_mean, part_m2, N, L, bool(corrected))
+        _combine_chunks(mean, var, part_mean, part_m2, N, L, corrected)
         for c in range(C):  # the chunks summed x − o_c
             mean[c] += x[0, c, 0]
 
