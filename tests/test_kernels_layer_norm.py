@@ -34,10 +34,10 @@ AFFINE = [(True, True), (True, False), (False, True), (False, False)]  # (weight
 DETACH = [(False, False), (True, False), (False, True), (True, True)]  # (detach_mean, detach_var)
 # N * H at or above _jit.SERIAL_BELOW: these run the parallel kernels through the public functions
 BIG_SHAPES = [(1, 40_000), (3000, 17), (257, 300)]
-# H ≥ K.BLOCK_FROM_H = 2048 and chunks of more than K.BLOCK_ROWS = 2 rows that are not all multiples of 2
-# (16 chunks of 16-17 rows; 15 chunks of 9-10 rows; 15 chunks of 8-9 rows):
-# the backward runs blocks of 2 rows, then the leftover row (test_wide_shapes_take_the_row_block_path)
-WIDE_SHAPES = [(261, 2048), (137, 2055), (130, 2050)]
+# H ≥ K.BLOCK_FROM_H = 2048 and chunks of more than K.BLOCK_ROWS = 4 rows (16 chunks of 16-17 rows; 15 chunks of
+# 9-10 rows; 15 chunks of 11-12 rows): the backward runs blocks of 4 rows, then the leftover rows, and between
+# them the chunks leave 0, 1, 2 and 3 rows over (test_wide_shapes_take_the_row_block_path)
+WIDE_SHAPES = [(261, 2048), (137, 2055), (167, 2049)]
 EXAMPLES = max(40, settings.default.max_examples)
 
 
@@ -334,11 +334,13 @@ def test_wide_rows_match_reference(N, H, dtype, affine, seed):
 
 
 def test_wide_shapes_take_the_row_block_path():
+    leftovers = set()
     for N, H in WIDE_SHAPES:
         n = _jit.num_chunks(N, H)
         chunk_sizes = [(c + 1) * N // n - c * N // n for c in range(n)]  # as the kernel splits the rows
         assert H >= K.BLOCK_FROM_H and min(chunk_sizes) > K.BLOCK_ROWS
-        assert any(size % K.BLOCK_ROWS for size in chunk_sizes)
+        leftovers.update(size % K.BLOCK_ROWS for size in chunk_sizes)
+    assert leftovers == set(range(K.BLOCK_ROWS))  # every count of rows left over after the blocks
 
 
 def test_large_mean_small_std_float32(rng):

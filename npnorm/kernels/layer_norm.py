@@ -101,8 +101,8 @@ How the kernels are written, and why:
   numbers in the same order.
 * **Wide rows.** For H ≥ ``BLOCK_FROM_H`` = 2048 the two float64 partial rows (32 KiB and more) crowd the
   data rows out of L1, and updating them once per row dominated the backward; there pass 1 runs over
-  ``BLOCK_ROWS`` = 2 rows side by side and updates the partials once for both (measurements, and why two
-  rows and not four, in ``_backward_2_rows``). The forward had a kernel of its own for H ≥ 2048 until the
+  ``BLOCK_ROWS`` = 4 rows side by side and updates the partials once for all four (measurements, and why
+  four rows, in ``_backward_4_rows``). The forward had a kernel of its own for H ≥ 2048 until the
   fifteenth session (four, then two rows per output pass, so that each load of weight[j] and bias[j] served
   several rows); the fused one-row kernel is faster there too (0.86-0.95 of its time at 2048x2048 to
   512x8192).
@@ -344,10 +344,10 @@ def _dx_row(dx, dy, x, weight, has_weight, i, m, r, mean_g, mean_gxhat):
         dx[i, j] = r_x * (g - mg - xhat * mgx)
 
 
-# Wide rows are handled BLOCK_ROWS rows at a time (see _backward_2_rows) from this row length on. Below it
+# Wide rows are handled BLOCK_ROWS rows at a time (see _backward_4_rows) from this row length on. Below it
 # the one-row loop is faster (measured there).
 BLOCK_FROM_H = 2048
-BLOCK_ROWS = 2
+BLOCK_ROWS = 4
 
 
 # Inlined into its one caller, not called: as a called helper numba compiled it on its own and then again inside
@@ -355,59 +355,66 @@ BLOCK_ROWS = 2
 # gradients) compiled in 5.5 s against 5.9 s (medians of six rounds alternated in one process), with dx, dγ and
 # dβ bit-identical and the same speed (0.96-1.01 of the time from 64x64 to 512x8192, 7 December).
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
-def _backward_2_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, has_weight, a, b, i):
-    """Rows i and i+1 as in the one-row loop of _layer_norm_backward, with one pass 1 for the two rows.
+def _backward_4_rows(dx, dweight_part, dbias_part, dy, x, mean, rstd, weight, has_weight, a, b, i):
+    """Rows i .. i+3 as in the one-row loop of _layer_norm_backward, with one pass 1 for the four rows.
 
     Per row, the one-row loop reads and writes both float64 partial rows (16 bytes per element). From
     H = 2048 those 2·8·H bytes (32 KiB and more) fill a 32 KiB L1 by themselves, and that read-modify-write
-    from L2 dominated the backward. Here pass 1 reads the two rows side by side, adds their
-    shares per column in float64 and updates the partials once for both, while it also gathers each row's
-    Σ g and Σ g·xhat; pass 2 (_dx_row) then finds both rows in L1.
+    from L2 dominated the backward. Here pass 1 reads the four rows side by side, adds their shares per column
+    in float64 and updates the partials once for all four, while it also gathers each row's Σ g and Σ g·xhat;
+    pass 2 (_dx_row) then finds the rows in L1 or L2.
 
-    Why two rows and not four. Until the fourteenth session (7 December) this took four rows: on the first
-    host (AVX-512) four rows against one row at a time took 1024x4096 1.29 against 1.85 ms, 8192x1024 0.92-1.00,
-    4096x1024 0.87-0.93, 16384x1024 0.86-0.90, 1024x2000 0.77-0.82, 256x1024 0.89-0.91 of the time, and two
-    rows 1.03-1.05 of the four rows' time at 8192x1024. On the later host (AMD Zen 3, 32 KiB L1, AVX2) four
-    rows were the slowest of the three: two rows took 0.86-0.97 of their time at every shape measured
-    (8192x1024 0.93-0.94, 16384x1024 0.88-0.94, 4096x1024 0.97, 1024x1536 0.96, 1024x2000 0.96, 256x1024
-    0.90, 2048x2048 0.89-0.92, 4096x2048 0.86, 1024x4096 0.89-0.92, 512x8192 0.86; float32, 2 threads, and
-    0.89-0.93 with one thread), one row at a time 0.82-0.95 at H = 1024 with 4096 rows and more but
-    0.87-1.06 from H = 1536 on (in one process, interleaved, 10th percentile of 40 calls; two runs with two
-    threads, one with one). Our reading (that VM has no hardware counters): eight input streams at once
-    (x and dy of four rows) beside the two partial rows are more than its L1 holds apart, and pass 2 then
-    re-reads four rows (32 KiB at H = 1024) that no longer fit in it.
+    How many rows depends on the host, and has changed with it. Four on the first host (AVX-512: 1024x4096
+    1.29 against 1.85 ms one row at a time). Two on the Zen 3 host of the twelfth to nineteenth sessions
+    (AVX2), where four were the slowest choice: two took 0.86-0.97 of their time at every shape measured.
+    Four again on the Zen 4 host (AVX-512) of the twentieth session on: against two rows, float32, 2 threads,
+    interleaved in one process, both writing the same arrays, 10th percentile / median of 20-200 calls
+    (22nd session, 7 December): 1024x4096 0.93 / 0.94, 2048x2048 0.86 / 0.88, 512x8192 0.91 / 0.93,
+    4096x2048 0.90 / 0.90, 2048x4096 0.94 / 0.94, 1024x2048 0.94 / 0.92, in cache 256x4096 0.96 / 0.96 and
+    64x4096 0.97 / 1.09; float64 0.84-0.98. dx, dγ and dβ kept their float32 bits at those shapes (float64:
+    the last bits of the sums move). Compiled cold, LayerNorm's backward with parameter gradients took about
+    0.1 s more per dtype (1.11-1.23 against 1.04-1.12 s, four fresh processes alternated). Generated for the
+    Zen 3 CPU (``NUMBA_CPU_NAME=znver3``, AVX2 code) and run on the Zen 4 host, four rows still beat two
+    (1024x4096 1.35 against 1.61 ms): AVX2 code and its 16 vector registers alone do not explain why two
+    rows won on the Zen 3 host; what did is not known (that host was not at hand to measure).
 
-    Why from H = 2048. On the first host four rows paid from H = 1024 (above). On the Zen 3 host, measured
-    again in the fifteenth session with both variants writing the same output arrays (the measurements above
-    gave each its own, which moved some results by up to 12%), one row at a time against two rows took
-    8192x1024 0.89-0.95, 16384x1024 0.95-0.96, 4096x1024 0.77-0.84, 2048x1024 0.86-0.90, 1024x1024 0.90-0.94,
-    8192x1280 0.91-0.92, 4096x1536 0.92-0.95, 2048x1792 0.95-0.97 (one thread 0.94-1.01), in cache (64-256
-    rows of 1024-2000) 0.89-1.17, but from H = 2048 1.02-1.12 (2048x2048 1.02 / 0.99, 4096x2048 1.02 / 1.03,
-    1024x4096 1.10 / 1.08, 2048x4096 1.12 / 1.05, 512x8192 1.11 / 1.08; 10th percentile / median of 40
-    calls, float32, 2 threads). Below H = 1024 two rows are slower still (1.28-1.59 of one row's time at
-    H = 256-768), as four were (10% at 768 to 2x at 256 on the first host). (An array of per-row sums instead
-    of the scalars below is not vectorised by LLVM and was three times slower.)
+    Why from H = 2048. Four rows from H = 1024 (BLOCK_FROM_H) against from 2048, the same run: 8192x1024
+    1.10 / 1.12, 4096x1024 1.15 / 1.10, 2048x1536 1.06 / 1.05, 1024x1024 1.02 / 1.03 of the time, 16384x1024
+    0.95 / 0.96. On the Zen 3 host two rows from H = 1024 had likewise been slower than one row at a time
+    (one row took 0.77-0.96 of their time below H = 2048) and faster from H = 2048 (1.02-1.12). Below
+    H = 1024 row blocks are slower still (1.28-1.59 of one row's time at H = 256-768 for two rows, 10% at
+    768 to 2x at 256 for four). (An array of per-row sums instead of the scalars below is not vectorised by
+    LLVM and was three times slower.)
     """
     H = x.shape[1]
-    m0, m1 = mean[i], mean[i + 1]
-    r0, r1 = rstd[i], rstd[i + 1]
-    s0 = s1 = np.float64(0.0)  # Σ g per row
-    t0 = t1 = np.float64(0.0)  # Σ g * xhat per row
+    m0, m1, m2, m3 = mean[i], mean[i + 1], mean[i + 2], mean[i + 3]
+    r0, r1, r2, r3 = rstd[i], rstd[i + 1], rstd[i + 2], rstd[i + 3]
+    s0 = s1 = s2 = s3 = np.float64(0.0)  # Σ g per row
+    t0 = t1 = t2 = t3 = np.float64(0.0)  # Σ g * xhat per row
     for j in range(H):
         d0, d1 = np.float64(dy[i, j]), np.float64(dy[i + 1, j])
+        d2, d3 = np.float64(dy[i + 2, j]), np.float64(dy[i + 3, j])
         xhat0 = (np.float64(x[i, j]) - m0) * r0
         xhat1 = (np.float64(x[i + 1, j]) - m1) * r1
-        dbias_part[j] += d0 + d1
-        dweight_part[j] += d0 * xhat0 + d1 * xhat1
+        xhat2 = (np.float64(x[i + 2, j]) - m2) * r2
+        xhat3 = (np.float64(x[i + 3, j]) - m3) * r3
+        dbias_part[j] += (d0 + d1) + (d2 + d3)
+        dweight_part[j] += (d0 * xhat0 + d1 * xhat1) + (d2 * xhat2 + d3 * xhat3)
         if has_weight:
             w = np.float64(weight[j])
-            d0, d1 = d0 * w, d1 * w  # g = dy * weight
+            d0, d1, d2, d3 = d0 * w, d1 * w, d2 * w, d3 * w  # g = dy * weight
         s0 += d0
         s1 += d1
+        s2 += d2
+        s3 += d3
         t0 += d0 * xhat0
         t1 += d1 * xhat1
+        t2 += d2 * xhat2
+        t3 += d3 * xhat3
     _dx_row(dx, dy, x, weight, has_weight, i, m0, r0, a * (s0 / H), b * (t0 / H))
     _dx_row(dx, dy, x, weight, has_weight, i + 1, m1, r1, a * (s1 / H), b * (t1 / H))
+    _dx_row(dx, dy, x, weight, has_weight, i + 2, m2, r2, a * (s2 / H), b * (t2 / H))
+    _dx_row(dx, dy, x, weight, has_weight, i + 3, m3, r3, a * (s3 / H), b * (t3 / H))
 
 
 # noalias: the outputs (dx, the partials, dweight, dbias) never overlap the inputs; why it matters, as in the forward
@@ -445,9 +452,9 @@ def _layer_norm_backward(
             for j in range(H):
                 dweight_part[c, j] = 0.0
                 dbias_part[c, j] = 0.0
-            if H >= BLOCK_FROM_H:  # wide rows: two at a time (see _backward_2_rows)
+            if H >= BLOCK_FROM_H:  # wide rows: four at a time (see _backward_4_rows)
                 while i + BLOCK_ROWS <= row1:
-                    _backward_2_rows(dx, dweight_part[c], dbias_part[c], dy, x, mean, rstd, weight, has_weight, a, b, i)
+                    _backward_4_rows(dx, dweight_part[c], dbias_part[c], dy, x, mean, rstd, weight, has_weight, a, b, i)
                     i += BLOCK_ROWS
         # One row at a time, written out here rather than in a helper: a call per row costs reference counting
         # of its array arguments, which dominated for short rows (GroupNorm runs this on rows of H = 2). As in

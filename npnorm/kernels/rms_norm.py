@@ -97,18 +97,18 @@ def _dx_row(dx, dy, x, weight, has_weight, i, r, mean_gxhat):
         dx[i, j] = r * (g - xhat * mean_gxhat)
 
 
-# Wide rows: four rows per update of the float64 partial row of dweight, as LayerNorm's backward once took
-# (kernels/layer_norm.py, _backward_2_rows, says why the float64 partial rows crowd L1, and why LayerNorm, with
-# two of them, now takes two rows). RMSNorm has one partial row, not two, so it
-# crowds L1 from twice the row length. Measured 6 December, backward, float32, 2 threads, alternated, time
-# against one row at a time: 1024x4096 0.76-0.79, 512x4096 0.75-0.84, 2048x2048 0.83-0.89, 4096x2048
-# 0.87, 8192x2048 0.88-1.05; from H = 1024 instead it was 1.23-1.49x slower at 8192x1024 and 16384x1024.
+# Wide rows: four rows per update of the float64 partial row of dweight, as LayerNorm's backward takes
+# (kernels/layer_norm.py, _backward_4_rows, says why the float64 partial rows crowd L1). RMSNorm has one
+# partial row, not two, so it crowds L1 from twice the row length. Measured 6 December, backward, float32,
+# 2 threads, alternated, time against one row at a time: 1024x4096 0.76-0.79, 512x4096 0.75-0.84, 2048x2048
+# 0.83-0.89, 4096x2048 0.87, 8192x2048 0.88-1.05; from H = 1024 instead it was 1.23-1.49x slower at 8192x1024
+# and 16384x1024.
 BLOCK_FROM_H = 2048
 BLOCK_ROWS = 4
 
 
 # Inlined into its one caller, not called (the reason, and the compile time saved, at LayerNorm's
-# _backward_2_rows): dx and dγ bit-identical, 0.98-1.01 of the time from 64x64 to 1024x4096 (10th percentile
+# _backward_4_rows): dx and dγ bit-identical, 0.98-1.01 of the time from 64x64 to 1024x4096 (10th percentile
 # of 40 calls, 7 December; 1.06 once at 512x8192, 0.98 in a second run).
 @kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
 def _backward_4_rows(dx, dweight_part, dy, x, rrms, weight, has_weight, i):
