@@ -208,11 +208,12 @@ def test_parallel_equals_serial(N, H, dtype, rng, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("H", [7, 64, 1030])
+@pytest.mark.parametrize("H", [7, 64, 1030, K.FORWARD_BLOCK_FROM_H + 2])
 def test_forward_rows_do_not_depend_on_where_a_call_begins(H, dtype, variant, rng):
     """The forward fuses a row's output pass with the next row's sum, and the first row of each call is summed
     in that same loop (with a stand-in output): so every row gets the same bits whichever items the rows are
-    cut into, also where the float64 sums are inexact and their order shows in the last bit."""
+    cut into, also where the float64 sums are inexact and their order shows in the last bit. Wide rows go
+    in blocks (_forward_2_rows), the items sharing whole blocks: which loop sums a row depends on N alone."""
     N = 9
     # magnitudes across 2^-40 .. 2^40: float64 sums of these float32 values round, in an order-dependent way
     x = rng.choice([-1.0, 1.0], (N, H)) * 2.0 ** rng.integers(-40, 41, (N, H)) * rng.uniform(1, 2, (N, H))

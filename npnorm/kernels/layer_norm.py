@@ -102,10 +102,11 @@ How the kernels are written, and why:
 * **Wide rows.** For H ≥ ``BLOCK_FROM_H`` = 2048 the two float64 partial rows (32 KiB and more) crowd the
   data rows out of L1, and updating them once per row dominated the backward; there pass 1 runs over
   ``BLOCK_ROWS`` = 4 rows side by side and updates the partials once for all four (measurements, and why
-  four rows, in ``_backward_4_rows``). The forward had a kernel of its own for H ≥ 2048 until the
-  fifteenth session (four, then two rows per output pass, so that each load of weight[j] and bias[j] served
-  several rows); the fused one-row kernel is faster there too (0.86-0.95 of its time at 2048x2048 to
-  512x8192).
+  four rows, in ``_backward_4_rows``). The float32 forward with weight and bias takes two rows at a time
+  from H ≥ ``FORWARD_BLOCK_FROM_H`` = 2048: each row's statistics, then one output pass for both, so that
+  each load of weight[j] and bias[j] serves two rows (``_forward_2_rows``). It had a kernel of its own for
+  that until the fifteenth session, when the fused one-row loop was faster on that session's host; on the
+  later one the blocks are faster again from memory.
 * **Serial below a threshold.** Each kernel body is compiled once; inputs smaller than
   ``_jit.SERIAL_BELOW`` elements run it serially, in one call, because waking the thread pool costs more
   than the work (measured next to that constant). Larger ones run its items through a small parallel
@@ -243,9 +244,61 @@ def any_out_of_range(rstd, itemsize, H):
     return outside > 0
 
 
+# Wide rows in the forward: FORWARD_BLOCK_ROWS rows at a time (see _forward_2_rows) from this row length on.
+FORWARD_BLOCK_FROM_H = 2048
+FORWARD_BLOCK_ROWS = 2
+
+
+@kernel(parallel=False, fastmath=FASTMATH_REASSOC, inline=True)
+def _forward_2_rows(y, mean, rstd, x, weight, bias, eps, i, one_pass):
+    """Rows i and i+1 of the forward: each row's statistics (_row_mean_rstd), then one output pass for both.
+
+    Only for float32 rows with both weight and bias (the kernel's test, `one_pass and has_weight and has_bias`,
+    settled before typing for float64: _jit._FoldDtypeTests): the block gains by sharing the loads of
+    weight[j] and bias[j] between two rows, and each case it covers is compiled code. Compiled cold, it
+    added 0.35-0.45 s to the float32 forward (1.30-1.63 against 0.94-1.18 s, six fresh processes alternated)
+    and 0.45 s to LayerNorm's warm-up unit; covering float64 (0.79-0.90 of the time there) and the rows
+    without weight or bias too cost 0.7-0.8 s per dtype.
+
+    Why, for wide rows. The kernel's fused loop writes row p's output while it sums row p + 1: it reads x[p],
+    weight and bias, writes y[p] and reads x[p + 1], five rows' worth (80 KiB at H = 4096) against a 32 KiB
+    L1. Here each row's sums stream it from memory on their own, and the output pass then serves two rows
+    per load of weight[j] and bias[j]. Measured on the Zen 4 host (22nd session, 7 December) against the
+    fused loop, float32, 2 threads, interleaved in one process, both writing the same arrays, 10th percentile
+    / median of 20-400 calls, two runs where given: from memory 8192x2048 0.74 / 0.66, 4096x2048 0.94-0.98 /
+    0.95, 2048x3072 0.81 / 0.90, 1024x4096 0.81-0.86 / 0.79-0.81, 2048x4096 0.82 / 0.82, 4096x4096 0.79 /
+    0.79, 512x8192 0.77 / 0.79; but slower where the input sits in the 32 MiB L3 between calls (8 MiB and
+    less): 1024x2048 1.13 / 1.11, 1024x3072 1.13 / 1.04, 512x4096 1.10 / 1.07, 256x4096 1.05 / 1.06, 64x4096
+    1.02 / 1.01, 2048x2048 1.00 / 0.99. Float64: 0.79-0.90, in cache too. Four rows (a standalone prototype)
+    gained more from memory (1024x4096 0.73-0.89 of the kernel's time, 512x8192 0.60-0.72) and lost more in
+    L3 (1.47x at 256x4096 and 512x4096). On the Zen 3 host the fused loop had been faster than a two-row
+    kernel at every wide shape (0.86-0.95 of its time, see the kernel's docstring).
+
+    The row sums here come from _row_mean_rstd's loops, those of the rows before a block's end from the
+    fused loop; at the shapes measured the two give the same bits (LLVM splits both sums alike), and the
+    kernel hands whole blocks to its items, so which loop sums a row depends on N alone, not on the items.
+    """
+    H = x.shape[1]
+    for k in range(i, i + 2):  # a loop, not two calls: numba then inlines _row_mean_rstd once
+        mean[k], rstd[k] = _row_mean_rstd(x[k], eps, one_pass)
+    m0, m1 = mean[i], mean[i + 1]
+    r0, r1 = rstd[i], rstd[i + 1]
+    m0_hi, m0_lo = _split_mean(m0, x)
+    m1_hi, m1_lo = _split_mean(m1, x)
+    r0_x, r1_x = x.dtype.type(r0), x.dtype.type(r1)
+    for j in range(H):
+        out0 = ((x[i, j] - m0_hi) - m0_lo) * r0_x  # xhat, as in the kernel's output pass
+        out1 = ((x[i + 1, j] - m1_hi) - m1_lo) * r1_x
+        w, b = weight[j], bias[j]
+        y[i, j] = out0 * w + b
+        y[i + 1, j] = out1 * w + b
+
+
 @chunked_kernel(fastmath=FASTMATH_REASSOC, noalias=True)  # outputs never overlap inputs (see below)
 def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, eps, items, item):
-    """The forward of this call's rows, the output pass of each row fused with the next row's first pass.
+    """The forward of this call's rows, the output pass of each row fused with the next row's first pass
+    (float32 wide rows with weight and bias, from H = FORWARD_BLOCK_FROM_H: two rows at a time,
+    _forward_2_rows, and only the last N mod 2 row through the fused loop).
 
     Row by row, the two statistics passes and the output pass would read a row from memory once (pass 1)
     and then work from L1 for two passes, with no read in flight: memory idles for most of each row. Here
@@ -272,8 +325,18 @@ def _layer_norm_forward(y, mean, rstd, x, weight, bias, has_weight, has_bias, ep
     if item == ON_THREADS:  # a parallel run: this call hands the items to numba's threads (see _jit.py)
         return run_on_threads(items)
     N, H = x.shape
-    first, stop = item_share(N, items, item)
     one_pass = not is_float64(x)  # a compile-time constant: float32 rows take "One pass for float32 rows"
+    if one_pass and has_weight and has_bias and H >= FORWARD_BLOCK_FROM_H:
+        # float32 wide rows with weight and bias (see _forward_2_rows): the items share blocks of
+        # FORWARD_BLOCK_ROWS rows, so that which rows go through the block (and which, the last
+        # N mod FORWARD_BLOCK_ROWS, through the loop below) depends on N alone
+        first, stop = item_share((N + FORWARD_BLOCK_ROWS - 1) // FORWARD_BLOCK_ROWS, items, item)
+        first, stop = first * FORWARD_BLOCK_ROWS, min(stop * FORWARD_BLOCK_ROWS, N)
+        while first + FORWARD_BLOCK_ROWS <= stop:
+            _forward_2_rows(y, mean, rstd, x, weight, bias, eps, first, one_pass)
+            first += FORWARD_BLOCK_ROWS
+    else:
+        first, stop = item_share(N, items, item)
     p = first  # the row whose output the fused loop writes: row i - 1, or `first` with stand-ins
     m_hi = m_lo = r_x = x.dtype.type(0.0)
     for i in range(first, stop):
