@@ -259,3 +259,19 @@ def test_kernels_compile_with_numbas_own_pipeline_where_the_fold_has_no_place(mo
         compiled(out, np.zeros(3, dtype))
         assert out[0] == expected
     assert folds == []
+
+
+def test_a_helper_kernel_called_from_python_raises_instead_of_crashing():
+    """helper=True kernels have no Python entry point; numba's dispatcher jumped to it anyway (a segfault)."""
+    from npnorm.kernels import _jit
+    from npnorm.kernels import layer_norm as K
+
+    x = np.ones((2, 4), np.float32)
+    with pytest.raises(TypeError, match=r"npnorm\.kernels\._jit\._add_up_chunks is a helper kernel"):
+        _jit.add_up_chunks(np.empty(4, np.float32), np.zeros((2, 4)))
+    with pytest.raises(TypeError, match="layer_norm._dx_row is a helper kernel"):
+        K._dx_row(x.copy(), x, x, x[0], True, 0, 0.0, 1.0, 0.0, 0.0)
+    # the kernels that call them still do (compiled here, or loaded from the cache)
+    dx, dw, db = np.empty_like(x), np.empty(4, np.float32), np.empty(4, np.float32)
+    K.layer_norm_backward(dx, dw, db, x, x, np.zeros(2), np.ones(2), x[0])
+    np.testing.assert_array_equal(db, [2, 2, 2, 2])

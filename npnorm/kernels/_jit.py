@@ -528,6 +528,23 @@ class _NoAliasCompiler(_KernelCompiler):
         return super().define_pipelines()
 
 
+class _HelperDispatcher(numba.core.registry.CPUDispatcher):
+    """The dispatcher of a ``helper=True`` kernel: other kernels call it, and a call from Python raises.
+
+    Such a kernel has no Python entry point (numba's ``no_cpython_wrapper``), and numba's own dispatcher,
+    called from Python anyway, compiled the kernel and then jumped to the missing entry point: a segmentation
+    fault. Kernels that call it type and link it through the dispatcher as before; only Python's call
+    changes.
+    """
+
+    helper_name = ""  # the kernel's module and name, set by kernel()
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"{self.helper_name} is a helper kernel that only other kernels call: it has no Python entry point"
+        )
+
+
 def kernel(parallel: bool, fastmath=False, inline: bool = False, noalias: bool = False, helper: bool = False):
     """Decorator: compile a kernel with npnorm's options (lazily, on first call).
 
@@ -540,7 +557,8 @@ def kernel(parallel: bool, fastmath=False, inline: bool = False, noalias: bool =
     inside its caller, whose module links it in. ``noalias=True`` promises that
     no output argument overlaps another argument (see :class:`_NoAliasCompiler`). ``helper=True`` is for
     functions that only other kernels call: numba then builds no Python entry point for them (which cost
-    about 0.03 s of compilation per specialisation), and calling one from Python raises.
+    about 0.03 s of compilation per specialisation), and calling one from Python raises TypeError
+    (:class:`_HelperDispatcher`).
     """
 
     def decorate(py_func):
@@ -559,6 +577,9 @@ def kernel(parallel: bool, fastmath=False, inline: bool = False, noalias: bool =
         if helper:
             options["no_cpython_wrapper"] = True
         dispatcher = numba.njit(cache=False, **options)(func)
+        if helper:
+            dispatcher.__class__ = _HelperDispatcher  # same layout: a subclass that only adds __call__
+            dispatcher.helper_name = f"{py_func.__module__}.{py_func.__qualname__}"
         if _writable_cache_dir(py_func) is not None:
             try:
                 _enable_stamped_cache(dispatcher)  # one cache, built once (njit(cache=True) would build another)
