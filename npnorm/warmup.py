@@ -204,7 +204,14 @@ NORMS: dict[str, Callable[[np.ndarray], None]] = {
 # norm would join this process's share. Measured, that finished later (four runs alternated: 9.66-11.43 s
 # against 9.37-11.36 s): this process ends 0.9-1.3 s later than its units' seconds add up to (numba's import
 # and registries, then the shared functions), the worker 0.36-0.43 s later, and with the split below the two
-# ended within 0.6 s of each other. So the weights stay.
+# ended within 0.6 s of each other. So the weights stay. The twenty-second session's row blocks made LayerNorm's
+# unit about 0.45 s heavier (LayerNorm 4.14-4.25 s and GroupNorm 1.89-1.99 s in two cold warm-ups, against
+# 3.69-3.77 and 1.99 s before): the split is the same by either set of weights. This process now ends last:
+# its units were done 9.23-9.36 s into `npnorm warmup`, the worker's 8.51-8.77 s (three runs). Besides its
+# units it pays numba's registries at its first compile (0.43 s, 0.2 s of that importing scipy.linalg for
+# numba's BLAS check; the worker pays them too) and the shared functions (about 0.3 s). Swapping the GRU cell
+# and Adam between the two shares read 9.05-9.65 s against 9.16-9.48 s (five pairs alternated): no gain the
+# noise lets one see.
 UNITS: tuple[tuple[tuple[str, ...], float], ...] = (
     (("layer_norm", "group_norm"), 7.44),
     (("batch_norm",), 5.78),
