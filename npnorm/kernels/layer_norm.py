@@ -267,16 +267,16 @@ def _forward_2_rows(y, mean, rstd, x, weight, bias, eps, i, one_pass):
     fused loop, float32, 2 threads, interleaved in one process, both writing the same arrays, 10th percentile
     / median of 20-400 calls, two runs where given: from memory 8192x2048 0.74 / 0.66, 4096x2048 0.94-0.98 /
     0.95, 2048x3072 0.81 / 0.90, 1024x4096 0.81-0.86 / 0.79-0.81, 2048x4096 0.82 / 0.82, 4096x4096 0.79 /
-    0.79, 512x8192 0.77 / 0.79; but slower where the input sits in the 32 MiB L3 between calls (8 MiB and
-    less): 1024x2048 1.13 / 1.11, 1024x3072 1.13 / 1.04, 512x4096 1.10 / 1.07, 256x4096 1.05 / 1.06, 64x4096
-    1.02 / 1.01, 2048x2048 1.00 / 0.99. Float64: 0.79-0.90, in cache too. Four rows (a standalone prototype)
+    0.79, 512x8192 0.77 / 0.79; no faster at 2048x2048 (1.00 / 0.99), and slower where x (8 MiB and less)
+    stays in the 32 MiB L3 between calls: 1024x2048 1.13 / 1.11, 1024x3072 1.13 / 1.04, 512x4096 1.10 / 1.07,
+    256x4096 1.05 / 1.06, 64x4096 1.02 / 1.01. Float64: 0.79-0.90, in cache too. Four rows (a standalone prototype)
     gained more from memory (1024x4096 0.73-0.89 of the kernel's time, 512x8192 0.60-0.72) and lost more in
     L3 (1.47x at 256x4096 and 512x4096). On the Zen 3 host the fused loop had been faster than a two-row
     kernel at every wide shape (0.86-0.95 of its time, see the kernel's docstring).
 
-    The row sums here come from _row_mean_rstd's loops, those of the rows before a block's end from the
-    fused loop; at the shapes measured the two give the same bits (LLVM splits both sums alike), and the
-    kernel hands whole blocks to its items, so which loop sums a row depends on N alone, not on the items.
+    The row sums here come from _row_mean_rstd's loop, and those of the last row of an odd N from the fused
+    loop; at the shapes measured the two give the same bits (LLVM splits both sums alike), and the kernel
+    hands whole blocks to its items, so which loop sums a row depends on N alone, not on the items.
     """
     H = x.shape[1]
     for k in range(i, i + 2):  # a loop, not two calls: numba then inlines _row_mean_rstd once
