@@ -401,12 +401,17 @@ def _is_float64(a):
     return a.dtype == np.float64
 
 
+def _is_float64_type(numba_type) -> bool:
+    """:func:`_is_float64` of a value of this numba type, decided from the type alone."""
+    return isinstance(numba_type, nbtypes.Array) and numba_type.dtype == nbtypes.float64
+
+
 @intrinsic
 def _is_float64_constant(typingctx, a):
     """:func:`_is_float64` as a constant of each compiled specialisation, so that ``if is_float64(x):`` costs
     nothing at run time: LLVM removes the branch not taken, also inside a loop. On a kernel's own argument
     numba does not even type that branch (:class:`_FoldDtypeTests`)."""
-    flag = isinstance(a, nbtypes.Array) and a.dtype == nbtypes.float64
+    flag = _is_float64_type(a)
 
     def codegen(context, builder, signature, llargs):
         return context.get_constant(nbtypes.boolean, flag)
@@ -446,7 +451,7 @@ class _FoldDtypeTests(FunctionPass):
 
     _name = "npnorm_fold_dtype_tests"
 
-    def __init__(self):
+    def __init__(self):  # numba's passes declare __init__ abstract
         FunctionPass.__init__(self)
 
     def run_pass(self, state):
@@ -488,8 +493,7 @@ class _FoldDtypeTests(FunctionPass):
             if isinstance(func, (numba_ir.Global, numba_ir.FreeVar)) and func.value is is_float64:
                 arg = guard(get_definition, func_ir, expr.args[0])
                 if isinstance(arg, numba_ir.Arg):
-                    arg_type = arg_types[arg.index]  # as _is_float64_constant decides
-                    return isinstance(arg_type, nbtypes.Array) and arg_type.dtype == nbtypes.float64
+                    return _is_float64_type(arg_types[arg.index])  # as _is_float64_constant decides
         elif expr.op == "unary" and expr.fn == operator.not_:
             operand = cls._value(func_ir, arg_types, expr.value)
             return None if operand is None else not operand
